@@ -1,0 +1,213 @@
+import hashlib
+import http.server
+import threading
+from functools import partial
+
+import anndata as ad
+import mudata as md
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+
+from sci2cl import data
+from sci2cl.data import DataValidationError, DatasetUnavailableError, RemoteFile
+
+
+@pytest.fixture
+def http_server(tmp_path):
+    """Serve tmp_path/'srv' on 127.0.0.1 for the download tests."""
+    root = tmp_path / "srv"
+    root.mkdir()
+    handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    handler.log_message = lambda *a, **k: None
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    yield root, f"http://127.0.0.1:{srv.server_address[1]}/"
+    srv.shutdown()
+
+
+def test_download_good_hash_then_cached(http_server, tmp_path):
+    root, url = http_server
+    (root / "f.txt").write_bytes(b"hello counts\n")
+    sha = hashlib.sha256(b"hello counts\n").hexdigest()
+    cache = tmp_path / "cache"
+    p = data.fetch_file(RemoteFile("f.txt", url + "f.txt", sha), cache)
+    assert p.read_bytes() == b"hello counts\n"
+    (root / "f.txt").unlink()  # second call must not download
+    assert data.fetch_file(RemoteFile("f.txt", url + "f.txt", sha), cache) == p
+
+
+def test_download_bad_hash_fails_clearly(http_server, tmp_path):
+    root, url = http_server
+    (root / "f.txt").write_bytes(b"tampered")
+    with pytest.raises(ValueError, match="hash"):
+        data.fetch_file(RemoteFile("f.txt", url + "f.txt", "0" * 64), tmp_path / "c")
+
+
+def test_trust_on_first_use_sidecar(http_server, tmp_path):
+    root, url = http_server
+    (root / "g.txt").write_bytes(b"v1")
+    cache = tmp_path / "c"
+    p = data.fetch_file(RemoteFile("g.txt", url + "g.txt"), cache)
+    assert (cache / "g.txt.sha256").read_text().strip() == hashlib.sha256(b"v1").hexdigest()
+    p.write_bytes(b"corrupted")
+    with pytest.raises(ValueError, match="SHA-256"):
+        data.fetch_file(RemoteFile("g.txt", url + "g.txt"), cache)
+
+
+def test_missing_file_message(http_server, tmp_path):
+    _, url = http_server
+    with pytest.raises(DatasetUnavailableError, match=r"missing\. Download it from .*missing\.h5ad and place it at"):
+        data.fetch_file(RemoteFile("missing.h5ad", url + "missing.h5ad"), tmp_path / "c")
+    with pytest.raises(DatasetUnavailableError, match="place it at"):
+        data.fetch_file(RemoteFile("x.h5ad", url + "x.h5ad"), tmp_path / "c", download=False)
+
+
+def test_load_paper_dataset_from_local_copy(tmp_path):
+    """A GLUE-style pair placed in <data_dir>/pbmc10k/ is read without any download."""
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "pbmc10k"
+    folder.mkdir()
+    obs = pd.DataFrame({"cell_type": ["CD14 Mono", "B naive"] * 10}, index=[f"c{i}" for i in range(20)])
+    for mod, n in (("RNA", 15), ("ATAC", 25)):
+        a = ad.AnnData(sp.csr_matrix(rng.poisson(1, (20, n)).astype(np.float32)), obs=obs)
+        a.var_names = [f"{mod}{j}" for j in range(n)]
+        a.write_h5ad(folder / f"10x-Multiome-Pbmc10k-{mod}.h5ad")
+    m = data.load("pbmc10k", data_dir=tmp_path, download=False)
+    assert isinstance(m, md.MuData) and m["rna"].shape == (20, 15) and m["atac"].shape == (20, 25)
+    assert "counts" in m["rna"].layers and m.obs["cell_type"].nunique() == 2
+    with pytest.raises(DatasetUnavailableError, match="Ma-2020-RNA.h5ad"):
+        data.load("ma2020", data_dir=tmp_path, download=False)
+    with pytest.raises(KeyError, match="unknown dataset"):
+        data.load("nope")
+
+
+def _pair(n=30, seed=0):
+    rng = np.random.default_rng(seed)
+    mods = {}
+    for m, d in (("rna", 40), ("atac", 20)):
+        mean = rng.gamma(1.0, 2.0, d)
+        a = ad.AnnData(sp.csr_matrix(rng.poisson(rng.gamma(0.5, mean / 0.5, (n, d))).astype(np.float32)))
+        a.obs_names = [f"c{i}" for i in range(n)]
+        a.var_names = [f"{m}{j}" for j in range(d)]
+        a.layers["counts"] = a.X.copy()
+        mods[m] = a
+    return md.MuData(mods)
+
+
+def test_validation_errors():
+    m = _pair()
+    data.validate(m, label_key=None)
+    bad = _pair()
+    bad["rna"].layers["counts"].data[0] = -1
+    with pytest.raises(DataValidationError, match="negative"):
+        data.validate(bad)
+    bad = _pair()
+    bad["rna"].layers["counts"].data[0] = 1.5
+    with pytest.raises(DataValidationError, match="non-integer"):
+        data.validate(bad)
+    bad = _pair()
+    bad["atac"].layers["counts"].data[0] = np.nan
+    with pytest.raises(DataValidationError, match="NaN"):
+        data.validate(bad)
+    with pytest.raises(DataValidationError, match="label column 'cell_type' not found"):
+        data.validate(m, label_key="cell_type")
+    bad = _pair()
+    bad["rna"].var_names = ["g"] * 40
+    with pytest.raises(DataValidationError, match="duplicated feature names"):
+        data.validate(bad)
+    bad = _pair()
+    bad["rna"].layers["counts"] = sp.csr_matrix(bad["rna"].shape, dtype=np.float32)
+    with pytest.raises(DataValidationError, match="empty cells"):
+        data.validate(bad, allow_empty=False)
+
+
+def test_align_modalities():
+    m = _pair()
+    shuffled = md.MuData({"rna": m["rna"][::-1].copy(), "atac": m["atac"][5:].copy()})
+    with pytest.raises(DataValidationError, match="differently ordered"):
+        data.validate(shuffled)
+    al = data.align_modalities(shuffled)
+    assert al["rna"].obs_names.equals(al["atac"].obs_names) and al.n_obs == 25
+    few = md.MuData({"rna": m["rna"][:10].copy(), "atac": m["atac"][10:].copy()})
+    with pytest.raises(DataValidationError, match="only 0 cells are shared"):
+        data.align_modalities(few)
+
+
+def test_preprocessing_reports():
+    m = _pair(n=60)
+    c = m["rna"].layers["counts"].toarray()
+    c[:, 0] = 0
+    m["rna"].layers["counts"] = sp.csr_matrix(c)
+    m["rna"].X = m["rna"].layers["counts"].copy()
+    zero_cols = int((np.asarray(m["rna"].layers["counts"].sum(0)).ravel() == 0).sum())
+    rep = data.qc_filter(m)
+    assert zero_cols >= 1 and rep["rna"]["features_dropped"] == zero_cols
+    kept = data.select_features(m, n_top_genes=5, n_top_peaks=7)
+    assert kept == {"rna": 5, "atac": 7} and m["rna"].n_vars == 5 and m["atac"].n_vars == 7
+
+
+def test_simulator_reproducible_and_planted():
+    a = data.simulate_multiome(n_cells=400, n_genes=100, n_peaks=300, seed=4)
+    b = data.simulate_multiome(n_cells=400, n_genes=100, n_peaks=300, seed=4)
+    assert (a["rna"].X != b["rna"].X).nnz == 0 and (a["atac"].X != b["atac"].X).nnz == 0
+    obs = a.obs
+    assert set(obs.loc[obs.true_cell_type == "CD14 Mono", "true_subtype"]) == {"Mono-1", "Mono-2", "Mono-3"}
+    wrong = obs.cell_type != obs.true_cell_type
+    assert wrong.any() and set(obs.true_cell_type[wrong]) == {"CD4 naive T"}
+    path = obs.true_pseudotime.notna()
+    assert set(obs.true_cell_type[path]) == {"HSPC", "B naive", "B intermediate", "B memory"}
+    for m in ("rna", "atac"):
+        X = a[m].layers["counts"]
+        assert np.allclose(X.data, np.round(X.data))
+
+
+def test_simulator_integration_beats_single_modality():
+    """NK/ILC differ only in ATAC, CD8 naive/TEM only in RNA: each modality alone misses one pair."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import cross_val_score
+
+    m = data.simulate_multiome(n_cells=2000, n_genes=300, n_peaks=800, seed=0)
+    feats = {}
+    for mod in ("rna", "atac"):
+        X = m[mod].layers["counts"].toarray()
+        feats[mod] = np.log1p(X / X.sum(1, keepdims=True) * 1e4)
+    t = m.obs.true_cell_type.astype(str).values
+
+    def acc(X, a, b):
+        s = np.isin(t, [a, b])
+        return cross_val_score(LogisticRegression(max_iter=500), X[s], t[s], cv=3).mean()
+
+    assert acc(feats["rna"], "NK", "ILC") < 0.65 < 0.9 < acc(feats["atac"], "NK", "ILC")
+    assert acc(feats["atac"], "CD8 naive T", "CD8 TEM") < 0.65 < 0.9 < acc(feats["rna"], "CD8 naive T", "CD8 TEM")
+
+
+MIRROR = {
+    "scicar_kidney": ((4747, 5000, 9998), 14),
+    "bmmc_a": ((500, 600, 600), 21),
+    "bmmc_b": ((500, 600, 600), 21),
+    "a549_dex": ((2641, 1185, 52761), 3),
+    "pbmc10k_tiny": ((1000, 45, 174), 0),
+    "baron_human": ((2142, 20125), 14),
+    "ifnb_pbmc": ((2800, 14053), 13),
+    "pbmc4k": ((4271, 2000), 8),
+    "cbmc": ((8617, 2000), 15),
+    "mouse_bladder": ((2746, 2003), 16),
+    "cellmix_rna": ((1047, 18666), 4),
+    "camp2015": ((220, 12694), 7),
+}
+
+
+@pytest.mark.parametrize("name", list(MIRROR))
+def test_mirror_datasets_load(shared_data, name):
+    d = data.load(name, data_dir=shared_data)
+    shape, n_types = MIRROR[name]
+    info = data.DATASETS[name]
+    if isinstance(d, md.MuData):
+        assert (d.n_obs, d["rna"].n_vars, d["atac"].n_vars) == shape
+    else:
+        assert d.shape == shape
+    if info.label_key:
+        assert d.obs[info.label_key].nunique() == n_types
