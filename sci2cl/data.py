@@ -310,7 +310,11 @@ def fetch_file(remote: RemoteFile, folder: Path, *, download: bool = True) -> Pa
 
 # --------------------------------------------------------------------------- load
 def load(
-    name: str, *, data_dir: str | os.PathLike | None = None, download: bool = True
+    name: str,
+    *,
+    data_dir: str | os.PathLike | None = None,
+    download: bool = True,
+    fallback: str | None = None,
 ) -> md.MuData | ad.AnnData:
     """Load a registered dataset.
 
@@ -322,6 +326,9 @@ def load(
         Data directory; see :func:`get_data_dir`.
     download
         Allow downloads of the paper's datasets when they are not present.
+    fallback
+        Dataset to load instead (with a warning) when ``name`` is unavailable,
+        e.g. ``"simulated"`` so that notebooks run anywhere.
 
     Returns
     -------
@@ -330,6 +337,14 @@ def load(
         Raw values in ``.X`` and ``.layers["counts"]``, labels in
         ``.obs[info.label_key]``, the registry entry in ``.uns["sci2cl_dataset"]``.
     """
+    if fallback is not None:
+        try:
+            return load(name, data_dir=data_dir, download=download)
+        except DatasetUnavailableError as e:
+            import warnings
+
+            warnings.warn(f"{e}\nUsing {fallback!r} instead.", stacklevel=2)
+            return load(fallback, data_dir=data_dir, download=download)
     if name == "simulated":
         return simulate_multiome()
     if name not in DATASETS:

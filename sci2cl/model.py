@@ -367,7 +367,9 @@ class SCI2CL(_BaseModel):
         key_added
             Also write the embedding to ``mdata.obsm[key_added]`` (``None``: do not).
         kind
-            ``"joint"`` (default), ``"rna"`` or ``"atac"`` (per-modality encoders).
+            ``"joint"`` (default), ``"rna"`` or ``"atac"`` (per-modality
+            encoders), ``"concat"`` (both L2-normalised encoder outputs side by
+            side, ``2 * n_latent`` columns).
         """
         if not self.is_trained:
             raise RuntimeError("the model is not trained; call .train() first")
@@ -388,8 +390,11 @@ class SCI2CL(_BaseModel):
                 z = self.module.joint_embedding(b)
             elif kind in ("rna", "atac"):
                 z = self.module.ae[kind].encode(b[kind])
+            elif kind == "concat":
+                zz = self.module.encode(b)
+                z = torch.cat([torch.nn.functional.normalize(zz[m], dim=1) for m in ("rna", "atac")], 1)
             else:
-                raise ValueError("kind must be 'joint', 'rna' or 'atac'")
+                raise ValueError("kind must be 'joint', 'rna', 'atac' or 'concat'")
             out.append(z.cpu().numpy())
         z = np.concatenate(out).astype(np.float32)
         if key_added:

@@ -8,7 +8,6 @@ under ``key_added``; graph clustering uses scanpy's Leiden on a kNN adjacency.
 from __future__ import annotations
 
 import time
-import tracemalloc
 from collections.abc import Callable, Sequence
 
 import anndata as ad
@@ -27,6 +26,7 @@ __all__ = [
     "cluster_embedding",
     "paper_protocol",
     "PEERS",
+    "PeakMemory",
     "run_peer",
     "find_subpopulations",
     "audit_annotation",
@@ -229,19 +229,52 @@ PEERS: dict[str, Callable] = {
 }
 
 
+class PeakMemory:
+    """Context manager sampling the process RSS (psutil) every ``interval`` s.
+
+    ``.peak_mb`` is the peak RSS during the block minus the RSS at entry,
+    i.e. the extra memory the block needed (torch and numpy buffers included).
+    """
+
+    def __init__(self, interval: float = 0.05):
+        self.interval = interval
+
+    def __enter__(self):
+        import threading
+
+        import psutil
+
+        self._proc = psutil.Process()
+        self._base = self._peak = self._proc.memory_info().rss
+        self._stop = threading.Event()
+
+        def sample():
+            while not self._stop.wait(self.interval):
+                self._peak = max(self._peak, self._proc.memory_info().rss)
+
+        self._thread = threading.Thread(target=sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self._peak = max(self._peak, self._proc.memory_info().rss)
+        self.peak_mb = (self._peak - self._base) / 2**20
+        return False
+
+
 def run_peer(name: str, mdata: md.MuData, seed: int = 0, **kwargs) -> dict:
     """Run a peer method; returns ``{"embedding", "adjacency", "seconds", "peak_mb"}``.
 
-    Peak memory is Python-level allocations traced by :mod:`tracemalloc`
-    (numpy/torch CPU buffers included), a lower bound of the process RSS.
+    ``peak_mb`` is the extra resident memory the method needed (see :class:`PeakMemory`).
     """
     fn = PEERS[name]
-    tracemalloc.start()
-    t = time.perf_counter()
-    out = fn(mdata, seed, **kwargs)
-    seconds = time.perf_counter() - t
-    peak = tracemalloc.get_traced_memory()[1] / 2**20
-    tracemalloc.stop()
+    with PeakMemory() as mem:
+        t = time.perf_counter()
+        out = fn(mdata, seed, **kwargs)
+        seconds = time.perf_counter() - t
+    peak = mem.peak_mb
     emb, adj = (out if isinstance(out, tuple) else (out, None))
     return {"embedding": np.asarray(emb, dtype=np.float32), "adjacency": adj, "seconds": seconds, "peak_mb": peak}
 

@@ -1,0 +1,73 @@
+# sci2cl: every target bootstraps .venv when it is missing.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# Data directory: SCI2CL_DATA_DIR if set, else the mirror beside the repo when present, else data/.
+SCI2CL_DATA_DIR ?= $(if $(wildcard ../shared/data/multiome),$(abspath ../shared/data),$(abspath data))
+export SCI2CL_DATA_DIR
+SMOKE_DIR ?= build/smoke
+HTML ?= book/_build/html
+
+.PHONY: help install test smoke book html notebooks bench lint format check-book clean
+
+help:
+	@echo "make book   - execute every notebook (full runs, papermill) and build the HTML book"
+	@echo "make test   - unit tests (pytest)"
+	@echo "make smoke  - execute every notebook with SMOKE=True in $(SMOKE_DIR) and build the book from them"
+	@echo "make html   - build the HTML book from the committed executed notebooks (no execution)"
+	@echo "make bench  - benchmarks -> results/*.csv and results/figures/"
+	@echo "make lint   - ruff"
+	@echo "make check-book - headless Chromium check of the built HTML (HTML=...)"
+
+$(STAMP): pyproject.toml
+	@command -v python3.11 >/dev/null && PYBIN=python3.11 || PYBIN=python3; \
+	test -x $(PY) || $$PYBIN -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip 2>&1 | grep -v "is ignored" || true
+	set -o pipefail; $(PY) -m pip install -q -e ".[dev,bench]" 2>&1 | { grep -v "is ignored: it is neither" || true; }
+	@if $(PY) -m pip list 2>/dev/null | grep -i -E "^(nvidia|triton)"; then echo "CUDA packages were installed: torch must stay pinned to 2.13.0 (CPU wheel)"; exit 1; fi
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -q tests
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check sci2cl tests benchmarks scripts
+	$(VENV)/bin/ruff format --check sci2cl tests benchmarks scripts
+
+format: $(STAMP)
+	$(VENV)/bin/ruff format sci2cl tests benchmarks scripts
+	$(VENV)/bin/ruff check --fix sci2cl tests benchmarks scripts
+
+build/mathjax/es5/tex-svg.js:
+	mkdir -p build/mathjax-npm build/mathjax
+	npm install --silent --no-audit --no-fund --prefix build/mathjax-npm mathjax@3
+	cp -r build/mathjax-npm/node_modules/mathjax/es5 build/mathjax/
+
+notebooks: $(STAMP)
+	$(PY) scripts/run_notebooks.py --mode full --out notebooks
+
+html: $(STAMP) build/mathjax/es5/tex-svg.js
+	$(PY) scripts/build_book.py --src . --out book
+
+book: notebooks html
+	@echo "Book: $(abspath book/_build/html/index.html)"
+
+smoke: $(STAMP) build/mathjax/es5/tex-svg.js
+	rm -rf $(SMOKE_DIR)
+	$(PY) scripts/run_notebooks.py --mode smoke --out $(SMOKE_DIR)/notebooks
+	$(PY) scripts/build_book.py --src . --notebooks $(SMOKE_DIR)/notebooks --out $(SMOKE_DIR) --strict
+	@echo "Smoke book: $(abspath $(SMOKE_DIR)/_build/html/index.html)"
+
+check-book: $(STAMP)
+	$(PY) scripts/check_book.py $(HTML) --screenshots build/screenshots
+
+bench: $(STAMP)
+	$(PY) benchmarks/sci2cl_speed.py
+	$(PY) benchmarks/clustering.py
+	$(PY) benchmarks/scrcl.py
+
+clean:
+	rm -rf build book/_build

@@ -1,0 +1,1 @@
+"""Benchmark runners (used by `make bench` and by the book's notebooks)."""

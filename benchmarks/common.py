@@ -1,0 +1,56 @@
+"""Dataset preparation shared by the benchmark runners."""
+
+from __future__ import annotations
+
+import warnings
+
+import mudata as md
+import numpy as np
+
+from sci2cl import data
+
+PAIRED = ["scicar_kidney", "bmmc_a", "bmmc_b", "a549_dex", "simulated"]
+PAPER = ["pbmc10k", "pbmc3k", "ma2020", "cellmix"]
+LABEL = {"a549_dex": "dex_time_h", "simulated": "true_cell_type"}
+
+
+def label_key(name: str) -> str:
+    """Column holding the truth used to score a dataset."""
+    return LABEL.get(name, "cell_type")
+
+
+def available_paired(data_dir=None) -> list[str]:
+    """Mirror datasets plus the paper's datasets that are present (no downloads)."""
+    out = []
+    for n in PAIRED + PAPER:
+        try:
+            if n != "simulated":
+                info = data.DATASETS[n]
+                root = data.get_data_dir(data_dir)
+                ok = (root / info.path).exists() if info.path else all(
+                    (root / n / r.name).exists() for r in info.remote
+                )
+                if not ok:
+                    continue
+            out.append(n)
+        except KeyError:
+            continue
+    return out
+
+
+def prepare(name: str, *, max_cells: int | None = None, seed: int = 0, n_genes=2000, n_peaks=5000, data_dir=None) -> md.MuData:
+    """Load, align, subsample (seeded, stratified by nothing) and select features."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        m = data.load(name, data_dir=data_dir, download=False)
+    if max_cells is not None and m.n_obs > max_cells:
+        keep = np.sort(np.random.default_rng(seed).choice(m.n_obs, max_cells, replace=False))
+        uns = dict(m.uns)
+        m = md.MuData({k: m[k][keep].copy() for k in m.mod})
+        for c in ("cell_type", "true_cell_type", "true_subtype", "true_pseudotime", "dex_time_h", "mislabelled"):
+            if c in m["rna"].obs:
+                m.obs[c] = m["rna"].obs[c].values
+        m.uns.update(uns)
+    data.qc_filter(m)
+    data.select_features(m, n_top_genes=n_genes, n_top_peaks=n_peaks)
+    return m
