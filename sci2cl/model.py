@@ -179,10 +179,27 @@ class SCI2CL(_BaseModel):
         self.module = SCI2CLModule(
             self.n_features, self.likelihoods, n_hidden=n_hidden, n_latent=n_latent, n_heads=n_heads
         ).to(self.device)
+        self._set_input_scaling(mdata)
         self.history = pd.DataFrame()
         self.is_trained = False
 
     # ------------------------------------------------------------------ setup helpers
+    @torch.no_grad()
+    def _set_input_scaling(self, mdata: md.MuData, chunk: int = 2048) -> None:
+        """Per-feature mean/std of the normalised input over all cells (no labels)."""
+        X = self._matrices(mdata)
+        for m in ("rna", "atac"):
+            ae = self.module.ae[m]
+            s1 = torch.zeros(self.n_features[m], dtype=torch.float64)
+            s2 = torch.zeros_like(s1)
+            for s in range(0, mdata.n_obs, chunk):
+                h = ae.normalise(torch.from_numpy(_dense_rows(X[m], np.arange(s, min(s + chunk, mdata.n_obs))))).double()
+                s1 += h.sum(0)
+                s2 += (h**2).sum(0)
+            mean = s1 / mdata.n_obs
+            std = (s2 / mdata.n_obs - mean**2).clamp(min=0).sqrt()
+            ae.input_mean.copy_(mean.float())
+            ae.input_std.copy_(std.float().clamp(min=1e-2))
     @staticmethod
     def _resolve_likelihoods(mdata: md.MuData, likelihood) -> dict[str, str]:
         if isinstance(likelihood, str):

@@ -133,13 +133,20 @@ class ModalityAE(nn.Module):
         self.encoder = MLP(n_features, [n_hidden, n_hidden // 2, n_latent], dropout=dropout)
         self.decoder = CountDecoder(n_latent, n_hidden, n_features, likelihood)
         self.fusion = ViewFusion(n_latent, n_heads)
+        # per-feature standardisation of the network input, set from the data by the model
+        self.register_buffer("input_mean", torch.zeros(n_features))
+        self.register_buffer("input_std", torch.ones(n_features))
 
-    def transform_input(self, x: torch.Tensor) -> torch.Tensor:
-        """Network input: ``log1p`` of depth-normalised counts (1e4 per cell)."""
+    def normalise(self, x: torch.Tensor) -> torch.Tensor:
+        """``log1p`` of depth-normalised counts (1e4 per cell); identity for non-count data."""
         if self.likelihood in COUNT_LIKELIHOODS or self.likelihood == "bernoulli":
             lib = x.sum(-1, keepdim=True).clamp(min=1.0)
             return torch.log1p(x / lib * 1e4)
         return x
+
+    def transform_input(self, x: torch.Tensor) -> torch.Tensor:
+        """Network input: :meth:`normalise`, then z-scored per feature (clipped at +-10)."""
+        return ((self.normalise(x) - self.input_mean) / self.input_std).clamp(-10, 10)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Embedding of raw inputs ``(n_cells, D) -> (n_cells, E)``."""
@@ -153,9 +160,11 @@ class ModalityAE(nn.Module):
         by the shared encoder, and the ``T`` view embeddings are fused by
         :class:`~sci2cl.nn.ViewFusion`. Returns ``(n_cells, E)``.
         """
-        h = self.transform_input(x)
+        h = self.normalise(x)
         keep = torch.rand((n_views, *h.shape), device=h.device) >= mask_rate
-        z = self.encoder((h.unsqueeze(0) * keep).reshape(-1, h.shape[1]))
+        # mask on the normalised scale (masked = not detected), then standardise
+        hv = ((h.unsqueeze(0) * keep - self.input_mean) / self.input_std).clamp(-10, 10)
+        z = self.encoder(hv.reshape(-1, h.shape[1]))
         z = z.view(n_views, h.shape[0], -1).transpose(0, 1)  # (n, T, E)
         return self.fusion(z)
 

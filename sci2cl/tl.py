@@ -30,6 +30,7 @@ __all__ = [
     "run_peer",
     "find_subpopulations",
     "audit_annotation",
+    "pseudobulk_correlation",
     "trajectory",
     "stage_order_score",
     "gene_activity",
@@ -79,18 +80,24 @@ def leiden_labels(
 
 def leiden_label_free(
     X: np.ndarray,
-    resolutions: Sequence[float] = (0.2, 0.4, 0.6, 0.8, 1.0, 1.5, 2.0),
+    resolutions: Sequence[float] | None = None,
     n_neighbors: int = 15,
     seed: int = 0,
     adjacency: sp.spmatrix | None = None,
     embedding_for_score: np.ndarray | None = None,
 ) -> tuple[np.ndarray, float, pd.DataFrame]:
-    """Leiden with a resolution chosen without labels.
+    """Leiden clustering whose resolution is chosen without labels.
 
-    Rule: among ``resolutions``, keep the one whose clusters have the highest
-    silhouette width on the embedding (``X``, or ``embedding_for_score`` when
-    clustering a given graph); ties go to the lower resolution. Single-cluster
-    results score -1.
+    Two documented rules:
+
+    * ``resolutions=None`` (the benchmark's rule): scanpy's default
+      resolution 1.0 on the 15-NN graph, the choice most users make; the
+      number of clusters found is reported, not tuned.
+    * a list of resolutions: keep the one whose clusters have the highest
+      silhouette width on the embedding (``X``, or ``embedding_for_score``
+      when clustering a given graph); ties go to the lower resolution. This
+      favours well-separated clusters and is used to decide whether a
+      population splits at all (:func:`find_subpopulations`).
 
     Returns
     -------
@@ -99,12 +106,12 @@ def leiden_label_free(
     emb = X if embedding_for_score is None else embedding_for_score
     A = knn_adjacency(X, n_neighbors) if adjacency is None else adjacency
     rows, best = [], (-np.inf, None, None)
-    for r in resolutions:
+    for r in resolutions if resolutions is not None else [1.0]:
         lab = leiden_labels(resolution=r, seed=seed, adjacency=A)
         k = len(np.unique(lab))
         s = metrics.asw(emb, lab, seed=seed) if k > 1 else -1.0
         rows.append({"resolution": r, "n_clusters": k, "silhouette": s})
-        if s > best[0] + 1e-9:
+        if s > best[0] + 1e-9 or best[2] is None:
             best = (s, r, lab)
     return best[2], best[1], pd.DataFrame(rows)
 
@@ -118,7 +125,7 @@ def cluster_embedding(
     """Score an embedding (or a graph) under the two protocols of the benchmark.
 
     ``kmeans``: KMeans with the true number of types on the embedding;
-    ``leiden``: label-free Leiden (:func:`leiden_label_free`). With an
+    ``leiden``: label-free Leiden at resolution 1 (:func:`leiden_label_free`). With an
     ``adjacency`` (graph methods such as WNN) KMeans runs on ``X``, which is
     then the graph's spectral/UMAP coordinates.
     """
@@ -207,7 +214,15 @@ def _mofa(mdata: md.MuData, seed: int, n_factors: int = 15) -> np.ndarray:
 
     log_normalize(m["rna"])
     tfidf_lsi(m["atac"])
-    mu.tl.mofa(m, n_factors=n_factors, seed=seed, quiet=True, outfile=None, use_obs="union", gpu_mode=False)
+    import contextlib
+    import io
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(io.StringIO()):
+        mu.tl.mofa(
+            m, n_factors=n_factors, seed=seed, quiet=True, verbose=False, use_obs="union",
+            gpu_mode=False, outfile=f"{tmp}/mofa.hdf5",
+        )
     return m.obsm["X_mofa"]
 
 
@@ -291,6 +306,7 @@ def find_subpopulations(
     seed: int = 0,
     key_added: str = "subpopulation",
     de_modality: str = "rna",
+    min_stability: float = 0.6,
 ) -> dict:
     """Subcluster one labelled population on the kNN graph of an embedding.
 
@@ -308,7 +324,8 @@ def find_subpopulations(
     Returns
     -------
     dict with ``labels`` (Series), ``resolution``, ``stability`` (list of
-    ARIs), ``de`` (tidy DataFrame) and ``n_subclusters``.
+    ARIs), ``stable`` (mean stability ARI >= ``min_stability``), ``de``
+    (tidy DataFrame) and ``n_subclusters``.
     """
     import scanpy as sc
 
@@ -340,7 +357,10 @@ def find_subpopulations(
         a.obs["sub"] = labels.values
         sc.tl.rank_genes_groups(a, "sub", method="wilcoxon", corr_method="benjamini-hochberg")
         de = sc.get.rank_genes_groups_df(a, group=None)
-    return {"labels": labels, "resolution": res, "stability": stab, "de": de, "n_subclusters": int(labels.nunique())}
+    return {
+        "labels": labels, "resolution": res, "stability": stab, "stable": bool(np.mean(stab) >= min_stability),
+        "de": de, "n_subclusters": int(labels.nunique()),
+    }
 
 
 # --------------------------------------------------------------------------- annotation audit
