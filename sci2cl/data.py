@@ -653,9 +653,9 @@ def simulate_multiome(
     # related types share part of a program (T cells, B path, myeloid)
     for group in (("CD4 naive T", "CD4 memory T", "CD8 naive T", "CD8 TEM"), ("NK", "ILC")):
         ids = [rna_prog[t] for t in group]
-        G[ids] = 0.5 * G[ids] + 0.5 * G[ids].mean(0)
+        G[ids] = 0.7 * G[ids] + 0.3 * G[ids].mean(0)
         ids = [atac_prog[t] for t in group]
-        P[ids] = 0.5 * P[ids] + 0.5 * P[ids].mean(0)
+        P[ids] = 0.7 * P[ids] + 0.3 * P[ids].mean(0)
 
     g_logit = g_base + G[[rna_prog[t] for t in true_type]]
     p_logit = p_base + P[[atac_prog[t] for t in true_type]]

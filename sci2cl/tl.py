@@ -476,7 +476,7 @@ def trajectory(
     with contextlib.redirect_stdout(io.StringIO()):
         sl = Slingshot(
             X2, onehot, start_node=cats.index(start),
-            end_nodes=[cats.index(e) for e in end] if end else None, debug_level="off",
+            end_nodes=[cats.index(e) for e in end] if end else None,
         )
         sl.fit(num_epochs=num_epochs)
     pt = np.full(mdata.n_obs, np.nan)

@@ -1,0 +1,111 @@
+"""scRCL benchmark on the labelled scRNA-seq sets: scRCL vs. PCA + KMeans, Leiden and (optionally) scVI.
+
+Usage: python benchmarks/scrcl.py [--smoke] [--seeds 5 15 25 35 45] [--datasets ...]
+Writes results/benchmark_scrcl.csv (dataset, method, seed, acc, nmi, ari, n_clusters, seconds, peak_mb).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from sci2cl import data, metrics, tl  # noqa: E402
+from sci2cl.model import SCRCL  # noqa: E402
+
+SCRNA = ["baron_human", "ifnb_pbmc", "pbmc4k", "cbmc", "mouse_bladder", "cellmix_rna", "camp2015"]
+SEEDS = [5, 15, 25, 35, 45]
+
+
+def pca_embedding(adata, seed: int, n_top_genes: int = 2000):
+    """scanpy: normalise, log1p, HVG (seurat), scale, 50 PCs."""
+    import scanpy as sc
+
+    a = adata.copy()
+    a.X = a.layers["counts"].copy()
+    sc.pp.filter_genes(a, min_cells=1)
+    sc.pp.normalize_total(a, target_sum=1e4)
+    sc.pp.log1p(a)
+    if a.n_vars > n_top_genes:
+        sc.pp.highly_variable_genes(a, n_top_genes=n_top_genes, flavor="seurat", subset=True)
+    sc.pp.scale(a, max_value=10)
+    sc.tl.pca(a, n_comps=min(50, min(a.shape) - 1), random_state=seed)
+    return a.obsm["X_pca"]
+
+
+def run_dataset(name: str, seeds: list[int], *, max_cells: int | None = None, max_epochs: int = 300, log=print) -> list[dict]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        adata = data.load(name)
+    if max_cells and adata.n_obs > max_cells:
+        adata = adata[np.sort(np.random.default_rng(0).choice(adata.n_obs, max_cells, replace=False))].copy()
+    data.qc_filter(adata)
+    y = adata.obs["cell_type"].astype(str).to_numpy()
+    k = len(np.unique(y))
+    rows = []
+    for seed in seeds:
+        runs = {}
+        with tl.PeakMemory() as mem:
+            t = time.perf_counter()
+            m = SCRCL(adata, n_clusters=k, seed=seed)
+            m.train(max_epochs=max_epochs, progress_bar=False)
+            runs["scRCL"] = (m.predict(key_added=None), time.perf_counter() - t)
+        peak = {"scRCL": mem.peak_mb}
+        with tl.PeakMemory() as mem:
+            t = time.perf_counter()
+            pcs = pca_embedding(adata, seed)
+            runs["PCA + KMeans"] = (tl.kmeans_labels(pcs, k, seed), time.perf_counter() - t)
+        peak["PCA + KMeans"] = mem.peak_mb
+        with tl.PeakMemory() as mem:
+            t = time.perf_counter()
+            runs["PCA + Leiden"] = (tl.leiden_label_free(pcs, seed=seed)[0], time.perf_counter() - t)
+        peak["PCA + Leiden"] = mem.peak_mb
+        for meth, (lab, sec) in runs.items():
+            s = metrics.score_all(y, lab)
+            rows.append({"dataset": name, "method": meth, "seed": seed, "acc": s["acc"], "nmi": s["nmi"], "ari": s["ari"],
+                         "n_clusters": s["n_clusters"], "seconds": sec, "peak_mb": peak[meth],
+                         "epochs": len(m.history) if meth == "scRCL" else np.nan})
+            log(f"{name:14s} {meth:13s} seed {seed}: ACC {s['acc']:.3f} NMI {s['nmi']:.3f} ARI {s['ari']:.3f} ({sec:.0f} s)")
+    return rows
+
+
+def run(datasets, seeds, out_dir: Path = ROOT / "results", **kw) -> pd.DataFrame:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for ds in datasets:
+        try:
+            rows += run_dataset(ds, seeds, **kw)
+        except data.DatasetUnavailableError as e:
+            print(f"{ds}: skipped ({e})")
+    df = pd.DataFrame(rows)
+    df.to_csv(out_dir / "benchmark_scrcl.csv", index=False)
+    return df
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--smoke", action="store_true")
+    ap.add_argument("--datasets", nargs="*", default=SCRNA)
+    ap.add_argument("--seeds", nargs="*", type=int, default=SEEDS)
+    ap.add_argument("--out", default=str(ROOT / "results"))
+    a = ap.parse_args()
+    t = time.perf_counter()
+    if a.smoke:
+        df = run(["camp2015"], [5], out_dir=Path(a.out), max_epochs=20)
+    else:
+        df = run(a.datasets, a.seeds, out_dir=Path(a.out))
+    print(df.groupby(["dataset", "method"])[["acc", "nmi", "ari", "seconds"]].mean().round(3).to_string())
+    print(f"total wall time {time.perf_counter() - t:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
