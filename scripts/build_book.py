@@ -28,6 +28,7 @@ def main() -> int:
     for f in (src / "book").iterdir():
         if f.is_file() and f.suffix in {".md", ".yml", ".bib", ".png", ".svg"}:
             shutil.copy(f, stage / f.name)
+    shutil.copytree(src / "book" / "_ext", stage / "_ext")
     nb_src = Path(args.notebooks).resolve() if args.notebooks else src / "notebooks"
     (stage / "notebooks").mkdir()
     for nb in sorted(nb_src.glob("[0-9][0-9]_*.ipynb")):
@@ -39,7 +40,7 @@ def main() -> int:
     shutil.copytree(mj, stage / "_mathjax" / "mathjax")
     cmd = [str(Path(sys.executable).with_name("jupyter-book")), "build", str(stage), "--path-output", str(out)]
     if args.strict:
-        cmd += ["-W", "-n", "--keep-going"]
+        cmd += ["-W", "--keep-going"]
     print(" ".join(cmd), flush=True)
     return subprocess.call(cmd)
 
