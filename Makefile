@@ -34,8 +34,8 @@ test: $(STAMP)
 	$(PY) -m pytest -q tests
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check sci2cl tests benchmarks scripts
-	$(VENV)/bin/ruff format --check sci2cl tests benchmarks scripts
+	$(VENV)/bin/ruff check sci2cl tests benchmarks scripts book/_ext
+	$(VENV)/bin/ruff format --check sci2cl tests benchmarks scripts book/_ext
 
 format: $(STAMP)
 	$(VENV)/bin/ruff format sci2cl tests benchmarks scripts

@@ -20,7 +20,19 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.common import available_paired, label_key, prepare  # noqa: E402
 from sci2cl import tl  # noqa: E402
 
-COLUMNS = ["dataset", "method", "protocol", "seed", "nmi", "ari", "acc", "asw", "n_clusters", "seconds", "peak_mb"]
+COLUMNS = [
+    "dataset",
+    "method",
+    "protocol",
+    "seed",
+    "nmi",
+    "ari",
+    "acc",
+    "asw",
+    "n_clusters",
+    "seconds",
+    "peak_mb",
+]
 
 
 def run(
@@ -54,18 +66,43 @@ def run(
                     log(f"{ds} {method} seed {seed}: FAILED {type(e).__name__}: {e}")
                     continue
                 emb, adj = res["embedding"], res["adjacency"]
-                base = {"dataset": ds, "method": method, "seed": seed, "seconds": res["seconds"], "peak_mb": res["peak_mb"]}
+                base = {
+                    "dataset": ds,
+                    "method": method,
+                    "seed": seed,
+                    "seconds": res["seconds"],
+                    "peak_mb": res["peak_mb"],
+                }
                 for r in tl.cluster_embedding(emb, y, seed=seed, adjacency=adj):
                     rows.append({**base, **r})
                 if paper_repeats:
-                    pp = tl.paper_protocol(emb, y, n_repeats=1 if adj is not None else paper_repeats, seed=seed)
-                    rows.append({**base, "protocol": "paper", **pp.drop(columns="repeat").mean().to_dict(),
-                                 "nmi_min": pp.nmi.min(), "nmi_max": pp.nmi.max(), "ari_min": pp.ari.min(), "ari_max": pp.ari.max()})
+                    pp = tl.paper_protocol(
+                        emb, y, n_repeats=1 if adj is not None else paper_repeats, seed=seed
+                    )
+                    rows.append(
+                        {
+                            **base,
+                            "protocol": "paper",
+                            **pp.drop(columns="repeat").mean().to_dict(),
+                            "nmi_min": pp.nmi.min(),
+                            "nmi_max": pp.nmi.max(),
+                            "ari_min": pp.ari.min(),
+                            "ari_max": pp.ari.max(),
+                        }
+                    )
                 if seed == seeds[0]:
                     coords[method] = emb if emb.shape[1] == 2 else _umap(emb, seed)
-                km = next(r for r in rows[::-1] if r["protocol"] == "kmeans" and r["method"] == method)
-                log(f"{ds:14s} {method:12s} seed {seed}: NMI {km['nmi']:.3f} ARI {km['ari']:.3f} ({res['seconds']:.0f} s, {res['peak_mb']:.0f} MB)")
-        np.savez_compressed(out_dir / f"embeddings_{ds}.npz", labels=y, **{k.replace(" ", "_"): v for k, v in coords.items()})
+                km = next(
+                    r for r in rows[::-1] if r["protocol"] == "kmeans" and r["method"] == method
+                )
+                log(
+                    f"{ds:14s} {method:12s} seed {seed}: NMI {km['nmi']:.3f} ARI {km['ari']:.3f} ({res['seconds']:.0f} s, {res['peak_mb']:.0f} MB)"
+                )
+        np.savez_compressed(
+            out_dir / f"embeddings_{ds}.npz",
+            labels=y,
+            **{k.replace(" ", "_"): v for k, v in coords.items()},
+        )
     df = pd.DataFrame(rows)
     df = df[[c for c in COLUMNS if c in df] + [c for c in df if c not in COLUMNS]]
     df.to_csv(out_dir / "benchmark_clustering.csv", index=False)
@@ -104,7 +141,11 @@ def figures(df: pd.DataFrame, out_dir: Path = ROOT / "results") -> list[Path]:
     for f in sorted(out_dir.glob("embeddings_*.npz")):
         z = dict(np.load(f, allow_pickle=True))
         labels = z.pop("labels")
-        fig = pl.embedding_grid({k.replace("_", " "): v for k, v in z.items()}, labels, title=f.stem.replace("embeddings_", ""))
+        fig = pl.embedding_grid(
+            {k.replace("_", " "): v for k, v in z.items()},
+            labels,
+            title=f.stem.replace("embeddings_", ""),
+        )
         paths.append(fig_dir / f"umap_grid_{f.stem.replace('embeddings_', '')}.png")
         fig.savefig(paths[-1], dpi=110, bbox_inches="tight")
     plt.close("all")
@@ -112,7 +153,9 @@ def figures(df: pd.DataFrame, out_dir: Path = ROOT / "results") -> list[Path]:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--smoke", action="store_true", help="one small dataset, one seed, few epochs")
     ap.add_argument("--datasets", nargs="*")
     ap.add_argument("--methods", nargs="*", default=list(tl.PEERS))
@@ -123,12 +166,31 @@ def main() -> int:
     a = ap.parse_args()
     t = time.perf_counter()
     if a.smoke:
-        df = run(a.datasets or ["bmmc_a"], a.methods, [0], max_cells=400, max_epochs=3, paper_repeats=1, out_dir=Path(a.out))
+        df = run(
+            a.datasets or ["bmmc_a"],
+            a.methods,
+            [0],
+            max_cells=400,
+            max_epochs=3,
+            paper_repeats=1,
+            out_dir=Path(a.out),
+        )
     else:
-        df = run(a.datasets or available_paired(), a.methods, a.seeds, max_epochs=a.max_epochs,
-                 paper_repeats=a.paper_repeats, out_dir=Path(a.out))
+        df = run(
+            a.datasets or available_paired(),
+            a.methods,
+            a.seeds,
+            max_epochs=a.max_epochs,
+            paper_repeats=a.paper_repeats,
+            out_dir=Path(a.out),
+        )
     figures(df, Path(a.out))
-    summary = df.groupby(["dataset", "method", "protocol"])[["nmi", "ari"]].mean().unstack("protocol").round(3)
+    summary = (
+        df.groupby(["dataset", "method", "protocol"])[["nmi", "ari"]]
+        .mean()
+        .unstack("protocol")
+        .round(3)
+    )
     print(summary.to_string())
     print(f"total wall time {time.perf_counter() - t:.0f} s")
     return 0

@@ -27,8 +27,10 @@ def available_paired(data_dir=None) -> list[str]:
             if n != "simulated":
                 info = data.DATASETS[n]
                 root = data.get_data_dir(data_dir)
-                ok = (root / info.path).exists() if info.path else all(
-                    (root / n / r.name).exists() for r in info.remote
+                ok = (
+                    (root / info.path).exists()
+                    if info.path
+                    else all((root / n / r.name).exists() for r in info.remote)
                 )
                 if not ok:
                     continue
@@ -38,7 +40,15 @@ def available_paired(data_dir=None) -> list[str]:
     return out
 
 
-def prepare(name: str, *, max_cells: int | None = None, seed: int = 0, n_genes=2000, n_peaks=5000, data_dir=None) -> md.MuData:
+def prepare(
+    name: str,
+    *,
+    max_cells: int | None = None,
+    seed: int = 0,
+    n_genes=2000,
+    n_peaks=5000,
+    data_dir=None,
+) -> md.MuData:
     """Load, align, subsample (seeded, stratified by nothing) and select features."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -47,7 +57,14 @@ def prepare(name: str, *, max_cells: int | None = None, seed: int = 0, n_genes=2
         keep = np.sort(np.random.default_rng(seed).choice(m.n_obs, max_cells, replace=False))
         uns = dict(m.uns)
         m = md.MuData({k: m[k][keep].copy() for k in m.mod})
-        for c in ("cell_type", "true_cell_type", "true_subtype", "true_pseudotime", "dex_time_h", "mislabelled"):
+        for c in (
+            "cell_type",
+            "true_cell_type",
+            "true_subtype",
+            "true_pseudotime",
+            "dex_time_h",
+            "mislabelled",
+        ):
             if c in m["rna"].obs:
                 m.obs[c] = m["rna"].obs[c].values
         m.uns.update(uns)

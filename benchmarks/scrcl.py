@@ -41,12 +41,16 @@ def pca_embedding(adata, seed: int, n_top_genes: int = 2000):
     return a.obsm["X_pca"]
 
 
-def run_dataset(name: str, seeds: list[int], *, max_cells: int | None = None, max_epochs: int = 300, log=print) -> list[dict]:
+def run_dataset(
+    name: str, seeds: list[int], *, max_cells: int | None = None, max_epochs: int = 300, log=print
+) -> list[dict]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         adata = data.load(name)
     if max_cells and adata.n_obs > max_cells:
-        adata = adata[np.sort(np.random.default_rng(0).choice(adata.n_obs, max_cells, replace=False))].copy()
+        adata = adata[
+            np.sort(np.random.default_rng(0).choice(adata.n_obs, max_cells, replace=False))
+        ].copy()
     data.qc_filter(adata)
     y = adata.obs["cell_type"].astype(str).to_numpy()
     k = len(np.unique(y))
@@ -66,14 +70,30 @@ def run_dataset(name: str, seeds: list[int], *, max_cells: int | None = None, ma
         peak["PCA + KMeans"] = mem.peak_mb
         with tl.PeakMemory() as mem:
             t = time.perf_counter()
-            runs["PCA + Leiden"] = (tl.leiden_label_free(pcs, seed=seed)[0], time.perf_counter() - t)
+            runs["PCA + Leiden"] = (
+                tl.leiden_label_free(pcs, seed=seed)[0],
+                time.perf_counter() - t,
+            )
         peak["PCA + Leiden"] = mem.peak_mb
         for meth, (lab, sec) in runs.items():
             s = metrics.score_all(y, lab)
-            rows.append({"dataset": name, "method": meth, "seed": seed, "acc": s["acc"], "nmi": s["nmi"], "ari": s["ari"],
-                         "n_clusters": s["n_clusters"], "seconds": sec, "peak_mb": peak[meth],
-                         "epochs": len(m.history) if meth == "scRCL" else np.nan})
-            log(f"{name:14s} {meth:13s} seed {seed}: ACC {s['acc']:.3f} NMI {s['nmi']:.3f} ARI {s['ari']:.3f} ({sec:.0f} s)")
+            rows.append(
+                {
+                    "dataset": name,
+                    "method": meth,
+                    "seed": seed,
+                    "acc": s["acc"],
+                    "nmi": s["nmi"],
+                    "ari": s["ari"],
+                    "n_clusters": s["n_clusters"],
+                    "seconds": sec,
+                    "peak_mb": peak[meth],
+                    "epochs": len(m.history) if meth == "scRCL" else np.nan,
+                }
+            )
+            log(
+                f"{name:14s} {meth:13s} seed {seed}: ACC {s['acc']:.3f} NMI {s['nmi']:.3f} ARI {s['ari']:.3f} ({sec:.0f} s)"
+            )
     return rows
 
 
@@ -91,7 +111,9 @@ def run(datasets, seeds, out_dir: Path = ROOT / "results", **kw) -> pd.DataFrame
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--smoke", action="store_true")
     ap.add_argument("--datasets", nargs="*", default=SCRNA)
     ap.add_argument("--seeds", nargs="*", type=int, default=SEEDS)
@@ -102,7 +124,12 @@ def main() -> int:
         df = run(["camp2015"], [5], out_dir=Path(a.out), max_epochs=20)
     else:
         df = run(a.datasets, a.seeds, out_dir=Path(a.out))
-    print(df.groupby(["dataset", "method"])[["acc", "nmi", "ari", "seconds"]].mean().round(3).to_string())
+    print(
+        df.groupby(["dataset", "method"])[["acc", "nmi", "ari", "seconds"]]
+        .mean()
+        .round(3)
+        .to_string()
+    )
     print(f"total wall time {time.perf_counter() - t:.0f} s")
     return 0
 

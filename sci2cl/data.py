@@ -158,10 +158,16 @@ def _read_cellmix(files: list[Path], data_dir: Path) -> md.MuData:
     mods = {}
     for m, f in zip(("rna", "atac"), files):
         df = pd.read_csv(f, sep="\t", index_col=0)  # features x cells
-        mods[m] = ad.AnnData(sp.csr_matrix(df.values.T.astype(np.float32)), obs=pd.DataFrame(index=df.columns), var=pd.DataFrame(index=df.index))
+        mods[m] = ad.AnnData(
+            sp.csr_matrix(df.values.T.astype(np.float32)),
+            obs=pd.DataFrame(index=df.columns),
+            var=pd.DataFrame(index=df.index),
+        )
     lab = data_dir / "labels" / "snare_cellmix_cell_metadata.txt"
     if not lab.exists():
-        raise DatasetUnavailableError(f"CellMix labels not found at {lab} (columns cell, cell_line).")
+        raise DatasetUnavailableError(
+            f"CellMix labels not found at {lab} (columns cell, cell_line)."
+        )
     labels = pd.read_csv(lab, sep="\t", index_col=0).iloc[:, 0]
     mdata = align_modalities(md.MuData(mods))
     cells = mdata.obs_names.intersection(labels.index)
@@ -174,42 +180,82 @@ def _read_cellmix(files: list[Path], data_dir: Path) -> md.MuData:
 _GLUE = "http://download.gao-lab.org/GLUE/dataset/"
 _GEO = "https://ftp.ncbi.nlm.nih.gov/geo/series/GSE126nnn/GSE126074/suppl/"
 _SCRNA = {
-    "baron_human": ("baron_human_2142.h5ad", "Baron et al. 2016 human pancreas (Cell BLAST), 25% subsample", "MIT"),
+    "baron_human": (
+        "baron_human_2142.h5ad",
+        "Baron et al. 2016 human pancreas (Cell BLAST), 25% subsample",
+        "MIT",
+    ),
     "ifnb_pbmc": ("ifnb_pbmc_2800.h5ad", "Kang et al. 2018 IFN-beta PBMC subset (GSE96583)", "MIT"),
     "pbmc4k": ("pbmc4k_top2000.h5ad", "10x PBMC 4k, top 2,000 genes (scDCC)", "Apache-2.0"),
     "cbmc": ("cbmc_top2000.h5ad", "CITE-seq CBMC RNA, top 2,000 genes (scDCC)", "Apache-2.0"),
-    "mouse_bladder": ("mouse_bladder_top2000.h5ad", "Mouse Cell Atlas bladder (scDCC)", "Apache-2.0"),
-    "cellmix_rna": ("snare_cellmix_rna_1047.h5ad", "SNARE-seq CellMix RNA part (GSE126074)", "GEO public data"),
+    "mouse_bladder": (
+        "mouse_bladder_top2000.h5ad",
+        "Mouse Cell Atlas bladder (scDCC)",
+        "Apache-2.0",
+    ),
+    "cellmix_rna": (
+        "snare_cellmix_rna_1047.h5ad",
+        "SNARE-seq CellMix RNA part (GSE126074)",
+        "GEO public data",
+    ),
     "camp2015": ("camp2015_fetal_brain_220.h5ad", "Camp et al. 2015 fetal brain", "GPL-2+"),
 }
 
 DATASETS: dict[str, DatasetInfo] = {
     "scicar_kidney": DatasetInfo(
-        "scicar_kidney", "multiome", "sci-CAR mouse kidney, 5k genes x 10k peaks (JSNMF subset)",
-        "Cao et al. 2018, GEO GSE117089", "GEO public data", "cell_type",
-        path="multiome/scicar_mouse_kidney.h5mu", reader=_drop_kidney_artefacts,
+        "scicar_kidney",
+        "multiome",
+        "sci-CAR mouse kidney, 5k genes x 10k peaks (JSNMF subset)",
+        "Cao et al. 2018, GEO GSE117089",
+        "GEO public data",
+        "cell_type",
+        path="multiome/scicar_mouse_kidney.h5mu",
+        reader=_drop_kidney_artefacts,
     ),
     "bmmc_a": DatasetInfo(
-        "bmmc_a", "multiome", "NeurIPS 2021 BMMC multiome starter subset A (500 cells)",
-        "GEO GSE194122", "MIT", "cell_type", path="multiome/bmmc_multiome_500a.h5mu",
+        "bmmc_a",
+        "multiome",
+        "NeurIPS 2021 BMMC multiome starter subset A (500 cells)",
+        "GEO GSE194122",
+        "MIT",
+        "cell_type",
+        path="multiome/bmmc_multiome_500a.h5mu",
     ),
     "bmmc_b": DatasetInfo(
-        "bmmc_b", "multiome", "NeurIPS 2021 BMMC multiome starter subset B (500 cells)",
-        "GEO GSE194122", "MIT", "cell_type", path="multiome/bmmc_multiome_500b.h5mu",
+        "bmmc_b",
+        "multiome",
+        "NeurIPS 2021 BMMC multiome starter subset B (500 cells)",
+        "GEO GSE194122",
+        "MIT",
+        "cell_type",
+        path="multiome/bmmc_multiome_500b.h5mu",
     ),
     "a549_dex": DatasetInfo(
-        "a549_dex", "multiome", "sci-CAR A549 dexamethasone 0/1/3 h; ATAC is normalised, not counts",
-        "Cao et al. 2018 (scAI package data)", "GPL-3", "dex_time_h",
-        path="multiome/scicar_a549_dex.h5mu", count_modalities=("rna",),
+        "a549_dex",
+        "multiome",
+        "sci-CAR A549 dexamethasone 0/1/3 h; ATAC is normalised, not counts",
+        "Cao et al. 2018 (scAI package data)",
+        "GPL-3",
+        "dex_time_h",
+        path="multiome/scicar_a549_dex.h5mu",
+        count_modalities=("rna",),
     ),
     "pbmc10k_tiny": DatasetInfo(
-        "pbmc10k_tiny", "multiome", "10x PBMC 10k multiome, 1,000-cell test subset, unlabelled",
-        "10x Genomics via muon test data", "BSD-3", None,
+        "pbmc10k_tiny",
+        "multiome",
+        "10x PBMC 10k multiome, 1,000-cell test subset, unlabelled",
+        "10x Genomics via muon test data",
+        "BSD-3",
+        None,
         path="multiome/pbmc10k_multiome_tiny_unlabelled.h5mu",
     ),
     "pbmc10k": DatasetInfo(
-        "pbmc10k", "multiome", "10x Multiome PBMC 10k as preprocessed for GLUE (paper's PBMC-10K)",
-        "10x Genomics; GLUE (Cao & Gao 2022)", "CC BY 4.0", "cell_type",
+        "pbmc10k",
+        "multiome",
+        "10x Multiome PBMC 10k as preprocessed for GLUE (paper's PBMC-10K)",
+        "10x Genomics; GLUE (Cao & Gao 2022)",
+        "CC BY 4.0",
+        "cell_type",
         remote=(
             RemoteFile("10x-Multiome-Pbmc10k-RNA.h5ad", _GLUE + "10x-Multiome-Pbmc10k-RNA.h5ad"),
             RemoteFile("10x-Multiome-Pbmc10k-ATAC.h5ad", _GLUE + "10x-Multiome-Pbmc10k-ATAC.h5ad"),
@@ -217,8 +263,12 @@ DATASETS: dict[str, DatasetInfo] = {
         reader=lambda files, d: _read_glue_pair(files),
     ),
     "ma2020": DatasetInfo(
-        "ma2020", "multiome", "SHARE-seq mouse skin as preprocessed for GLUE (paper's Ma-2020)",
-        "Ma et al. 2020, GEO GSE140203; GLUE", "GEO public data", "cell_type",
+        "ma2020",
+        "multiome",
+        "SHARE-seq mouse skin as preprocessed for GLUE (paper's Ma-2020)",
+        "Ma et al. 2020, GEO GSE140203; GLUE",
+        "GEO public data",
+        "cell_type",
         remote=(
             RemoteFile("Ma-2020-RNA.h5ad", _GLUE + "Ma-2020-RNA.h5ad"),
             RemoteFile("Ma-2020-ATAC.h5ad", _GLUE + "Ma-2020-ATAC.h5ad"),
@@ -226,8 +276,12 @@ DATASETS: dict[str, DatasetInfo] = {
         reader=lambda files, d: _read_glue_pair(files),
     ),
     "pbmc3k": DatasetInfo(
-        "pbmc3k", "multiome", "10x pbmc_granulocyte_sorted_3k multiome with Azimuth level-2 labels",
-        "10x Genomics", "CC BY 4.0", "cell_type",
+        "pbmc3k",
+        "multiome",
+        "10x pbmc_granulocyte_sorted_3k multiome with Azimuth level-2 labels",
+        "10x Genomics",
+        "CC BY 4.0",
+        "cell_type",
         remote=(
             RemoteFile(
                 "pbmc_granulocyte_sorted_3k_filtered_feature_bc_matrix.h5",
@@ -238,18 +292,28 @@ DATASETS: dict[str, DatasetInfo] = {
         reader=_read_pbmc3k,
     ),
     "cellmix": DatasetInfo(
-        "cellmix", "multiome", "SNARE-seq cell-line mixture (H1, BJ, K562, GM12878)",
-        "Chen et al. 2019, GEO GSE126074", "GEO public data", "cell_type",
+        "cellmix",
+        "multiome",
+        "SNARE-seq cell-line mixture (H1, BJ, K562, GM12878)",
+        "Chen et al. 2019, GEO GSE126074",
+        "GEO public data",
+        "cell_type",
         remote=(
-            RemoteFile("GSE126074_CellLineMixture_SNAREseq_cDNA_counts.tsv.gz",
-                       _GEO + "GSE126074_CellLineMixture_SNAREseq_cDNA_counts.tsv.gz"),
-            RemoteFile("GSE126074_CellLineMixture_SNAREseq_chromatin_counts.tsv.gz",
-                       _GEO + "GSE126074_CellLineMixture_SNAREseq_chromatin_counts.tsv.gz"),
+            RemoteFile(
+                "GSE126074_CellLineMixture_SNAREseq_cDNA_counts.tsv.gz",
+                _GEO + "GSE126074_CellLineMixture_SNAREseq_cDNA_counts.tsv.gz",
+            ),
+            RemoteFile(
+                "GSE126074_CellLineMixture_SNAREseq_chromatin_counts.tsv.gz",
+                _GEO + "GSE126074_CellLineMixture_SNAREseq_chromatin_counts.tsv.gz",
+            ),
         ),
         reader=_read_cellmix,
     ),
 } | {
-    k: DatasetInfo(k, "scrna", desc, desc, lic, "cell_type", path=f"scrna/{fname}", count_modalities=("rna",))
+    k: DatasetInfo(
+        k, "scrna", desc, desc, lic, "cell_type", path=f"scrna/{fname}", count_modalities=("rna",)
+    )
     for k, (fname, desc, lic) in _SCRNA.items()
 }
 
@@ -296,13 +360,18 @@ def fetch_file(remote: RemoteFile, folder: Path, *, download: bool = True) -> Pa
         raise DatasetUnavailableError(help_msg)
     try:
         path = pooch.retrieve(
-            remote.url, known_hash=remote.sha256 and f"sha256:{remote.sha256}",
-            fname=remote.name, path=folder, progressbar=True,
+            remote.url,
+            known_hash=remote.sha256 and f"sha256:{remote.sha256}",
+            fname=remote.name,
+            path=folder,
+            progressbar=True,
         )
     except ValueError as e:  # pooch's hash mismatch
         raise ValueError(f"download of {remote.url} failed its hash check: {e}") from e
     except Exception as e:  # network or HTTP errors
-        raise DatasetUnavailableError(f"{help_msg} (download failed: {type(e).__name__}: {e})") from e
+        raise DatasetUnavailableError(
+            f"{help_msg} (download failed: {type(e).__name__}: {e})"
+        ) from e
     if remote.sha256 is None:
         sidecar.write_text(_sha256(Path(path)) + "\n")
     return Path(path)
@@ -376,7 +445,9 @@ def load(
             for a in data.mod.values():
                 a.obs[info.label_key] = data.obs[info.label_key].values
     data.uns["sci2cl_dataset"] = {
-        "name": name, "label_key": info.label_key or "", "count_modalities": list(info.count_modalities)
+        "name": name,
+        "label_key": info.label_key or "",
+        "count_modalities": list(info.count_modalities),
     }
     validate(data, label_key=info.label_key, count_modalities=info.count_modalities, layer="counts")
     return data
@@ -456,7 +527,9 @@ def validate(
         mods = {"rna": data}
     for m, a in mods.items():
         if a.n_obs == 0 or a.n_vars == 0:
-            raise DataValidationError(f"modality {m!r} is empty ({a.n_obs} cells x {a.n_vars} features)")
+            raise DataValidationError(
+                f"modality {m!r} is empty ({a.n_obs} cells x {a.n_vars} features)"
+            )
         for kind, idx in (("cell barcodes", a.obs_names), ("feature names", a.var_names)):
             if idx.has_duplicates:
                 dup = idx[idx.duplicated()].unique()[:3].tolist()
@@ -516,7 +589,7 @@ def qc_filter(
         mu.pp.filter_obs(data, data.obs_names[keep])
     else:
         data._inplace_subset_obs(keep)
-    for m, a in (data.mod.items() if isinstance(data, md.MuData) else [("rna", data)]):
+    for m, a in data.mod.items() if isinstance(data, md.MuData) else [("rna", data)]:
         before = a.n_vars
         sc.pp.filter_genes(a, min_cells=min_cells)
         report[m]["features_dropped"] = before - a.n_vars
@@ -554,7 +627,7 @@ def select_features(
             a.var["highly_variable"] = top
         kept[m] = int(a.var["highly_variable"].sum())
     if subset:
-        for m, a in mods.items():
+        for a in mods.values():
             if not a.var["highly_variable"].all():
                 a._inplace_subset_var(a.var["highly_variable"].values)
         if isinstance(data, md.MuData):
@@ -586,11 +659,17 @@ def tfidf_lsi(atac: ad.AnnData, n_comps: int = 30) -> None:
 
 # --------------------------------------------------------------------------- simulator
 SIM_TYPES = (
-    "HSPC", "B naive", "B intermediate", "B memory",  # trajectory
+    "HSPC",
+    "B naive",
+    "B intermediate",
+    "B memory",  # trajectory
     "CD14 Mono",  # hides three subtypes
-    "CD4 naive T", "CD4 memory T",  # partly mislabelled pair
-    "NK", "ILC",  # differ only in ATAC
-    "CD8 naive T", "CD8 TEM",  # differ only in RNA
+    "CD4 naive T",
+    "CD4 memory T",  # partly mislabelled pair
+    "NK",
+    "ILC",  # differ only in ATAC
+    "CD8 naive T",
+    "CD8 TEM",  # differ only in RNA
 )
 
 
@@ -716,17 +795,28 @@ def simulate_multiome(
     )
     mods = {}
     for m, X, prefix in (("rna", rna, "gene"), ("atac", atac, "peak")):
-        a = ad.AnnData(sp.csr_matrix(X), obs=obs.copy(), var=pd.DataFrame(index=[f"{prefix}{j:05d}" for j in range(X.shape[1])]))
+        a = ad.AnnData(
+            sp.csr_matrix(X),
+            obs=obs.copy(),
+            var=pd.DataFrame(index=[f"{prefix}{j:05d}" for j in range(X.shape[1])]),
+        )
         a.layers["counts"] = a.X.copy()
         mods[m] = a
     mdata = md.MuData(mods)
     for c in obs.columns:
         mdata.obs[c] = obs[c].values
     mdata.uns["simulation"] = {
-        "n_cells": n_cells, "n_genes": n_genes, "n_peaks": n_peaks, "seed": seed,
+        "n_cells": n_cells,
+        "n_genes": n_genes,
+        "n_peaks": n_peaks,
+        "seed": seed,
         "mislabel_fraction": mislabel_fraction,
     }
-    mdata.uns["sci2cl_dataset"] = {"name": "simulated", "label_key": "cell_type", "count_modalities": ["rna", "atac"]}
+    mdata.uns["sci2cl_dataset"] = {
+        "name": "simulated",
+        "label_key": "cell_type",
+        "count_modalities": ["rna", "atac"],
+    }
     return mdata
 
 

@@ -94,7 +94,7 @@ def log_zinb_positive(
         - torch.lgamma(theta)
         - torch.lgamma(x + 1)
     )
-    is_zero = x < eps
+    is_zero = x == 0
     return torch.where(is_zero, case_zero, case_non_zero)
 
 

@@ -57,11 +57,17 @@ def asw(embedding: np.ndarray, labels, seed: int = 0, sample_size: int | None = 
     if len(np.unique(labels)) < 2:
         return float("nan")
     n = embedding.shape[0]
-    kw = {"sample_size": sample_size, "random_state": seed} if sample_size and n > sample_size else {}
+    kw = (
+        {"sample_size": sample_size, "random_state": seed}
+        if sample_size and n > sample_size
+        else {}
+    )
     return float(skm.silhouette_score(embedding, labels, **kw))
 
 
-def rank_score(table: pd.DataFrame, metric_cols=("nmi", "ari"), method_col="method", dataset_col="dataset") -> pd.Series:
+def rank_score(
+    table: pd.DataFrame, metric_cols=("nmi", "ari"), method_col="method", dataset_col="dataset"
+) -> pd.Series:
     """The paper's rank score: per dataset and metric, methods are ranked
     (best = number of methods, worst = 1); the score of a method is the sum
     of its ranks over datasets and metrics. Higher is better.
@@ -75,7 +81,9 @@ def rank_score(table: pd.DataFrame, metric_cols=("nmi", "ari"), method_col="meth
     return pd.concat(ranks, axis=1).sum(axis=1).sort_values(ascending=False).rename("rank_score")
 
 
-def score_all(y_true, y_pred, embedding: np.ndarray | None = None, seed: int = 0) -> dict[str, float]:
+def score_all(
+    y_true, y_pred, embedding: np.ndarray | None = None, seed: int = 0
+) -> dict[str, float]:
     """NMI, ARI, accuracy, number of clusters and (with an embedding) ASW of the true labels."""
     out = {
         "nmi": nmi(y_true, y_pred),

@@ -34,7 +34,7 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 
 def seed_everything(seed: int) -> torch.Generator:
     """Seed numpy/torch global generators and return a torch CPU generator."""
-    np.random.seed(seed)
+    np.random.seed(seed)  # noqa: NPY002 - third-party code (scanpy, umap) reads the global RNG
     torch.manual_seed(seed)
     return torch.Generator().manual_seed(seed)
 
@@ -134,8 +134,8 @@ class SCI2CL(_BaseModel):
         mdata: md.MuData,
         layer: str | None = "counts",
         n_latent: int = 32,
-        n_hidden: int = 256,
-        n_views: int = 4,
+        n_hidden: int = 128,
+        n_views: int = 3,
         n_heads: int = 4,
         mask_rate: float = 0.4,
         temperature: float = 0.2,
@@ -149,14 +149,22 @@ class SCI2CL(_BaseModel):
         device: str = "auto",
     ):
         if not isinstance(mdata, md.MuData):
-            raise TypeError(f"SCI2CL needs a MuData with 'rna' and 'atac', got {type(mdata).__name__}")
+            raise TypeError(
+                f"SCI2CL needs a MuData with 'rna' and 'atac', got {type(mdata).__name__}"
+            )
         if n_latent % n_heads:
             raise ValueError(f"n_heads={n_heads} must divide n_latent={n_latent}")
         if not 0 <= mask_rate < 1:
             raise ValueError(f"mask_rate must be in [0, 1), got {mask_rate}")
         self.likelihoods = self._resolve_likelihoods(mdata, likelihood)
         counts = tuple(m for m, lik in self.likelihoods.items() if lik in ("zinb", "nb"))
-        validate(mdata, modalities=("rna", "atac"), count_modalities=counts, layer=layer, allow_empty=True)
+        validate(
+            mdata,
+            modalities=("rna", "atac"),
+            count_modalities=counts,
+            layer=layer,
+            allow_empty=True,
+        )
         self._check_nonempty(mdata, layer)
         w = {"rec": 1.0, "mse": 1.0, "moc": 1.0, "mom": 1.0}
         if weights:
@@ -166,10 +174,21 @@ class SCI2CL(_BaseModel):
             w.update(weights)
         self.mdata, self.layer = mdata, layer
         self.init_params = dict(
-            layer=layer, n_latent=n_latent, n_hidden=n_hidden, n_views=n_views, n_heads=n_heads,
-            mask_rate=mask_rate, temperature=temperature, n_negatives=n_negatives,
-            hard_negatives=hard_negatives, weights=w, likelihood=self.likelihoods,
-            use_rna_only=use_rna_only, joint_rec=joint_rec, seed=seed, device=device,
+            layer=layer,
+            n_latent=n_latent,
+            n_hidden=n_hidden,
+            n_views=n_views,
+            n_heads=n_heads,
+            mask_rate=mask_rate,
+            temperature=temperature,
+            n_negatives=n_negatives,
+            hard_negatives=hard_negatives,
+            weights=w,
+            likelihood=self.likelihoods,
+            use_rna_only=use_rna_only,
+            joint_rec=joint_rec,
+            seed=seed,
+            device=device,
         )
         self.weights, self.seed = w, seed
         self.device = resolve_device(device)
@@ -193,13 +212,16 @@ class SCI2CL(_BaseModel):
             s1 = torch.zeros(self.n_features[m], dtype=torch.float64)
             s2 = torch.zeros_like(s1)
             for s in range(0, mdata.n_obs, chunk):
-                h = ae.normalise(torch.from_numpy(_dense_rows(X[m], np.arange(s, min(s + chunk, mdata.n_obs))))).double()
+                h = ae.normalise(
+                    torch.from_numpy(_dense_rows(X[m], np.arange(s, min(s + chunk, mdata.n_obs))))
+                ).double()
                 s1 += h.sum(0)
                 s2 += (h**2).sum(0)
             mean = s1 / mdata.n_obs
             std = (s2 / mdata.n_obs - mean**2).clamp(min=0).sqrt()
             ae.input_mean.copy_(mean.float())
             ae.input_std.copy_(std.float().clamp(min=1e-2))
+
     @staticmethod
     def _resolve_likelihoods(mdata: md.MuData, likelihood) -> dict[str, str]:
         if isinstance(likelihood, str):
@@ -212,7 +234,9 @@ class SCI2CL(_BaseModel):
             if lik == "auto":
                 lik = "zinb" if m in counts else "gaussian"
             if lik not in LIKELIHOODS:
-                raise ValueError(f"likelihood for {m!r} must be one of {LIKELIHOODS} or 'auto', got {lik!r}")
+                raise ValueError(
+                    f"likelihood for {m!r} must be one of {LIKELIHOODS} or 'auto', got {lik!r}"
+                )
             out[m] = lik
         return out
 
@@ -232,7 +256,9 @@ class SCI2CL(_BaseModel):
         for m in ("rna", "atac"):
             a = mdata[m]
             X = a.layers[self.layer] if self.layer in a.layers else a.X
-            out[m] = sp.csr_matrix(X, dtype=np.float32) if sp.issparse(X) else np.asarray(X, np.float32)
+            out[m] = (
+                sp.csr_matrix(X, dtype=np.float32) if sp.issparse(X) else np.asarray(X, np.float32)
+            )
         return out
 
     def _batch(self, X: dict, idx: np.ndarray) -> dict[str, torch.Tensor]:
@@ -291,7 +317,6 @@ class SCI2CL(_BaseModel):
         val_idx, train_idx = perm[:n_val], perm[n_val:]
         batch_size = min(batch_size, len(train_idx))
         opt = torch.optim.AdamW(self.module.parameters(), lr=lr, weight_decay=weight_decay)
-        p = self.init_params
         records = []
         total = pretrain_epochs + max_epochs
         bar = tqdm(total=total, desc="scI2CL", disable=not progress_bar, unit="epoch")
@@ -313,7 +338,7 @@ class SCI2CL(_BaseModel):
                 torch.nn.utils.clip_grad_norm_(self.module.parameters(), 10.0)
                 opt.step()
                 for k, v in out.items():
-                    sums[k] = sums.get(k, 0.0) + float(v)
+                    sums[k] = sums.get(k, 0.0) + float(v.detach() if torch.is_tensor(v) else v)
                 nb += 1
             rec = {"epoch": epoch, "stage": stage, **{k: v / max(nb, 1) for k, v in sums.items()}}
             if n_val and stage == "joint":
@@ -330,7 +355,9 @@ class SCI2CL(_BaseModel):
             if early_stopping and n_val and stage == "joint":
                 if rec["val_loss"] < best - 1e-4 * abs(best):
                     best, bad = rec["val_loss"], 0
-                    best_state = {k: v.detach().clone() for k, v in self.module.state_dict().items()}
+                    best_state = {
+                        k: v.detach().clone() for k, v in self.module.state_dict().items()
+                    }
                 else:
                     bad += 1
                     if bad >= patience:
@@ -347,8 +374,14 @@ class SCI2CL(_BaseModel):
         if stage == "pretrain":
             return self.module.pretrain_loss(x, p["n_views"], p["mask_rate"], self.weights)
         return self.module.joint_loss(
-            x, p["n_views"], p["mask_rate"], self.weights, p["temperature"],
-            p["n_negatives"], p["hard_negatives"], p["joint_rec"],
+            x,
+            p["n_views"],
+            p["mask_rate"],
+            self.weights,
+            p["temperature"],
+            p["n_negatives"],
+            p["hard_negatives"],
+            p["joint_rec"],
         )
 
     @torch.no_grad()
@@ -409,7 +442,9 @@ class SCI2CL(_BaseModel):
                 z = self.module.ae[kind].encode(b[kind])
             elif kind == "concat":
                 zz = self.module.encode(b)
-                z = torch.cat([torch.nn.functional.normalize(zz[m], dim=1) for m in ("rna", "atac")], 1)
+                z = torch.cat(
+                    [torch.nn.functional.normalize(zz[m], dim=1) for m in ("rna", "atac")], 1
+                )
             else:
                 raise ValueError("kind must be 'joint', 'rna', 'atac' or 'concat'")
             out.append(z.cpu().numpy())
@@ -435,10 +470,11 @@ class SCI2CL(_BaseModel):
         model = cls(mdata, **init)
         state = torch.load(path / "model.pt", map_location=model.device, weights_only=True)
         model.module.load_state_dict(state)
-        model.history = pd.read_csv(path / "history.csv") if (path / "history.csv").exists() else pd.DataFrame()
+        model.history = (
+            pd.read_csv(path / "history.csv") if (path / "history.csv").exists() else pd.DataFrame()
+        )
         model.is_trained = True
         return model
-
 
 
 # =============================================================================== scRCL
@@ -458,7 +494,9 @@ def _knn_graph(X: np.ndarray, k: int, metric: str = "cosine") -> sp.csr_matrix:
     nn_ = NearestNeighbors(n_neighbors=k + 1, metric=metric).fit(X)
     idx = nn_.kneighbors(X, return_distance=False)
     rows = np.repeat(np.arange(X.shape[0]), idx.shape[1])
-    A = sp.csr_matrix((np.ones(rows.size, np.float32), (rows, idx.ravel())), shape=(X.shape[0],) * 2)
+    A = sp.csr_matrix(
+        (np.ones(rows.size, np.float32), (rows, idx.ravel())), shape=(X.shape[0],) * 2
+    )
     A.setdiag(0)
     A.eliminate_zeros()
     A = ((A + A.T) > 0).astype(np.float32)
@@ -468,7 +506,13 @@ def _knn_graph(X: np.ndarray, k: int, metric: str = "cosine") -> sp.csr_matrix:
 def _to_torch_sparse(A: sp.csr_matrix, device) -> torch.Tensor:
     A = A.tocoo()
     idx = torch.from_numpy(np.vstack([A.row, A.col]).astype(np.int64))
-    return torch.sparse_coo_tensor(idx, torch.from_numpy(A.data.astype(np.float32)), A.shape).coalesce().to(device)
+    return (
+        torch.sparse_coo_tensor(
+            idx, torch.from_numpy(A.data.astype(np.float32)), A.shape, check_invariants=False
+        )
+        .coalesce()
+        .to(device)
+    )
 
 
 class SCRCL(_BaseModel):
@@ -538,19 +582,36 @@ class SCRCL(_BaseModel):
             raise DataValidationError(f"too few cells ({adata.n_obs}) for a {n_neighbors}-NN graph")
         self.adata, self.n_clusters = adata, n_clusters
         self.init_params = dict(
-            n_clusters=n_clusters, layer=layer, n_top_genes=n_top_genes, n_neighbors=n_neighbors,
-            n_gene_neighbors=n_gene_neighbors, smoothing=list(smoothing), spatial_key=spatial_key,
-            n_hidden=n_hidden, n_latent=n_latent, lambda1=lambda1, lambda2=lambda2,
-            temperature=temperature, batch_cells=batch_cells, seed=seed, device=device,
+            n_clusters=n_clusters,
+            layer=layer,
+            n_top_genes=n_top_genes,
+            n_neighbors=n_neighbors,
+            n_gene_neighbors=n_gene_neighbors,
+            smoothing=list(smoothing),
+            spatial_key=spatial_key,
+            n_hidden=n_hidden,
+            n_latent=n_latent,
+            lambda1=lambda1,
+            lambda2=lambda2,
+            temperature=temperature,
+            batch_cells=batch_cells,
+            seed=seed,
+            device=device,
         )
         self.seed, self.device = seed, resolve_device(device)
         seed_everything(seed)
         # ---- features and graphs (label-free)
-        a = ad.AnnData(sp.csr_matrix(adata.layers[layer] if layer in adata.layers else adata.X, dtype=np.float32))
+        a = ad.AnnData(
+            sp.csr_matrix(
+                adata.layers[layer] if layer in adata.layers else adata.X, dtype=np.float32
+            )
+        )
         a.obs_names, a.var_names = adata.obs_names, adata.var_names
         det = np.asarray((a.X > 0).sum(0)).ravel()
         if (np.asarray(a.X.sum(1)).ravel() == 0).any():
-            raise DataValidationError("some cells have no counts; filter them (sci2cl.data.qc_filter)")
+            raise DataValidationError(
+                "some cells have no counts; filter them (sci2cl.data.qc_filter)"
+            )
         a = a[:, det > 0].copy()
         sc.pp.normalize_total(a, target_sum=1e4)
         sc.pp.log1p(a)
@@ -566,7 +627,9 @@ class SCRCL(_BaseModel):
         pca = PCA(n_pcs, random_state=seed).fit(Xs)
         pcs = pca.transform(Xs)
         if spatial_key is not None:
-            cell_A = _knn_graph(np.asarray(adata.obsm[spatial_key], float), n_neighbors, "euclidean")
+            cell_A = _knn_graph(
+                np.asarray(adata.obsm[spatial_key], float), n_neighbors, "euclidean"
+            )
         else:
             cell_A = _knn_graph(pcs, n_neighbors, "cosine")
         gene_feat = (pca.components_.T * pca.singular_values_).astype(np.float32)  # (G, n_pcs)
@@ -641,7 +704,11 @@ class SCRCL(_BaseModel):
             opt.zero_grad(set_to_none=True)
             out["loss"].backward()
             opt.step()
-            rec = {"epoch": epoch, **{k: float(v) for k, v in out.items()}, "seconds": time.perf_counter() - t0}
+            rec = {
+                "epoch": epoch,
+                **{k: float(v.detach()) for k, v in out.items()},
+                "seconds": time.perf_counter() - t0,
+            }
             records.append(rec)
             bar.set_postfix(loss=f"{rec['loss']:.4g}")
             bar.update()
@@ -666,7 +733,9 @@ class SCRCL(_BaseModel):
         h1, h2 = self.module.encode(self._x1, self._x2, self._S)
         r1, r2 = self.module.refine(h1, h2, self._gene_x, self._gene_S)
         cell = torch.cat([h1, h2], 1).cpu().numpy()
-        refined = torch.cat([torch.nn.functional.normalize(r1, dim=1), torch.nn.functional.normalize(r2, dim=1)], 1)
+        refined = torch.cat(
+            [torch.nn.functional.normalize(r1, dim=1), torch.nn.functional.normalize(r2, dim=1)], 1
+        )
         return cell, refined.cpu().numpy()
 
     def get_latent_representation(self, key_added: str | None = "X_scrcl") -> np.ndarray:
@@ -703,19 +772,27 @@ class SCRCL(_BaseModel):
 
     def save(self, path: str | os.PathLike, overwrite: bool = False) -> Path:
         """Save weights, settings, genes and history to folder ``path``."""
-        return self._save_common(path, overwrite, {"genes": self.genes, "obs_names": self.adata.obs_names.tolist()})
+        return self._save_common(
+            path, overwrite, {"genes": self.genes, "obs_names": self.adata.obs_names.tolist()}
+        )
 
     @classmethod
     def load(cls, path: str | os.PathLike, adata: ad.AnnData, device: str = "auto") -> SCRCL:
         """Load a saved model for the same cells (scRCL is transductive: the graphs are rebuilt)."""
         path, meta = cls._read_meta(path, cls.__name__)
         if adata.obs_names.tolist() != meta["obs_names"]:
-            raise DataValidationError("scRCL is transductive: load it with the cells it was trained on")
+            raise DataValidationError(
+                "scRCL is transductive: load it with the cells it was trained on"
+            )
         init = dict(meta["init"])
         init["device"] = device
         init["smoothing"] = tuple(init["smoothing"])
         model = cls(adata, **init)
-        model.module.load_state_dict(torch.load(path / "model.pt", map_location=model.device, weights_only=True))
-        model.history = pd.read_csv(path / "history.csv") if (path / "history.csv").exists() else pd.DataFrame()
+        model.module.load_state_dict(
+            torch.load(path / "model.pt", map_location=model.device, weights_only=True)
+        )
+        model.history = (
+            pd.read_csv(path / "history.csv") if (path / "history.csv").exists() else pd.DataFrame()
+        )
         model.is_trained = True
         return model

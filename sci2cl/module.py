@@ -283,9 +283,13 @@ class SCI2CLModule(nn.Module):
         out["mse"] = torch.zeros((), device=joint.device)
         if weights["mse"] > 0 and n_views > 0:
             for m in self.modalities:
-                out["mse"] = out["mse"] + F.mse_loss(self.ae[m].views(x[m], n_views, mask_rate), z[m])
+                out["mse"] = out["mse"] + F.mse_loss(
+                    self.ae[m].views(x[m], n_views, mask_rate), z[m]
+                )
         p_rna, p_atac = self.proj["rna"](z["rna"]), self.proj["atac"](z["atac"])
-        out["moc"] = info_nce(p_rna, p_atac, temperature) if weights["moc"] > 0 else 0.0 * joint.sum()
+        out["moc"] = (
+            info_nce(p_rna, p_atac, temperature) if weights["moc"] > 0 else 0.0 * joint.sum()
+        )
         if weights["mom"] > 0 and n_negatives > 0 and joint.shape[0] > 1:
             partner = self._negatives(p_rna, p_atac, n_negatives, hard_negatives)
             n = joint.shape[0]
@@ -310,7 +314,9 @@ class SCI2CLModule(nn.Module):
             else:
                 w = torch.ones(n, n, device=p_rna.device)
             w.fill_diagonal_(0)
-            return torch.multinomial(w + 1e-12 * (w.sum(-1, keepdim=True) == 0), k, replacement=True)
+            return torch.multinomial(
+                w + 1e-12 * (w.sum(-1, keepdim=True) == 0), k, replacement=True
+            )
 
 
 # --------------------------------------------------------------------------- scRCL

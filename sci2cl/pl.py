@@ -7,8 +7,17 @@ import numpy as np
 import pandas as pd
 
 __all__ = [
-    "history", "benchmark_heatmap", "benchmark_bars", "time_vs_quality", "embedding_grid", "scatter",
-    "grouped_bars", "gsea_bars", "heatmap", "trajectory", "gene_trends",
+    "history",
+    "benchmark_heatmap",
+    "benchmark_bars",
+    "time_vs_quality",
+    "embedding_grid",
+    "scatter",
+    "grouped_bars",
+    "gsea_bars",
+    "heatmap",
+    "trajectory",
+    "gene_trends",
 ]
 
 
@@ -26,7 +35,12 @@ def history(history: pd.DataFrame, ax=None, title: str = "Training losses"):
             continue
         ax.plot(history["epoch"], y.abs(), label=c)
     if "stage" in history and (history["stage"] == "joint").any():
-        ax.axvline(history.loc[history["stage"] == "joint", "epoch"].min() - 0.5, color="grey", ls="--", lw=1)
+        ax.axvline(
+            history.loc[history["stage"] == "joint", "epoch"].min() - 0.5,
+            color="grey",
+            ls="--",
+            lw=1,
+        )
     ax.set_yscale("log")
     ax.set(xlabel="epoch", ylabel="loss (|value|, log scale)", title=title)
     ax.legend(fontsize=8, ncol=2)
@@ -49,9 +63,21 @@ def benchmark_heatmap(df: pd.DataFrame, metric: str = "nmi", protocol: str = "km
         for j in range(t.shape[1]):
             v = t.values[i, j]
             if np.isfinite(v):
-                ax.text(j, i, f"{v:.2f}", ha="center", va="center", color="w" if v < 0.6 else "k", fontsize=8)
+                ax.text(
+                    j,
+                    i,
+                    f"{v:.2f}",
+                    ha="center",
+                    va="center",
+                    color="w" if v < 0.6 else "k",
+                    fontsize=8,
+                )
     ax.figure.colorbar(im, ax=ax, label=metric.upper())
-    ax.set(xlabel="method", ylabel="dataset", title=f"{metric.upper()} ({protocol} protocol, mean over seeds)")
+    ax.set(
+        xlabel="method",
+        ylabel="dataset",
+        title=f"{metric.upper()} ({protocol} protocol, mean over seeds)",
+    )
     return ax
 
 
@@ -60,18 +86,32 @@ def benchmark_bars(df: pd.DataFrame, protocol: str = "kmeans", metrics=("nmi", "
     d = df[df["protocol"] == protocol]
     datasets = list(dict.fromkeys(d["dataset"]))
     methods = list(dict.fromkeys(d["method"]))
-    fig, axes = plt.subplots(len(metrics), 1, figsize=(max(6, 1.6 * len(datasets)), 3 * len(metrics)), squeeze=False)
+    fig, axes = plt.subplots(
+        len(metrics), 1, figsize=(max(6, 1.6 * len(datasets)), 3 * len(metrics)), squeeze=False
+    )
     w = 0.8 / len(methods)
     for ax, m in zip(axes[:, 0], metrics):
         g = d.groupby(["dataset", "method"])[m].agg(["mean", "min", "max"])
         for j, meth in enumerate(methods):
             x = np.arange(len(datasets)) + j * w
-            mean = [g.loc[(ds, meth), "mean"] if (ds, meth) in g.index else np.nan for ds in datasets]
-            lo = [mean[i] - g.loc[(ds, meth), "min"] if (ds, meth) in g.index else 0 for i, ds in enumerate(datasets)]
-            hi = [g.loc[(ds, meth), "max"] - mean[i] if (ds, meth) in g.index else 0 for i, ds in enumerate(datasets)]
+            mean = [
+                g.loc[(ds, meth), "mean"] if (ds, meth) in g.index else np.nan for ds in datasets
+            ]
+            lo = [
+                mean[i] - g.loc[(ds, meth), "min"] if (ds, meth) in g.index else 0
+                for i, ds in enumerate(datasets)
+            ]
+            hi = [
+                g.loc[(ds, meth), "max"] - mean[i] if (ds, meth) in g.index else 0
+                for i, ds in enumerate(datasets)
+            ]
             ax.bar(x, mean, w, yerr=[lo, hi], capsize=2, label=meth)
         ax.set_xticks(np.arange(len(datasets)) + 0.4 - w / 2, datasets)
-        ax.set(ylabel=m.upper(), ylim=(0, 1), title=f"{m.upper()} per dataset ({protocol}; bars: mean, whiskers: seed range)")
+        ax.set(
+            ylabel=m.upper(),
+            ylim=(0, 1),
+            title=f"{m.upper()} per dataset ({protocol}; bars: mean, whiskers: seed range)",
+        )
     axes[0, 0].legend(fontsize=7, ncol=4, loc="upper right")
     axes[-1, 0].set_xlabel("dataset")
     fig.tight_layout()
@@ -80,24 +120,37 @@ def benchmark_bars(df: pd.DataFrame, protocol: str = "kmeans", metrics=("nmi", "
 
 def time_vs_quality(df: pd.DataFrame, metric: str = "nmi", protocol: str = "kmeans", ax=None):
     """Scatter of wall time (log) against a metric, one point per dataset and method."""
-    d = df[df["protocol"] == protocol].groupby(["dataset", "method"])[[metric, "seconds"]].mean().reset_index()
+    d = (
+        df[df["protocol"] == protocol]
+        .groupby(["dataset", "method"])[[metric, "seconds"]]
+        .mean()
+        .reset_index()
+    )
     ax = ax or plt.subplots(figsize=(6, 4))[1]
     for meth, g in d.groupby("method"):
         ax.scatter(g["seconds"].clip(lower=0.01), g[metric], label=meth, s=30)
     ax.set_xscale("log")
-    ax.set(xlabel="wall time (s, log scale)", ylabel=metric.upper(), title=f"Time vs. {metric.upper()} ({protocol})")
+    ax.set(
+        xlabel="wall time (s, log scale)",
+        ylabel=metric.upper(),
+        title=f"Time vs. {metric.upper()} ({protocol})",
+    )
     ax.legend(fontsize=7)
     return ax
 
 
-def embedding_grid(coords: dict[str, np.ndarray], labels, title: str = "", ncols: int = 4, s: float = 3):
+def embedding_grid(
+    coords: dict[str, np.ndarray], labels, title: str = "", ncols: int = 4, s: float = 3
+):
     """One 2-D scatter per method, coloured by (true) label, shared legend."""
     labels = np.asarray(labels).astype(str)
     cats = sorted(np.unique(labels))
     cmap = plt.get_cmap("tab20", max(len(cats), 1))
     n = len(coords)
     nrows = int(np.ceil(n / ncols))
-    fig, axes = plt.subplots(nrows, min(ncols, n), figsize=(3.2 * min(ncols, n), 3.2 * nrows), squeeze=False)
+    fig, axes = plt.subplots(
+        nrows, min(ncols, n), figsize=(3.2 * min(ncols, n), 3.2 * nrows), squeeze=False
+    )
     for ax, (name, xy) in zip(axes.ravel(), coords.items()):
         for i, c in enumerate(cats):
             sel = labels == c
@@ -105,14 +158,30 @@ def embedding_grid(coords: dict[str, np.ndarray], labels, title: str = "", ncols
         ax.set(title=name, xlabel="UMAP 1", ylabel="UMAP 2", xticks=[], yticks=[])
     for ax in axes.ravel()[n:]:
         ax.axis("off")
-    handles = [plt.Line2D([], [], marker="o", ls="", color=cmap(i), label=c) for i, c in enumerate(cats)]
-    fig.legend(handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7, title="true label")
+    handles = [
+        plt.Line2D([], [], marker="o", ls="", color=cmap(i), label=c) for i, c in enumerate(cats)
+    ]
+    fig.legend(
+        handles=handles,
+        loc="center left",
+        bbox_to_anchor=(1.0, 0.5),
+        fontsize=7,
+        title="true label",
+    )
     fig.suptitle(title)
     fig.tight_layout()
     return fig
 
 
-def scatter(xy: np.ndarray, labels, ax=None, title: str = "", legend_title: str = "", s: float = 4, highlight=None):
+def scatter(
+    xy: np.ndarray,
+    labels,
+    ax=None,
+    title: str = "",
+    legend_title: str = "",
+    s: float = 4,
+    highlight=None,
+):
     """2-D scatter coloured by a categorical label; ``highlight`` (bool mask) drawn as black rings."""
     ax = ax or plt.subplots(figsize=(5, 4.5))[1]
     labels = pd.Series(np.asarray(labels)).astype(str)
@@ -123,9 +192,19 @@ def scatter(xy: np.ndarray, labels, ax=None, title: str = "", legend_title: str 
         ax.scatter(xy[sel, 0], xy[sel, 1], s=s, color=cmap(i), label=c, rasterized=True)
     if highlight is not None:
         h = np.asarray(highlight, bool)
-        ax.scatter(xy[h, 0], xy[h, 1], s=s * 4, facecolors="none", edgecolors="k", linewidths=0.5, label="flagged")
+        ax.scatter(
+            xy[h, 0],
+            xy[h, 1],
+            s=s * 4,
+            facecolors="none",
+            edgecolors="k",
+            linewidths=0.5,
+            label="flagged",
+        )
     ax.set(title=title, xlabel="dimension 1", ylabel="dimension 2", xticks=[], yticks=[])
-    ax.legend(fontsize=7, markerscale=2, title=legend_title, loc="center left", bbox_to_anchor=(1, 0.5))
+    ax.legend(
+        fontsize=7, markerscale=2, title=legend_title, loc="center left", bbox_to_anchor=(1, 0.5)
+    )
     return ax
 
 
@@ -156,7 +235,16 @@ def gsea_bars(res: pd.DataFrame, n: int = 10, ax=None, title: str = "GSEA (prera
     return ax
 
 
-def heatmap(table: pd.DataFrame, ax=None, title: str = "", cbar_label: str = "", cmap: str = "RdBu_r", vmin=None, vmax=None, fmt="{:.2f}"):
+def heatmap(
+    table: pd.DataFrame,
+    ax=None,
+    title: str = "",
+    cbar_label: str = "",
+    cmap: str = "RdBu_r",
+    vmin=None,
+    vmax=None,
+    fmt="{:.2f}",
+):
     """Annotated heat map of a small table."""
     ax = ax or plt.subplots(figsize=(0.8 * table.shape[1] + 2.5, 0.5 * table.shape[0] + 1.5))[1]
     im = ax.imshow(table.values.astype(float), cmap=cmap, vmin=vmin, vmax=vmax, aspect="auto")
@@ -170,7 +258,9 @@ def heatmap(table: pd.DataFrame, ax=None, title: str = "", cbar_label: str = "",
     return ax
 
 
-def trajectory(coords: np.ndarray, pseudotime, slingshot=None, labels=None, ax=None, title: str = "Trajectory"):
+def trajectory(
+    coords: np.ndarray, pseudotime, slingshot=None, labels=None, ax=None, title: str = "Trajectory"
+):
     """Cells on the 2-D view coloured by pseudotime, with Slingshot's lineage curves."""
     ax = ax or plt.subplots(figsize=(5.5, 4.5))[1]
     sc_ = ax.scatter(coords[:, 0], coords[:, 1], c=pseudotime, s=5, cmap="viridis", rasterized=True)
@@ -178,20 +268,34 @@ def trajectory(coords: np.ndarray, pseudotime, slingshot=None, labels=None, ax=N
     if slingshot is not None:
         for i, curve in enumerate(slingshot.curves):
             pts = curve.points_interp[curve.order]
-            ax.plot(pts[:, 0], pts[:, 1], color="k", lw=2, label="lineage curve" if i == 0 else None)
+            ax.plot(
+                pts[:, 0], pts[:, 1], color="k", lw=2, label="lineage curve" if i == 0 else None
+            )
     if labels is not None:
         lab = pd.Series(np.asarray(labels).astype(str))
         for c in lab.unique():
             m = (lab == c).to_numpy()
-            ax.annotate(c, coords[m].mean(0), fontsize=8, ha="center", weight="bold",
-                        bbox={"boxstyle": "round", "fc": "w", "alpha": 0.7})
+            ax.annotate(
+                c,
+                coords[m].mean(0),
+                fontsize=8,
+                ha="center",
+                weight="bold",
+                bbox={"boxstyle": "round", "fc": "w", "alpha": 0.7},
+            )
     ax.set(title=title, xlabel="UMAP 1", ylabel="UMAP 2")
     if slingshot is not None:
         ax.legend(fontsize=8)
     return ax
 
 
-def gene_trends(pseudotime, expr: pd.DataFrame, ax=None, frac: float = 0.3, title: str = "Gene trends along pseudotime"):
+def gene_trends(
+    pseudotime,
+    expr: pd.DataFrame,
+    ax=None,
+    frac: float = 0.3,
+    title: str = "Gene trends along pseudotime",
+):
     """Smoothed (LOWESS, statsmodels) expression of genes (columns of ``expr``) against pseudotime."""
     from statsmodels.nonparametric.smoothers_lowess import lowess
 

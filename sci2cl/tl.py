@@ -72,8 +72,14 @@ def leiden_labels(
     A = knn_adjacency(X, n_neighbors) if adjacency is None else adjacency
     tmp = ad.AnnData(obs=pd.DataFrame(index=[str(i) for i in range(A.shape[0])]))
     sc.tl.leiden(
-        tmp, resolution=resolution, adjacency=A, random_state=seed, key_added="c",
-        flavor="igraph", n_iterations=2, directed=False,
+        tmp,
+        resolution=resolution,
+        adjacency=A,
+        random_state=seed,
+        key_added="c",
+        flavor="igraph",
+        n_iterations=2,
+        directed=False,
     )
     return tmp.obs["c"].astype(int).to_numpy()
 
@@ -151,7 +157,9 @@ def paper_protocol(X: np.ndarray, y_true, n_repeats: int = 5, seed: int = 0) -> 
     k = len(np.unique(y_true))
     rows = []
     for r in range(n_repeats):
-        u = umap.UMAP(n_components=2, n_neighbors=min(100, X.shape[0] - 1), random_state=seed + r).fit_transform(X)
+        u = umap.UMAP(
+            n_components=2, n_neighbors=min(100, X.shape[0] - 1), random_state=seed + r
+        ).fit_transform(X)
         lab = kmeans_labels(u, k, seed + r)
         rows.append({"repeat": r, **metrics.score_all(y_true, lab, u, seed)})
     return pd.DataFrame(rows)
@@ -180,7 +188,7 @@ def _atac_lsi(mdata: md.MuData, seed: int, n_comps: int = 30) -> np.ndarray:
         a.X = a.layers.get("counts", a.X)
         sc.tl.pca(a, n_comps=min(n_comps, min(a.shape) - 1), random_state=seed)
         return a.obsm["X_pca"]
-    np.random.seed(seed)
+    np.random.seed(seed)  # noqa: NPY002 - muon LSI and pyslingshot draw from the global numpy RNG
     tfidf_lsi(a, n_comps)
     return a.obsm["X_lsi"]
 
@@ -220,8 +228,14 @@ def _mofa(mdata: md.MuData, seed: int, n_factors: int = 15) -> np.ndarray:
 
     with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(io.StringIO()):
         mu.tl.mofa(
-            m, n_factors=n_factors, seed=seed, quiet=True, verbose=False, use_obs="union",
-            gpu_mode=False, outfile=f"{tmp}/mofa.hdf5",
+            m,
+            n_factors=n_factors,
+            seed=seed,
+            quiet=True,
+            verbose=False,
+            use_obs="union",
+            gpu_mode=False,
+            outfile=f"{tmp}/mofa.hdf5",
         )
     return m.obsm["X_mofa"]
 
@@ -290,8 +304,13 @@ def run_peer(name: str, mdata: md.MuData, seed: int = 0, **kwargs) -> dict:
         out = fn(mdata, seed, **kwargs)
         seconds = time.perf_counter() - t
     peak = mem.peak_mb
-    emb, adj = (out if isinstance(out, tuple) else (out, None))
-    return {"embedding": np.asarray(emb, dtype=np.float32), "adjacency": adj, "seconds": seconds, "peak_mb": peak}
+    emb, adj = out if isinstance(out, tuple) else (out, None)
+    return {
+        "embedding": np.asarray(emb, dtype=np.float32),
+        "adjacency": adj,
+        "seconds": seconds,
+        "peak_mb": peak,
+    }
 
 
 # --------------------------------------------------------------------------- subpopulations
@@ -341,7 +360,9 @@ def find_subpopulations(
         raise KeyError(f"obsm[{use_rep!r}] missing; compute the embedding first")
     pos = obs.index.get_indexer(cells)
     X = np.asarray(mdata.obsm[use_rep])[pos]
-    lab, res, _ = leiden_label_free(X, resolutions=(0.1, 0.2, 0.3, 0.5, 0.8), n_neighbors=n_neighbors, seed=seed)
+    lab, res, _ = leiden_label_free(
+        X, resolutions=(0.1, 0.2, 0.3, 0.5, 0.8), n_neighbors=n_neighbors, seed=seed
+    )
     rng = np.random.default_rng(seed)
     stab = []
     for r in range(n_repeats):
@@ -358,8 +379,12 @@ def find_subpopulations(
         sc.tl.rank_genes_groups(a, "sub", method="wilcoxon", corr_method="benjamini-hochberg")
         de = sc.get.rank_genes_groups_df(a, group=None)
     return {
-        "labels": labels, "resolution": res, "stability": stab, "stable": bool(np.mean(stab) >= min_stability),
-        "de": de, "n_subclusters": int(labels.nunique()),
+        "labels": labels,
+        "resolution": res,
+        "stability": stab,
+        "stable": bool(np.mean(stab) >= min_stability),
+        "de": de,
+        "n_subclusters": int(labels.nunique()),
     }
 
 
@@ -407,10 +432,16 @@ def audit_annotation(
     flagged = (top != codes) & (top_frac >= threshold)
     proposed = np.where(flagged, cats[top], y)
     mdata.obs[key_added] = pd.Categorical(proposed)
-    mdata.obs[key_added + "_confidence"] = np.where(flagged, top_frac, frac[np.arange(len(y)), codes])
+    mdata.obs[key_added + "_confidence"] = np.where(
+        flagged, top_frac, frac[np.arange(len(y)), codes]
+    )
     table = pd.DataFrame(
-        {"label": y[flagged], "proposed": cats[top][flagged], "neighbour_fraction": top_frac[flagged],
-         "own_label_fraction": frac[np.arange(len(y)), codes][flagged]},
+        {
+            "label": y[flagged],
+            "proposed": cats[top][flagged],
+            "neighbour_fraction": top_frac[flagged],
+            "own_label_fraction": frac[np.arange(len(y)), codes][flagged],
+        },
         index=mdata.obs_names[flagged],
     )
     table.attrs["threshold"] = threshold
@@ -464,7 +495,9 @@ def trajectory(
         raise ValueError(f"start cluster {start!r} not among {cats}")
     X = np.asarray(mdata.obsm[use_rep])[keep.to_numpy()]
     if X.shape[1] > n_components:
-        X2 = umap.UMAP(n_components=n_components, random_state=seed, n_neighbors=30).fit_transform(X)
+        X2 = umap.UMAP(n_components=n_components, random_state=seed, n_neighbors=30).fit_transform(
+            X
+        )
     else:
         X2 = X
     codes = pd.Categorical(lab[keep], categories=cats).codes
@@ -472,10 +505,12 @@ def trajectory(
     import contextlib
     import io
 
-    np.random.seed(seed)
+    np.random.seed(seed)  # noqa: NPY002 - muon LSI and pyslingshot draw from the global numpy RNG
     with contextlib.redirect_stdout(io.StringIO()):
         sl = Slingshot(
-            X2, onehot, start_node=cats.index(start),
+            X2,
+            onehot,
+            start_node=cats.index(start),
             end_nodes=[cats.index(e) for e in end] if end else None,
         )
         sl.fit(num_epochs=num_epochs)
@@ -487,7 +522,13 @@ def trajectory(
     mdata.obsm[f"X_{key_added}_2d"] = coords
     lineages = [[cats[i] for i in lin] for lin in sl.lineages]
     mdata.uns[key_added] = {"lineages": lineages, "start": start, "use_rep": use_rep}
-    return {"pseudotime": pt, "lineages": lineages, "slingshot": sl, "coords": X2, "keep": keep.to_numpy()}
+    return {
+        "pseudotime": pt,
+        "lineages": lineages,
+        "slingshot": sl,
+        "coords": X2,
+        "keep": keep.to_numpy(),
+    }
 
 
 def stage_order_score(pseudotime, labels, expected_order: Sequence[str]) -> dict:
@@ -503,7 +544,11 @@ def stage_order_score(pseudotime, labels, expected_order: Sequence[str]) -> dict
     lab = pd.Series(np.asarray(labels).astype(str), index=pt.index)
     med = [float(pt[lab == c].median()) for c in expected_order]
     tau = kendalltau(np.arange(len(expected_order)), med).statistic
-    return {"kendall_tau": float(tau), "order_correct": bool(np.all(np.diff(med) > 0)), "medians": dict(zip(expected_order, med))}
+    return {
+        "kendall_tau": float(tau),
+        "order_correct": bool(np.all(np.diff(med) > 0)),
+        "medians": dict(zip(expected_order, med)),
+    }
 
 
 # --------------------------------------------------------------------------- gene activity, GSEA
@@ -534,7 +579,9 @@ def gene_activity(
     coords = [_parse_interval(str(p)) for p in atac.var_names]
     if not any(c is not None for c in coords):
         raise ValueError("peak names carry no genomic coordinates (expected 'chr1-100-200')")
-    pk = pd.DataFrame([c if c else (None, -1, -1) for c in coords], columns=["chrom", "start", "end"])
+    pk = pd.DataFrame(
+        [c if c else (None, -1, -1) for c in coords], columns=["chrom", "start", "end"]
+    )
     g = genes.copy()
     g["lo"] = np.where(g["strand"] == "-", g["start"], g["start"] - upstream)
     g["hi"] = np.where(g["strand"] == "-", g["end"] + upstream, g["end"])
@@ -544,7 +591,11 @@ def gene_activity(
         if p.empty:
             continue
         order = np.argsort(p["start"].to_numpy())
-        ps, pe, pidx = p["start"].to_numpy()[order], p["end"].to_numpy()[order], p.index.to_numpy()[order]
+        ps, pe, pidx = (
+            p["start"].to_numpy()[order],
+            p["end"].to_numpy()[order],
+            p.index.to_numpy()[order],
+        )
         for gi, (lo, hi) in zip(g.index.get_indexer(gg.index), gg[["lo", "hi"]].to_numpy()):
             j = np.searchsorted(ps, hi, side="right")
             hit = pidx[:j][pe[:j] >= lo]
@@ -552,7 +603,11 @@ def gene_activity(
             cols += [gi] * len(hit)
     M = sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(atac.n_vars, len(g)))
     X = atac.layers[layer] if layer in atac.layers else atac.X
-    out = ad.AnnData(sp.csr_matrix(X @ M, dtype=np.float32), obs=atac.obs[[]].copy(), var=pd.DataFrame(index=g.index))
+    out = ad.AnnData(
+        sp.csr_matrix(X @ M, dtype=np.float32),
+        obs=atac.obs[[]].copy(),
+        var=pd.DataFrame(index=g.index),
+    )
     out.layers["counts"] = out.X.copy()
     return out
 
@@ -581,8 +636,15 @@ def gsea_prerank(
         rnk["names"] = rnk["names"].str.upper()
     rnk = rnk.drop_duplicates("names").set_index("names")["scores"].sort_values(ascending=False)
     res = gp.prerank(
-        rnk=rnk, gene_sets=gene_sets, permutation_num=permutation_num, min_size=min_size,
-        max_size=max_size, seed=seed, threads=1, outdir=None, verbose=False,
+        rnk=rnk,
+        gene_sets=gene_sets,
+        permutation_num=permutation_num,
+        min_size=min_size,
+        max_size=max_size,
+        seed=seed,
+        threads=1,
+        outdir=None,
+        verbose=False,
     )
     out = res.res2d.copy()
     out["group"] = group

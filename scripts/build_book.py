@@ -14,7 +14,9 @@ ROOT = Path(__file__).resolve().parents[1]
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--src", default=".", help="repository root")
-    ap.add_argument("--notebooks", default=None, help="folder of executed notebooks (default: notebooks/)")
+    ap.add_argument(
+        "--notebooks", default=None, help="folder of executed notebooks (default: notebooks/)"
+    )
     ap.add_argument("--out", required=True, help="the HTML goes to OUT/_build/html")
     ap.add_argument("--strict", action="store_true", help="fail on any Sphinx warning")
     args = ap.parse_args()
@@ -38,7 +40,13 @@ def main() -> int:
         print("offline MathJax missing: run `make build/mathjax/es5/tex-svg.js`", file=sys.stderr)
         return 1
     shutil.copytree(mj, stage / "_mathjax" / "mathjax")
-    cmd = [str(Path(sys.executable).with_name("jupyter-book")), "build", str(stage), "--path-output", str(out)]
+    cmd = [
+        str(Path(sys.executable).with_name("jupyter-book")),
+        "build",
+        str(stage),
+        "--path-output",
+        str(out),
+    ]
     if args.strict:
         cmd += ["-W", "--keep-going"]
     print(" ".join(cmd), flush=True)

@@ -12,8 +12,14 @@ import threading
 from pathlib import Path
 
 ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 ]
 
 
@@ -32,10 +38,13 @@ def main() -> int:
     shots = Path(args.screenshots)
     shots.mkdir(parents=True, exist_ok=True)
     pages = ["index.html"] + sorted(
-        str(p.relative_to(root)) for p in root.rglob("*.html")
-        if p.name not in {"index.html", "genindex.html", "search.html"} and "_static" not in p.parts
+        str(p.relative_to(root))
+        for p in root.rglob("*.html")
+        if p.name not in {"index.html", "genindex.html", "search.html"}
+        and "_static" not in p.parts
         and "mathjax" not in p.parts
     )
+
     class Quiet(http.server.SimpleHTTPRequestHandler):
         def log_message(self, *a):
             pass
@@ -49,19 +58,37 @@ def main() -> int:
         browser = p.chromium.launch(executable_path=args.chromium, args=ARGS)
         ctx = browser.new_context(viewport={"width": 1280, "height": 900})
         # no network: anything not served by our local server is blocked and reported
-        ctx.route("**/*", lambda route: route.continue_() if route.request.url.startswith(base)
-                  or route.request.url.startswith("data:") else route.abort())
+        ctx.route(
+            "**/*",
+            lambda route: (
+                route.continue_()
+                if route.request.url.startswith(base) or route.request.url.startswith("data:")
+                else route.abort()
+            ),
+        )
         for rel in pages:
             page = ctx.new_page()
             issues: list[str] = []
-            page.on("console", lambda m, i=issues: i.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
+            page.on(
+                "console",
+                lambda m, i=issues: (
+                    i.append(f"console {m.type}: {m.text}") if m.type == "error" else None
+                ),
+            )
             page.on("pageerror", lambda e, i=issues: i.append(f"page error: {e}"))
             page.on("requestfailed", lambda r, i=issues: i.append(f"request failed: {r.url}"))
-            page.on("response", lambda r, i=issues: i.append(f"HTTP {r.status}: {r.url}") if r.status >= 400 else None)
+            page.on(
+                "response",
+                lambda r, i=issues: (
+                    i.append(f"HTTP {r.status}: {r.url}") if r.status >= 400 else None
+                ),
+            )
             page.goto(base + rel, wait_until="networkidle")
             page.wait_for_timeout(300)
             broken = page.eval_on_selector_all(
-                "img", "imgs => imgs.filter(i => !i.complete || i.naturalWidth === 0).map(i => i.src)")
+                "img",
+                "imgs => imgs.filter(i => !i.complete || i.naturalWidth === 0).map(i => i.src)",
+            )
             issues += [f"broken image: {s}" for s in broken]
             n_img = page.eval_on_selector_all("img", "imgs => imgs.length")
             has_math = page.eval_on_selector_all("div.math, span.math", "e => e.length") > 0

@@ -40,8 +40,13 @@ def main() -> int:
         t = time.perf_counter()
         print(f"[{args.mode}] {nb.name} ...", flush=True)
         pm.execute_notebook(
-            str(nb), str(out / nb.name), parameters=params, kernel_name="python3",
-            cwd=str(ROOT / "notebooks"), execution_timeout=args.timeout, progress_bar=False,
+            str(nb),
+            str(out / nb.name),
+            parameters=params,
+            kernel_name="python3",
+            cwd=str(ROOT / "notebooks"),
+            execution_timeout=args.timeout,
+            progress_bar=False,
         )
         times.append((nb.name, time.perf_counter() - t))
         print(f"[{args.mode}] {nb.name}: {times[-1][1]:.0f} s", flush=True)

@@ -8,7 +8,9 @@ import torch
 
 torch.set_num_threads(2)
 
-SHARED = Path(os.environ.get("SCI2CL_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
+SHARED = Path(
+    os.environ.get("SCI2CL_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data")
+)
 
 
 @pytest.fixture(scope="session")

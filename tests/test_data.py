@@ -11,7 +11,7 @@ import pytest
 import scipy.sparse as sp
 
 from sci2cl import data
-from sci2cl.data import DataValidationError, DatasetUnavailableError, RemoteFile
+from sci2cl.data import DatasetUnavailableError, DataValidationError, RemoteFile
 
 
 @pytest.fixture
@@ -59,7 +59,9 @@ def test_trust_on_first_use_sidecar(http_server, tmp_path):
 
 def test_missing_file_message(http_server, tmp_path):
     _, url = http_server
-    with pytest.raises(DatasetUnavailableError, match=r"missing\. Download it from .*missing\.h5ad and place it at"):
+    with pytest.raises(
+        DatasetUnavailableError, match=r"missing\. Download it from .*missing\.h5ad and place it at"
+    ):
         data.fetch_file(RemoteFile("missing.h5ad", url + "missing.h5ad"), tmp_path / "c")
     with pytest.raises(DatasetUnavailableError, match="place it at"):
         data.fetch_file(RemoteFile("x.h5ad", url + "x.h5ad"), tmp_path / "c", download=False)
@@ -70,7 +72,9 @@ def test_load_paper_dataset_from_local_copy(tmp_path):
     rng = np.random.default_rng(0)
     folder = tmp_path / "pbmc10k"
     folder.mkdir()
-    obs = pd.DataFrame({"cell_type": ["CD14 Mono", "B naive"] * 10}, index=[f"c{i}" for i in range(20)])
+    obs = pd.DataFrame(
+        {"cell_type": ["CD14 Mono", "B naive"] * 10}, index=[f"c{i}" for i in range(20)]
+    )
     for mod, n in (("RNA", 15), ("ATAC", 25)):
         a = ad.AnnData(sp.csr_matrix(rng.poisson(1, (20, n)).astype(np.float32)), obs=obs)
         a.var_names = [f"{mod}{j}" for j in range(n)]
@@ -89,7 +93,9 @@ def _pair(n=30, seed=0):
     mods = {}
     for m, d in (("rna", 40), ("atac", 20)):
         mean = rng.gamma(1.0, 2.0, d)
-        a = ad.AnnData(sp.csr_matrix(rng.poisson(rng.gamma(0.5, mean / 0.5, (n, d))).astype(np.float32)))
+        a = ad.AnnData(
+            sp.csr_matrix(rng.poisson(rng.gamma(0.5, mean / 0.5, (n, d))).astype(np.float32))
+        )
         a.obs_names = [f"c{i}" for i in range(n)]
         a.var_names = [f"{m}{j}" for j in range(d)]
         a.layers["counts"] = a.X.copy()
@@ -154,7 +160,11 @@ def test_simulator_reproducible_and_planted():
     b = data.simulate_multiome(n_cells=400, n_genes=100, n_peaks=300, seed=4)
     assert (a["rna"].X != b["rna"].X).nnz == 0 and (a["atac"].X != b["atac"].X).nnz == 0
     obs = a.obs
-    assert set(obs.loc[obs.true_cell_type == "CD14 Mono", "true_subtype"]) == {"Mono-1", "Mono-2", "Mono-3"}
+    assert set(obs.loc[obs.true_cell_type == "CD14 Mono", "true_subtype"]) == {
+        "Mono-1",
+        "Mono-2",
+        "Mono-3",
+    }
     wrong = obs.cell_type != obs.true_cell_type
     assert wrong.any() and set(obs.true_cell_type[wrong]) == {"CD4 naive T"}
     path = obs.true_pseudotime.notna()
@@ -181,7 +191,12 @@ def test_simulator_integration_beats_single_modality():
         return cross_val_score(LogisticRegression(max_iter=500), X[s], t[s], cv=3).mean()
 
     assert acc(feats["rna"], "NK", "ILC") < 0.65 < 0.9 < acc(feats["atac"], "NK", "ILC")
-    assert acc(feats["atac"], "CD8 naive T", "CD8 TEM") < 0.65 < 0.9 < acc(feats["rna"], "CD8 naive T", "CD8 TEM")
+    assert (
+        acc(feats["atac"], "CD8 naive T", "CD8 TEM")
+        < 0.65
+        < 0.9
+        < acc(feats["rna"], "CD8 naive T", "CD8 TEM")
+    )
 
 
 MIRROR = {

@@ -38,7 +38,16 @@ def test_zinb_is_finite_at_extremes():
     assert torch.isfinite(out).all()
     # likelihood sums to ~1 over the support
     xs = torch.arange(0, 500, dtype=torch.float64)
-    p = log_zinb_positive(xs, torch.tensor(5.0, dtype=torch.float64), torch.tensor(0.7, dtype=torch.float64), torch.tensor(0.2, dtype=torch.float64)).exp().sum()
+    p = (
+        log_zinb_positive(
+            xs,
+            torch.tensor(5.0, dtype=torch.float64),
+            torch.tensor(0.7, dtype=torch.float64),
+            torch.tensor(0.2, dtype=torch.float64),
+        )
+        .exp()
+        .sum()
+    )
     assert abs(float(p) - 1) < 1e-6
 
 
@@ -46,7 +55,8 @@ def test_gaussian_and_bernoulli():
     x = torch.tensor([0.5, -1.0])
     np.testing.assert_allclose(
         log_gaussian(x, torch.zeros(2), torch.log(torch.tensor(4.0))).numpy(),
-        stats.norm.logpdf(x.numpy(), 0, 2), rtol=1e-6,
+        stats.norm.logpdf(x.numpy(), 0, 2),
+        rtol=1e-6,
     )
     lb = log_bernoulli(torch.tensor([0.0, 3.0]), torch.tensor([0.0, 2.0]))
     np.testing.assert_allclose(lb.numpy(), [np.log(0.5), np.log(1 / (1 + np.exp(-2)))], rtol=1e-6)

@@ -16,15 +16,25 @@ def test_accuracy_hungarian():
     y = np.array(["a", "a", "b", "b", "c", "c"])
     assert metrics.accuracy(y, [2, 2, 0, 0, 1, 1]) == 1.0  # relabelled perfectly
     assert metrics.accuracy(y, [0, 0, 0, 0, 1, 1]) == 4 / 6  # merged classes
-    assert metrics.accuracy(y, [0, 1, 2, 3, 4, 5]) == 3 / 6  # over-split: unmatched clusters are wrong
+    assert (
+        metrics.accuracy(y, [0, 1, 2, 3, 4, 5]) == 3 / 6
+    )  # over-split: unmatched clusters are wrong
 
 
 def test_asw_and_rank_score():
-    X = np.r_[np.zeros((20, 2)), np.ones((20, 2)) * 10] + np.random.default_rng(0).normal(0, 0.1, (40, 2))
+    X = np.r_[np.zeros((20, 2)), np.ones((20, 2)) * 10] + np.random.default_rng(0).normal(
+        0, 0.1, (40, 2)
+    )
     y = np.r_[np.zeros(20), np.ones(20)]
     assert metrics.asw(X, y) > 0.9
     assert np.isclose(metrics.asw(X, y), skm.silhouette_score(X, y))
-    t = pd.DataFrame({"dataset": ["d1", "d1", "d2", "d2"], "method": ["A", "B", "A", "B"],
-                      "nmi": [0.9, 0.5, 0.4, 0.6], "ari": [0.8, 0.4, 0.3, 0.5]})
+    t = pd.DataFrame(
+        {
+            "dataset": ["d1", "d1", "d2", "d2"],
+            "method": ["A", "B", "A", "B"],
+            "nmi": [0.9, 0.5, 0.4, 0.6],
+            "ari": [0.8, 0.4, 0.3, 0.5],
+        }
+    )
     r = metrics.rank_score(t)
     assert r["A"] == r["B"] == 6.0  # each wins one dataset on both metrics

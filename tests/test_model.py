@@ -47,7 +47,9 @@ def test_save_load_roundtrip(trained, tiny_mdata, tmp_path):
         trained.save(tmp_path / "m")
     m2 = sci2cl.SCI2CL.load(tmp_path / "m", tiny_mdata)
     np.testing.assert_allclose(
-        m2.get_latent_representation(key_added=None), trained.get_latent_representation(key_added=None), atol=1e-6
+        m2.get_latent_representation(key_added=None),
+        trained.get_latent_representation(key_added=None),
+        atol=1e-6,
     )
     assert len(m2.history) == len(trained.history)
 
@@ -58,7 +60,9 @@ def test_bad_inputs_give_clear_errors(tiny_mdata):
     with pytest.raises(TypeError, match="MuData"):
         sci2cl.SCI2CL(tiny_mdata["rna"])
     with pytest.raises(DataValidationError, match="lacks modalities"):
-        sci2cl.SCI2CL(md.MuData({"rna": tiny_mdata["rna"].copy(), "chrom": tiny_mdata["atac"].copy()}))
+        sci2cl.SCI2CL(
+            md.MuData({"rna": tiny_mdata["rna"].copy(), "chrom": tiny_mdata["atac"].copy()})
+        )
     bad = md.MuData({m: tiny_mdata[m].copy() for m in ("rna", "atac")})
     bad["atac"].layers["counts"] = bad["atac"].layers["counts"] * 0.5
     with pytest.raises(DataValidationError, match="non-integer"):

@@ -48,7 +48,9 @@ def test_matching_loss_learns_to_separate_pairs():
 
 def test_module_shapes_and_batch_independence():
     torch.manual_seed(0)
-    mod = SCI2CLModule({"rna": 30, "atac": 50}, {"rna": "zinb", "atac": "zinb"}, n_hidden=32, n_latent=16)
+    mod = SCI2CLModule(
+        {"rna": 30, "atac": 50}, {"rna": "zinb", "atac": "zinb"}, n_hidden=32, n_latent=16
+    )
     mod.eval()
     x = {"rna": torch.poisson(torch.rand(20, 30) * 3), "atac": torch.poisson(torch.rand(20, 50))}
     z = mod.joint_embedding(x)
@@ -68,7 +70,9 @@ def test_symmetric_kl_zero_iff_equal():
     p = torch.randn(10, 5)
     assert torch.allclose(symmetric_kl(p, p), torch.zeros(10), atol=1e-6)
     assert (symmetric_kl(p, torch.randn(10, 5)) > 0).all()
-    assert torch.allclose(symmetric_kl(p, p + 3.0), torch.zeros(10), atol=1e-5)  # softmax shift invariance
+    assert torch.allclose(
+        symmetric_kl(p, p + 3.0), torch.zeros(10), atol=1e-5
+    )  # softmax shift invariance
 
 
 def test_neighbourhood_and_refinement_losses_prefer_graph_structure():

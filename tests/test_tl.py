@@ -1,0 +1,123 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from sci2cl import metrics, tl
+
+
+@pytest.fixture(scope="module")
+def blobs():
+    rng = np.random.default_rng(0)
+    centers = rng.normal(0, 8, (4, 6))
+    lab = np.repeat(np.arange(4), 60)
+    return centers[lab] + rng.normal(0, 1, (240, 6)), lab
+
+
+def test_kmeans_and_leiden_recover_blobs(blobs):
+    X, y = blobs
+    assert metrics.ari(y, tl.kmeans_labels(X, 4, seed=0)) > 0.95
+    lab, res, table = tl.leiden_label_free(X, resolutions=(0.1, 0.5, 1.0, 2.0), seed=0)
+    assert metrics.ari(y, lab) > 0.9 and set(table["resolution"]) == {0.1, 0.5, 1.0, 2.0}
+    rows = tl.cluster_embedding(X, y, seed=0)
+    assert {r["protocol"] for r in rows} == {"kmeans", "leiden"}
+
+
+def test_audit_flags_planted_mislabels(blobs):
+    import anndata as ad
+
+    X, y = blobs
+    given = y.astype(str).copy()
+    rng = np.random.default_rng(1)
+    flip = rng.choice(np.flatnonzero(y == 0), 12, replace=False)
+    given[flip] = "1"
+    a = ad.AnnData(
+        np.zeros((len(y), 1), dtype=np.float32),
+        obs=pd.DataFrame({"label": given}, index=[f"c{i}" for i in range(len(y))]),
+    )
+    a.obsm["emb"] = X
+    table = tl.audit_annotation(a, "label", use_rep="emb")
+    flagged = set(a.obs_names.get_indexer(table.index))
+    assert flagged == set(flip)
+    assert (a.obs["audited_label"].astype(str).to_numpy()[flip] == "0").all()
+    # random labels: nothing should be flagged above the permutation threshold
+    a.obs["random"] = rng.permutation(given)
+    assert len(tl.audit_annotation(a, "random", use_rep="emb", key_added="r")) < 0.1 * len(y)
+
+
+def test_subpopulations_on_planted_simulator(tiny_mdata):
+    m = tiny_mdata
+    m.obsm["truth_emb"] = np.c_[
+        pd.get_dummies(m.obs["true_subtype"]).to_numpy(float) * 5,
+        np.random.default_rng(0).normal(0, 0.3, (m.n_obs, 3)),
+    ]
+    r = tl.find_subpopulations(
+        m, "cell_type", "CD14 Mono", use_rep="truth_emb", seed=0, key_added="sub"
+    )
+    cells = r["labels"].index
+    assert r["n_subclusters"] == 3 and r["stable"]
+    assert metrics.ari(m.obs.loc[cells, "true_subtype"].astype(str), r["labels"].astype(str)) > 0.95
+    assert {"names", "pvals_adj", "logfoldchanges", "group"} <= set(r["de"].columns)
+
+
+def test_stage_order_score():
+    pt = np.r_[np.linspace(0, 1, 10), np.linspace(1, 2, 10), np.linspace(2, 3, 10)]
+    lab = np.repeat(["a", "b", "c"], 10)
+    assert tl.stage_order_score(pt, lab, ["a", "b", "c"])["order_correct"]
+    s = tl.stage_order_score(pt, lab, ["c", "b", "a"])
+    assert not s["order_correct"] and s["kendall_tau"] == -1
+
+
+def test_trajectory_orders_a_simple_path():
+    import anndata as ad
+
+    rng = np.random.default_rng(0)
+    t = rng.random(300)
+    X = np.c_[np.cos(2 * t), np.sin(2 * t)] * 5 + rng.normal(0, 0.05, (300, 2))
+    stage = np.array(["s0", "s1", "s2"])[np.minimum((t * 3).astype(int), 2)]
+    a = ad.AnnData(
+        np.zeros((300, 1), dtype=np.float32),
+        obs=pd.DataFrame({"stage": stage}, index=[f"c{i}" for i in range(300)]),
+    )
+    a.obsm["emb"] = X
+    fit = tl.trajectory(a, "stage", "s0", use_rep="emb", seed=0)
+    from scipy.stats import spearmanr
+
+    assert spearmanr(fit["pseudotime"], t).statistic > 0.9
+    assert tl.stage_order_score(fit["pseudotime"], stage, ["s0", "s1", "s2"])["order_correct"]
+
+
+def test_gene_activity_counts_overlapping_peaks():
+    import anndata as ad
+    import scipy.sparse as sp
+
+    atac = ad.AnnData(sp.csr_matrix(np.array([[1, 2, 0], [0, 1, 5]], dtype=np.float32)))
+    atac.var_names = ["chr1-1000-1200", "chr1-5000-5100", "chr2-100-200"]
+    genes = pd.DataFrame(
+        {
+            "chrom": ["chr1", "chr2", "chr3"],
+            "start": [2500, 150, 10],
+            "end": [6000, 300, 20],
+            "strand": ["+", "-", "+"],
+        },
+        index=["G1", "G2", "G3"],
+    )
+    ga = tl.gene_activity(atac, genes, upstream=2000)
+    np.testing.assert_array_equal(
+        ga.X.toarray(), [[3, 0, 0], [1, 5, 0]]
+    )  # G1: peaks 1 (promoter) + 2 (body)
+    bad = atac.copy()
+    bad.var_names = ["p1", "p2", "p3"]
+    with pytest.raises(ValueError, match="coordinates"):
+        tl.gene_activity(bad, genes)
+
+
+def test_gsea_prerank_local_gmt(tmp_path):
+    genes = [f"G{i}" for i in range(200)]
+    gmt = tmp_path / "sets.gmt"
+    gmt.write_text(
+        "UP\tna\t" + "\t".join(genes[:20]) + "\nRANDOM\tna\t" + "\t".join(genes[90:110]) + "\n"
+    )
+    de = pd.DataFrame({"group": "g", "names": genes, "scores": np.linspace(10, -10, 200)})
+    res = tl.gsea_prerank(de, "g", str(gmt), permutation_num=100, min_size=5)
+    top = res.set_index("Term")
+    assert float(top.loc["UP", "NES"]) > 0 and float(top.loc["UP", "FDR q-val"]) < 0.05
