@@ -1,0 +1,173 @@
+"""scI2CL measured targets: speed on sci-CAR kidney, scaling with cells, quality vs. peers, ablations.
+
+Usage:
+  python benchmarks/sci2cl_speed.py speed                 # default training on scicar_kidney
+  python benchmarks/sci2cl_speed.py scaling [--cells 5000 20000 50000]
+  python benchmarks/sci2cl_speed.py quality [--datasets ...] [--seeds 0 1 2] [--variants ...]
+  python benchmarks/sci2cl_speed.py all
+Writes results/sci2cl_speed.csv, results/sci2cl_scaling.csv, results/sci2cl_quality.csv.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.common import label_key, prepare  # noqa: E402
+from sci2cl import data, metrics, tl  # noqa: E402
+from sci2cl.model import SCI2CL  # noqa: E402
+
+OUT = ROOT / "results"
+VARIANTS = {
+    "scI2CL": {},
+    "no intra-omics": {"n_views": 0, "weights": {"mse": 0.0}},
+    "no L_MOC": {"weights": {"moc": 0.0}},
+    "no L_MOM": {"weights": {"mom": 0.0}},
+    "RNA-only encoder": {"use_rna_only": True},
+}
+PEERS = ["RNA PCA", "ATAC LSI", "WNN (muon)"]
+
+
+def _train(
+    mdata, seed: int, max_epochs: int | None = 60, early_stopping: bool = True, **kw
+) -> dict:
+    with tl.PeakMemory() as mem:
+        t = time.perf_counter()
+        m = SCI2CL(mdata, seed=seed, **kw)
+        m.train(max_epochs=max_epochs, early_stopping=early_stopping, progress_bar=False)
+        z = m.get_latent_representation(key_added=None)
+        sec = time.perf_counter() - t
+    return {
+        "embedding": z,
+        "seconds": sec,
+        "epochs": len(m.history),
+        "s_per_epoch": sec / len(m.history),
+        "peak_mb": mem.peak_mb,
+    }
+
+
+def speed(out: Path = OUT) -> pd.DataFrame:
+    """Default training on sci-CAR kidney (default features: 2,000 HVGs, 5,000 peaks)."""
+    torch.set_num_threads(2)
+    mdata = prepare("scicar_kidney")
+    r = _train(mdata, seed=0)
+    y = mdata.obs["cell_type"].astype(str).to_numpy()
+    row = {
+        "dataset": "scicar_kidney",
+        "cells": mdata.n_obs,
+        "genes": mdata["rna"].n_vars,
+        "peaks": mdata["atac"].n_vars,
+        "threads": torch.get_num_threads(),
+        **{k: v for k, v in r.items() if k != "embedding"},
+        "nmi_kmeans": metrics.nmi(y, tl.kmeans_labels(r["embedding"], len(set(y)), 0)),
+    }
+    df = pd.DataFrame([row])
+    df.to_csv(out / "sci2cl_speed.csv", index=False)
+    return df
+
+
+def scaling(cells=(5000, 20000, 50000), epochs: int = 3, out: Path = OUT) -> pd.DataFrame:
+    """Per-epoch time and peak memory on simulated data of growing size (fixed epochs, no early stop)."""
+    torch.set_num_threads(2)
+    rows = []
+    for n in cells:
+        m = data.simulate_multiome(n_cells=n, seed=0)
+        with tl.PeakMemory() as mem:
+            t = time.perf_counter()
+            model = SCI2CL(m, seed=0)
+            model.train(
+                max_epochs=epochs - 1, pretrain_epochs=1, early_stopping=False, progress_bar=False
+            )
+            sec = time.perf_counter() - t
+        rows.append(
+            {
+                "cells": n,
+                "epochs": len(model.history),
+                "seconds": sec,
+                "s_per_epoch": sec / len(model.history),
+                "peak_mb": mem.peak_mb,
+            }
+        )
+        print(rows[-1], flush=True)
+    df = pd.DataFrame(rows)
+    df["s_per_epoch_per_1k_cells"] = df["s_per_epoch"] / (df["cells"] / 1000)
+    df.to_csv(out / "sci2cl_scaling.csv", index=False)
+    return df
+
+
+def quality(datasets, seeds, variants, peers=PEERS, out: Path = OUT) -> pd.DataFrame:
+    """KMeans (true k) and Leiden (resolution 1) NMI/ARI of scI2CL, its ablations and the peers."""
+    rows = []
+    for ds in datasets:
+        mdata = prepare(ds)
+        y = mdata.obs[label_key(ds)].astype(str).to_numpy()
+        for seed in seeds:
+            embs = {}
+            for v in variants:
+                r = _train(mdata, seed, **VARIANTS[v])
+                embs[v] = (r["embedding"], None, r["seconds"], r["peak_mb"])
+            for p in peers:
+                r = tl.run_peer(p, mdata, seed=seed)
+                embs[p] = (r["embedding"], r["adjacency"], r["seconds"], r["peak_mb"])
+            for name, (emb, adj, sec, mb) in embs.items():
+                for res in tl.cluster_embedding(emb, y, seed=seed, adjacency=adj):
+                    rows.append(
+                        {
+                            "dataset": ds,
+                            "method": name,
+                            "seed": seed,
+                            "seconds": sec,
+                            "peak_mb": mb,
+                            **res,
+                        }
+                    )
+                print(
+                    ds, seed, name, round(rows[-2]["nmi"], 3), round(rows[-2]["ari"], 3), flush=True
+                )
+        pd.DataFrame(rows).to_csv(out / "sci2cl_quality.csv", index=False)
+    return pd.DataFrame(rows)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "what", choices=["speed", "scaling", "quality", "all"], nargs="?", default="all"
+    )
+    ap.add_argument("--cells", nargs="*", type=int, default=[5000, 20000, 50000])
+    ap.add_argument(
+        "--datasets", nargs="*", default=["scicar_kidney", "bmmc_a", "bmmc_b", "simulated"]
+    )
+    ap.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
+    ap.add_argument("--variants", nargs="*", default=list(VARIANTS))
+    a = ap.parse_args()
+    OUT.mkdir(exist_ok=True)
+    t = time.perf_counter()
+    if a.what in ("speed", "all"):
+        print(speed().to_string())
+    if a.what in ("scaling", "all"):
+        print(scaling(a.cells).to_string())
+    if a.what in ("quality", "all"):
+        df = quality(a.datasets, a.seeds, a.variants)
+        print(
+            df.groupby(["protocol", "dataset", "method"])[["nmi", "ari"]]
+            .mean()
+            .unstack("dataset")
+            .round(3)
+            .to_string()
+        )
+    print(f"total wall time {time.perf_counter() - t:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
