@@ -178,6 +178,25 @@ def _read_cellmix(files: list[Path], data_dir: Path) -> md.MuData:
 
 
 _GLUE = "http://download.gao-lab.org/GLUE/dataset/"
+
+
+def _glue_pair(name: str, prefix: str, description: str, source: str, licence: str) -> DatasetInfo:
+    """A paired dataset distributed by GLUE as ``<prefix>-RNA.h5ad`` and ``<prefix>-ATAC.h5ad``."""
+    files = tuple(
+        RemoteFile(f"{prefix}-{m}.h5ad", f"{_GLUE}{prefix}-{m}.h5ad") for m in ("RNA", "ATAC")
+    )
+    return DatasetInfo(
+        name,
+        "multiome",
+        description,
+        source,
+        licence,
+        "cell_type",
+        remote=files,
+        reader=lambda paths, _dir: _read_glue_pair(paths),
+    )
+
+
 _GEO = "https://ftp.ncbi.nlm.nih.gov/geo/series/GSE126nnn/GSE126074/suppl/"
 _SCRNA = {
     "baron_human": (
@@ -249,31 +268,19 @@ DATASETS: dict[str, DatasetInfo] = {
         None,
         path="multiome/pbmc10k_multiome_tiny_unlabelled.h5mu",
     ),
-    "pbmc10k": DatasetInfo(
+    "pbmc10k": _glue_pair(
         "pbmc10k",
-        "multiome",
+        "10x-Multiome-Pbmc10k",
         "10x Multiome PBMC 10k as preprocessed for GLUE (paper's PBMC-10K)",
         "10x Genomics; GLUE (Cao & Gao 2022)",
         "CC BY 4.0",
-        "cell_type",
-        remote=(
-            RemoteFile("10x-Multiome-Pbmc10k-RNA.h5ad", _GLUE + "10x-Multiome-Pbmc10k-RNA.h5ad"),
-            RemoteFile("10x-Multiome-Pbmc10k-ATAC.h5ad", _GLUE + "10x-Multiome-Pbmc10k-ATAC.h5ad"),
-        ),
-        reader=lambda files, d: _read_glue_pair(files),
     ),
-    "ma2020": DatasetInfo(
+    "ma2020": _glue_pair(
         "ma2020",
-        "multiome",
+        "Ma-2020",
         "SHARE-seq mouse skin as preprocessed for GLUE (paper's Ma-2020)",
         "Ma et al. 2020, GEO GSE140203; GLUE",
         "GEO public data",
-        "cell_type",
-        remote=(
-            RemoteFile("Ma-2020-RNA.h5ad", _GLUE + "Ma-2020-RNA.h5ad"),
-            RemoteFile("Ma-2020-ATAC.h5ad", _GLUE + "Ma-2020-ATAC.h5ad"),
-        ),
-        reader=lambda files, d: _read_glue_pair(files),
     ),
     "pbmc3k": DatasetInfo(
         "pbmc3k",
