@@ -535,6 +535,9 @@ class SCRCL(_BaseModel):
         ``k`` of the gene kNN graph (cosine on gene loadings of the 50 PCs).
     smoothing
         Number of low-pass filtering steps ``(t1, t2)`` of the two views.
+    scale
+        Z-score each gene (clipped at +-10) before filtering, as in the usual
+        scanpy PCA pipeline; otherwise use the log-normalised values.
     spatial_key
         Use a spatial kNN on ``adata.obsm[spatial_key]`` as the cell graph.
     lambda1, lambda2
@@ -557,8 +560,9 @@ class SCRCL(_BaseModel):
         n_neighbors: int = 15,
         n_gene_neighbors: int = 5,
         smoothing: tuple[int, int] = (3, 0),
+        scale: bool = True,
         spatial_key: str | None = None,
-        n_hidden: int = 512,
+        n_hidden: int = 256,
         n_latent: int = 64,
         lambda1: float = 1.0,
         lambda2: float = 1.0,
@@ -588,6 +592,7 @@ class SCRCL(_BaseModel):
             n_neighbors=n_neighbors,
             n_gene_neighbors=n_gene_neighbors,
             smoothing=list(smoothing),
+            scale=scale,
             spatial_key=spatial_key,
             n_hidden=n_hidden,
             n_latent=n_latent,
@@ -620,7 +625,7 @@ class SCRCL(_BaseModel):
             a = a[:, a.var["highly_variable"].values].copy()
         self.genes = a.var_names.tolist()
         Xl = a.X.toarray()
-        Xs = (Xl - Xl.mean(0)) / (Xl.std(0) + 1e-6)
+        Xs = np.clip((Xl - Xl.mean(0)) / (Xl.std(0) + 1e-6), -10, 10)
         n_pcs = min(50, min(Xs.shape) - 1)
         from sklearn.decomposition import PCA
 
@@ -637,7 +642,7 @@ class SCRCL(_BaseModel):
         S = _normalised_adjacency(cell_A)
         views = []
         for t in smoothing:
-            v = Xl.copy()
+            v = (Xs if scale else Xl).copy()
             for _ in range(t):
                 v = S @ v
             views.append(v.astype(np.float32))
