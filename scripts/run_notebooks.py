@@ -50,7 +50,10 @@ def main() -> int:
         )
         times.append((nb.name, time.perf_counter() - t))
         print(f"[{args.mode}] {nb.name}: {times[-1][1]:.0f} s", flush=True)
-    (out / f"timings-{args.mode}.tsv").write_text("".join(f"{n}\t{s:.1f}\n" for n, s in times))
+    tsv = out / f"timings-{args.mode}.tsv"  # one line per notebook, updated in place
+    old = dict(line.split("\t") for line in tsv.read_text().splitlines()) if tsv.exists() else {}
+    old.update({n: f"{s:.1f}" for n, s in times})
+    tsv.write_text("".join(f"{n}\t{s}\n" for n, s in sorted(old.items())))
     print(f"total {sum(s for _, s in times):.0f} s")
     return 0
 
