@@ -92,3 +92,14 @@ def test_scrcl_end_to_end(tiny_mdata, tmp_path):
     np.testing.assert_array_equal(m3.get_latent_representation(key_added=None), z)
     with pytest.raises(TypeError):
         sci2cl.SCRCL(tiny_mdata)
+
+
+def test_end_to_end_on_real_bmmc(shared_data):
+    """One short training on a real paired file (500 BMMC cells) when the mirror is present."""
+    m = sci2cl.data.load("bmmc_a", data_dir=shared_data)
+    sci2cl.data.select_features(m, n_top_genes=300, n_top_peaks=300)
+    model = sci2cl.SCI2CL(m, n_latent=16, n_hidden=64, seed=0)
+    model.train(max_epochs=2, pretrain_epochs=1, progress_bar=False)
+    z = model.get_latent_representation()
+    assert z.shape == (500, 16) and np.isfinite(z).all()
+    assert m.obsm["X_sci2cl"].shape == (500, 16)
