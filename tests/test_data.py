@@ -226,3 +226,25 @@ def test_mirror_datasets_load(shared_data, name):
         assert d.shape == shape
     if info.label_key:
         assert d.obs[info.label_key].nunique() == n_types
+
+
+def test_load_cellmix_from_local_geo_tables(tmp_path):
+    """GEO-style feature x cell count tables plus the label table are read without any download."""
+    rng = np.random.default_rng(0)
+    cells = [f"BC{i:02d}" for i in range(12)]
+    folder = tmp_path / "cellmix"
+    folder.mkdir()
+    for name, prefix in (("cDNA", "gene"), ("chromatin", "chr1:")):
+        feats = [
+            f"{prefix}{j}" if prefix == "gene" else f"chr1:{100 * j}-{100 * j + 50}"
+            for j in range(8)
+        ]
+        df = pd.DataFrame(rng.poisson(2, (8, 12)), index=feats, columns=cells)
+        df.to_csv(folder / f"GSE126074_CellLineMixture_SNAREseq_{name}_counts.tsv.gz", sep="\t")
+    (tmp_path / "labels").mkdir()
+    pd.DataFrame({"cell": cells[:10], "cell_line": ["H1", "BJ"] * 5}).to_csv(
+        tmp_path / "labels" / "snare_cellmix_cell_metadata.txt", sep="\t", index=False
+    )
+    m = data.load("cellmix", data_dir=tmp_path, download=False)
+    assert m.n_obs == 10 and m["rna"].n_vars == 8 and m["atac"].n_vars == 8
+    assert set(m.obs["cell_type"]) == {"H1", "BJ"}
