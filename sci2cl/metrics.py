@@ -51,10 +51,11 @@ def accuracy(y_true, y_pred) -> float:
 def asw(embedding: np.ndarray, labels, seed: int = 0, sample_size: int | None = 5000) -> float:
     """Average silhouette width of ``labels`` on ``embedding`` (Euclidean), in [-1, 1].
 
-    Above ``sample_size`` cells a seeded subsample is used.
+    Above ``sample_size`` cells a seeded subsample is used; NaN when there are
+    fewer than 2 labels or as many labels as cells.
     """
     labels = _labels(labels)
-    if len(np.unique(labels)) < 2:
+    if not 2 <= len(np.unique(labels)) < len(labels):  # silhouette is undefined otherwise
         return float("nan")
     n = embedding.shape[0]
     kw = (

@@ -28,6 +28,7 @@ def test_asw_and_rank_score():
     y = np.r_[np.zeros(20), np.ones(20)]
     assert metrics.asw(X, y) > 0.9
     assert np.isclose(metrics.asw(X, y), skm.silhouette_score(X, y))
+    assert np.isnan(metrics.asw(X, np.arange(40))) and np.isnan(metrics.asw(X, np.zeros(40)))
     t = pd.DataFrame(
         {
             "dataset": ["d1", "d1", "d2", "d2"],
