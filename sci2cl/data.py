@@ -655,13 +655,33 @@ def tfidf_lsi(atac: ad.AnnData, n_comps: int = 30) -> None:
     """TF-IDF (muon) of raw ATAC counts into ``.X`` and LSI into ``.obsm["X_lsi"]``.
 
     The first LSI component, which tracks depth, is dropped as is customary.
+    Cells without any count in the selected peaks (common after feature
+    selection on very sparse data such as sci-CAR kidney) would make TF-IDF
+    divide by zero; they are left out of the decomposition and get an
+    all-zero LSI row, with a warning.
     """
+    import warnings
+
     from muon import atac as ac
 
-    atac.X = _matrix(atac, "counts").copy()
-    ac.pp.tfidf(atac, scale_factor=1e4)
-    ac.tl.lsi(atac, n_comps=min(n_comps + 1, min(atac.shape) - 1))
-    atac.obsm["X_lsi"] = atac.obsm["X_lsi"][:, 1:]
+    counts = _matrix(atac, "counts")
+    empty = np.asarray((counts != 0).sum(1)).ravel() == 0
+    sub = atac[~empty].copy() if empty.any() else atac
+    if empty.any():
+        warnings.warn(
+            f"{int(empty.sum())} cells have no ATAC counts in the selected peaks; their LSI is 0",
+            stacklevel=2,
+        )
+    sub.X = _matrix(sub, "counts").copy()
+    ac.pp.tfidf(sub, scale_factor=1e4)
+    ac.tl.lsi(sub, n_comps=min(n_comps + 1, min(sub.shape) - 1))
+    lsi = np.zeros((atac.n_obs, sub.obsm["X_lsi"].shape[1] - 1), dtype=np.float32)
+    lsi[~empty] = sub.obsm["X_lsi"][:, 1:]
+    if empty.any():
+        atac.X = _matrix(atac, "counts").copy()
+    else:
+        atac.X = sub.X
+    atac.obsm["X_lsi"] = lsi
 
 
 # --------------------------------------------------------------------------- simulator

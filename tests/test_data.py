@@ -248,3 +248,14 @@ def test_load_cellmix_from_local_geo_tables(tmp_path):
     m = data.load("cellmix", data_dir=tmp_path, download=False)
     assert m.n_obs == 10 and m["rna"].n_vars == 8 and m["atac"].n_vars == 8
     assert set(m.obs["cell_type"]) == {"H1", "BJ"}
+
+
+def test_tfidf_lsi_handles_empty_cells():
+    m = _pair(n=40)
+    c = m["atac"].layers["counts"].toarray()
+    c[:3] = 0
+    m["atac"].layers["counts"] = sp.csr_matrix(c)
+    with pytest.warns(UserWarning, match="3 cells have no ATAC counts"):
+        data.tfidf_lsi(m["atac"], n_comps=5)
+    lsi = m["atac"].obsm["X_lsi"]
+    assert lsi.shape == (40, 5) and np.isfinite(lsi).all() and (lsi[:3] == 0).all()
