@@ -729,8 +729,8 @@ def simulate_multiome(
     zeros at the defaults); ATAC Poisson counts with a median of 200
     fragments in peaks per cell (BMMC subsets: ~190) over 3,000 peaks, i.e.
     93% zeros with 99% of non-zero entries at 1 or 2 (measured at seed 0).
-    At these settings RNA PCA reaches NMI 0.43, ATAC LSI 0.33 and their
-    concatenation 0.47 against ``true_cell_type`` (KMeans, true k).
+    With 2,000 cells RNA PCA reaches NMI 0.55, ATAC LSI 0.50 and their
+    concatenation 0.58 against ``true_cell_type`` (KMeans, true k, seed 0).
 
     Returns
     -------
