@@ -182,7 +182,7 @@ def _atac_lsi(mdata: md.MuData, seed: int, n_comps: int = 30) -> np.ndarray:
     from .data import tfidf_lsi
 
     a = mdata["atac"].copy()
-    if mdata.uns.get("sci2cl_dataset", {}).get("count_modalities", ["atac"]).count("atac") == 0:
+    if "atac" not in mdata.uns.get("sci2cl_dataset", {}).get("count_modalities", ["atac"]):
         import scanpy as sc  # normalised (non-count) ATAC: PCA of its values
 
         a.X = a.layers.get("counts", a.X)
