@@ -4,6 +4,7 @@ Usage:
   python benchmarks/sci2cl_speed.py speed                 # default training on scicar_kidney
   python benchmarks/sci2cl_speed.py scaling [--cells 5000 20000 50000]
   python benchmarks/sci2cl_speed.py quality [--datasets ...] [--seeds 0 1 2] [--variants ...]
+                                          [--append]   # add rows to an existing quality CSV
   python benchmarks/sci2cl_speed.py all
 Writes results/sci2cl_speed.csv, results/sci2cl_scaling.csv, results/sci2cl_quality.csv.
 """
@@ -103,8 +104,16 @@ def scaling(cells=(5000, 20000, 50000), epochs: int = 3, out: Path = OUT) -> pd.
     return df
 
 
-def quality(datasets, seeds, variants, peers=PEERS, out: Path = OUT) -> pd.DataFrame:
-    """KMeans (true k) and Leiden (resolution 1) NMI/ARI of scI2CL, its ablations and the peers."""
+def quality(
+    datasets, seeds, variants, peers=PEERS, out: Path = OUT, append: bool = False
+) -> pd.DataFrame:
+    """KMeans (true k) and Leiden (resolution 1) NMI/ARI of scI2CL, its ablations and the peers.
+
+    With ``append``, rows of an existing ``sci2cl_quality.csv`` for other
+    (dataset, method, seed) combinations are kept, so a long run can be split.
+    """
+    path = out / "sci2cl_quality.csv"
+    old = pd.read_csv(path) if append and path.exists() else pd.DataFrame()
     rows = []
     for ds in datasets:
         mdata = prepare(ds)
@@ -132,8 +141,13 @@ def quality(datasets, seeds, variants, peers=PEERS, out: Path = OUT) -> pd.DataF
                 print(
                     ds, seed, name, round(rows[-2]["nmi"], 3), round(rows[-2]["ari"], 3), flush=True
                 )
-        pd.DataFrame(rows).to_csv(out / "sci2cl_quality.csv", index=False)
-    return pd.DataFrame(rows)
+        new = pd.DataFrame(rows)
+        if len(old):
+            keys = ["dataset", "method", "seed"]
+            done = old.set_index(keys).index.isin(new.set_index(keys).index)
+            new = pd.concat([old[~done], new], ignore_index=True)
+        new.to_csv(path, index=False)
+    return new
 
 
 def main() -> int:
@@ -149,15 +163,20 @@ def main() -> int:
     )
     ap.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
     ap.add_argument("--variants", nargs="*", default=list(VARIANTS))
+    ap.add_argument("--peers", nargs="*", default=PEERS)
+    ap.add_argument("--append", action="store_true", help="keep other rows of the quality CSV")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads for the quality runs")
+    ap.add_argument("--out", type=Path, default=OUT, help="folder of the CSV files")
     a = ap.parse_args()
-    OUT.mkdir(exist_ok=True)
+    a.out.mkdir(parents=True, exist_ok=True)
     t = time.perf_counter()
     if a.what in ("speed", "all"):
-        print(speed().to_string())
+        print(speed(out=a.out).to_string())
     if a.what in ("scaling", "all"):
-        print(scaling(a.cells).to_string())
+        print(scaling(a.cells, out=a.out).to_string())
     if a.what in ("quality", "all"):
-        df = quality(a.datasets, a.seeds, a.variants)
+        torch.set_num_threads(a.threads)
+        df = quality(a.datasets, a.seeds, a.variants, a.peers, out=a.out, append=a.append)
         print(
             df.groupby(["protocol", "dataset", "method"])[["nmi", "ari"]]
             .mean()

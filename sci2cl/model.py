@@ -277,6 +277,7 @@ class SCI2CL(_BaseModel):
         weight_decay: float = 1e-5,
         early_stopping: bool = True,
         patience: int = 8,
+        min_epochs: int | None = None,
         validation_fraction: float = 0.1,
         progress_bar: bool = True,
     ) -> SCI2CL:
@@ -295,7 +296,16 @@ class SCI2CL(_BaseModel):
         early_stopping
             Stop the joint stage when the held-out loss (on
             ``validation_fraction`` of the cells, never labels) has not
-            improved for ``patience`` epochs, and restore the best weights.
+            improved for ``patience`` epochs, and restore the weights of the
+            best held-out epoch.
+        min_epochs
+            Joint epochs always run before early stopping may act (default
+            ``max_epochs // 2``). The held-out loss first drops while the
+            contrastive terms settle and then drifts up as the count decoders
+            start to overfit, which on a few hundred cells stops training
+            after a handful of epochs, before the joint embedding has formed;
+            the best epoch is therefore picked only among epochs
+            ``>= min_epochs``.
         progress_bar
             Show a tqdm bar with the current losses.
 
@@ -308,6 +318,8 @@ class SCI2CL(_BaseModel):
             raise ValueError("max_epochs must be >= 1")
         if pretrain_epochs is None:
             pretrain_epochs = max(1, max_epochs // 4)
+        if min_epochs is None:
+            min_epochs = max_epochs // 2
         rng = np.random.default_rng(self.seed)
         torch.manual_seed(self.seed)
         X = self._matrices(self.mdata)
@@ -352,8 +364,8 @@ class SCI2CL(_BaseModel):
                 raise FloatingPointError(
                     f"training diverged at epoch {epoch} (loss {rec['loss']}); lower lr (now {lr})"
                 )
-            if early_stopping and n_val and stage == "joint":
-                if rec["val_loss"] < best - 1e-4 * abs(best):
+            if early_stopping and n_val and epoch - pretrain_epochs + 1 >= min_epochs:
+                if not np.isfinite(best) or rec["val_loss"] < best - 1e-4 * abs(best):
                     best, bad = rec["val_loss"], 0
                     best_state = {
                         k: v.detach().clone() for k, v in self.module.state_dict().items()

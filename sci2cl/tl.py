@@ -28,6 +28,7 @@ __all__ = [
     "PEERS",
     "PeakMemory",
     "run_peer",
+    "scvi_embedding",
     "find_subpopulations",
     "audit_annotation",
     "pseudobulk_correlation",
@@ -240,6 +241,65 @@ def _mofa(mdata: md.MuData, seed: int, n_factors: int = 15) -> np.ndarray:
     return m.obsm["X_mofa"]
 
 
+def _require_scvi():
+    try:
+        import scvi
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "this peer needs scvi-tools: pip install 'sci2cl[bench]' (or scvi-tools)"
+        ) from e
+    import logging
+
+    # lightning's per-fit banners ("GPU available: False", "Seed set to 0", tips)
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "lightning_fabric"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    return scvi
+
+
+def _multivi(
+    mdata: md.MuData, seed: int, max_epochs: int | None = None, layer: str = "counts"
+) -> np.ndarray:
+    """scvi-tools MultiVI (CPU) on the raw counts of both modalities; its own early stopping.
+
+    ``max_epochs=None`` keeps scvi-tools' default (500, stopped early on its
+    held-out ELBO).
+    """
+    scvi = _require_scvi()
+    if "atac" not in mdata.uns.get("sci2cl_dataset", {}).get("count_modalities", ["atac"]):
+        raise ValueError("MultiVI models ATAC counts; this dataset's ATAC is not counts")
+    scvi.settings.seed = seed
+    m = md.MuData({"rna": mdata["rna"].copy(), "atac": mdata["atac"].copy()})
+    for k in ("rna", "atac"):
+        if layer not in m[k].layers:
+            m[k].layers[layer] = m[k].X.copy()
+    scvi.model.MULTIVI.setup_mudata(
+        m, rna_layer=layer, atac_layer=layer, modalities={"rna_layer": "rna", "atac_layer": "atac"}
+    )
+    model = scvi.model.MULTIVI(m, n_genes=m["rna"].n_vars, n_regions=m["atac"].n_vars)
+    kw = {} if max_epochs is None else {"max_epochs": max_epochs}
+    model.train(accelerator="cpu", enable_progress_bar=False, **kw)
+    return model.get_latent_representation()
+
+
+def scvi_embedding(
+    adata: ad.AnnData, seed: int, max_epochs: int | None = None, layer: str = "counts"
+) -> np.ndarray:
+    """scvi-tools scVI latent space (CPU) of an scRNA-seq AnnData's raw counts, ``(n_cells, 10)``.
+
+    ``max_epochs=None`` keeps scvi-tools' default (it depends on the number of cells).
+    """
+    scvi = _require_scvi()
+    scvi.settings.seed = seed
+    a = adata.copy()
+    if layer not in a.layers:
+        a.layers[layer] = a.X.copy()
+    scvi.model.SCVI.setup_anndata(a, layer=layer)
+    model = scvi.model.SCVI(a)
+    kw = {} if max_epochs is None else {"max_epochs": max_epochs}
+    model.train(accelerator="cpu", enable_progress_bar=False, **kw)
+    return model.get_latent_representation()
+
+
 def _sci2cl(mdata: md.MuData, seed: int, max_epochs: int = 40, **kwargs) -> np.ndarray:
     from .model import SCI2CL
 
@@ -254,6 +314,7 @@ PEERS: dict[str, Callable] = {
     "PCA+LSI": _concat,
     "WNN (muon)": _wnn,
     "MOFA+": _mofa,
+    "MultiVI": _multivi,
     "scI2CL": _sci2cl,
 }
 

@@ -121,3 +121,12 @@ def test_gsea_prerank_local_gmt(tmp_path):
     res = tl.gsea_prerank(de, "g", str(gmt), permutation_num=100, min_size=5)
     top = res.set_index("Term")
     assert float(top.loc["UP", "NES"]) > 0 and float(top.loc["UP", "FDR q-val"]) < 0.05
+
+
+def test_scvi_tools_peers_run_on_cpu(tiny_mdata):
+    """MultiVI and scVI come from scvi-tools (the bench extra), on CPU, with their own defaults."""
+    pytest.importorskip("scvi")
+    r = tl.run_peer("MultiVI", tiny_mdata, seed=0, max_epochs=2)
+    assert r["embedding"].shape[0] == tiny_mdata.n_obs and np.isfinite(r["embedding"]).all()
+    z = tl.scvi_embedding(tiny_mdata["rna"], seed=0, max_epochs=2)
+    assert z.shape == (tiny_mdata.n_obs, 10) and np.isfinite(z).all()
