@@ -364,7 +364,12 @@ class SCI2CL(_BaseModel):
                 raise FloatingPointError(
                     f"training diverged at epoch {epoch} (loss {rec['loss']}); lower lr (now {lr})"
                 )
-            if early_stopping and n_val and epoch - pretrain_epochs + 1 >= min_epochs:
+            if (
+                early_stopping
+                and n_val
+                and stage == "joint"
+                and epoch - pretrain_epochs + 1 >= min_epochs
+            ):
                 if not np.isfinite(best) or rec["val_loss"] < best - 1e-4 * abs(best):
                     best, bad = rec["val_loss"], 0
                     best_state = {
