@@ -541,9 +541,11 @@ def trajectory(
     ``pyslingshot.Slingshot`` is fitted with cluster one-hots built from
     category codes (pyslingshot sorts string labels as text otherwise).
 
-    Writes ``obs[key_added]`` (unified pseudotime, NaN outside ``clusters``)
-    and ``uns[key_added]`` (lineages as cluster names, the 2-D coordinates'
-    key). Returns the same dict plus the fitted ``Slingshot`` object.
+    Writes ``obs[key_added]`` (unified pseudotime, NaN outside ``clusters``),
+    ``obsm[key_added + "_lineages"]`` (per-lineage pseudotime, ``(n_cells,
+    n_lineages)``, NaN where a cell has no weight on the lineage),
+    ``obsm["X_" + key_added + "_2d"]`` and ``uns[key_added]`` (lineages as
+    cluster names). Returns the same plus the fitted ``Slingshot`` object.
     """
     import umap
     from pyslingshot import Slingshot
@@ -582,9 +584,16 @@ def trajectory(
     coords[keep.to_numpy()] = X2
     mdata.obsm[f"X_{key_added}_2d"] = coords
     lineages = [[cats[i] for i in lin] for lin in sl.lineages]
+    per = np.full((mdata.n_obs, len(lineages)), np.nan)
+    weights = np.asarray(sl.cell_weights)
+    for j, curve in enumerate(sl.curves):
+        t = np.where(weights[:, j] > 0, np.asarray(curve.pseudotimes_interp, float), np.nan)
+        per[keep.to_numpy(), j] = t
+    mdata.obsm[f"{key_added}_lineages"] = per
     mdata.uns[key_added] = {"lineages": lineages, "start": start, "use_rep": use_rep}
     return {
         "pseudotime": pt,
+        "lineage_pseudotime": per,
         "lineages": lineages,
         "slingshot": sl,
         "coords": X2,

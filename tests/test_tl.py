@@ -84,6 +84,10 @@ def test_trajectory_orders_a_simple_path():
 
     assert spearmanr(fit["pseudotime"], t).statistic > 0.9
     assert tl.stage_order_score(fit["pseudotime"], stage, ["s0", "s1", "s2"])["order_correct"]
+    per = a.obsm["pseudotime_lineages"]
+    assert per.shape == (300, len(fit["lineages"])) and a.obs["pseudotime"].notna().all()
+    # one lineage here: its pseudotime is the unified one
+    np.testing.assert_allclose(per[:, 0], fit["pseudotime"])
 
 
 def test_gene_activity_counts_overlapping_peaks():
