@@ -56,6 +56,7 @@ def run(
     and stores 2-D UMAPs of each method's seed-0 embedding for the figure grid.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
+    epochs = {"scI2CL": {"max_epochs": max_epochs}, "MultiVI": {"max_epochs": multivi_epochs}}
     rows = []
     for ds in datasets:
         mdata = prepare(ds, max_cells=max_cells)
@@ -63,13 +64,8 @@ def run(
         coords = {}
         for method in methods:
             for seed in seeds:
-                kw = {
-                    "scI2CL": {"max_epochs": max_epochs},
-                    "MultiVI": {"max_epochs": multivi_epochs},
-                }
-                kw = kw.get(method, {})
                 try:
-                    res = tl.run_peer(method, mdata, seed=seed, **kw)
+                    res = tl.run_peer(method, mdata, seed=seed, **epochs.get(method, {}))
                 except Exception as e:  # a failing peer is reported, not fatal
                     log(f"{ds} {method} seed {seed}: FAILED {type(e).__name__}: {e}")
                     continue

@@ -179,11 +179,16 @@ def _rna_pca(mdata: md.MuData, seed: int, n_comps: int = 30) -> np.ndarray:
     return a.obsm["X_pca"]
 
 
+def _atac_is_counts(mdata: md.MuData) -> bool:
+    """Whether the dataset registry entry (when present) lists ATAC as counts."""
+    return "atac" in mdata.uns.get("sci2cl_dataset", {}).get("count_modalities", ["atac"])
+
+
 def _atac_lsi(mdata: md.MuData, seed: int, n_comps: int = 30) -> np.ndarray:
     from .data import tfidf_lsi
 
     a = mdata["atac"].copy()
-    if "atac" not in mdata.uns.get("sci2cl_dataset", {}).get("count_modalities", ["atac"]):
+    if not _atac_is_counts(mdata):
         import scanpy as sc  # normalised (non-count) ATAC: PCA of its values
 
         a.X = a.layers.get("counts", a.X)
@@ -256,6 +261,13 @@ def _require_scvi():
     return scvi
 
 
+def _train_latent(model, max_epochs: int | None) -> np.ndarray:
+    """Train an scvi-tools model on the CPU (``None``: its default epochs) and return its latent space."""
+    kw = {} if max_epochs is None else {"max_epochs": max_epochs}
+    model.train(accelerator="cpu", enable_progress_bar=False, **kw)
+    return model.get_latent_representation()
+
+
 def _multivi(
     mdata: md.MuData, seed: int, max_epochs: int | None = None, layer: str = "counts"
 ) -> np.ndarray:
@@ -265,7 +277,7 @@ def _multivi(
     held-out ELBO).
     """
     scvi = _require_scvi()
-    if "atac" not in mdata.uns.get("sci2cl_dataset", {}).get("count_modalities", ["atac"]):
+    if not _atac_is_counts(mdata):
         raise ValueError("MultiVI models ATAC counts; this dataset's ATAC is not counts")
     scvi.settings.seed = seed
     m = md.MuData({"rna": mdata["rna"].copy(), "atac": mdata["atac"].copy()})
@@ -276,9 +288,7 @@ def _multivi(
         m, rna_layer=layer, atac_layer=layer, modalities={"rna_layer": "rna", "atac_layer": "atac"}
     )
     model = scvi.model.MULTIVI(m, n_genes=m["rna"].n_vars, n_regions=m["atac"].n_vars)
-    kw = {} if max_epochs is None else {"max_epochs": max_epochs}
-    model.train(accelerator="cpu", enable_progress_bar=False, **kw)
-    return model.get_latent_representation()
+    return _train_latent(model, max_epochs)
 
 
 def scvi_embedding(
@@ -294,10 +304,7 @@ def scvi_embedding(
     if layer not in a.layers:
         a.layers[layer] = a.X.copy()
     scvi.model.SCVI.setup_anndata(a, layer=layer)
-    model = scvi.model.SCVI(a)
-    kw = {} if max_epochs is None else {"max_epochs": max_epochs}
-    model.train(accelerator="cpu", enable_progress_bar=False, **kw)
-    return model.get_latent_representation()
+    return _train_latent(scvi.model.SCVI(a), max_epochs)
 
 
 def _sci2cl(mdata: md.MuData, seed: int, max_epochs: int = 40, **kwargs) -> np.ndarray:
