@@ -12,7 +12,8 @@ HTML ?= book/_build/html
 .PHONY: help install test smoke book html notebooks bench lint format check-book clean
 
 help:
-	@echo "make book   - execute every notebook (full runs, papermill) and build the HTML book"
+	@echo "make book   - re-execute (full, papermill) the notebooks whose committed run is stale, build the HTML book"
+	@echo "make notebooks - re-execute every notebook in full (about 1.5 h on 2 cores)"
 	@echo "make test   - unit tests (pytest)"
 	@echo "make smoke  - execute every notebook with SMOKE=True in $(SMOKE_DIR) and build the book from them"
 	@echo "make html   - build the HTML book from the committed executed notebooks (no execution)"
@@ -52,7 +53,9 @@ notebooks: $(STAMP)
 html: $(STAMP) build/mathjax/es5/tex-svg.js
 	$(PY) scripts/build_book.py --src . --out book
 
-book: notebooks html
+book: $(STAMP)
+	$(PY) scripts/run_notebooks.py --mode full --out notebooks --stale-only
+	$(MAKE) html
 	@echo "Book: $(abspath book/_build/html/index.html)"
 
 smoke: $(STAMP) build/mathjax/es5/tex-svg.js

@@ -107,6 +107,11 @@ def run(
             labels=y,
             **{k.replace(" ", "_"): v for k, v in coords.items()},
         )
+        _write(rows, out_dir)  # after every dataset, so a long run leaves partial results
+    return _write(rows, out_dir)
+
+
+def _write(rows: list[dict], out_dir: Path) -> pd.DataFrame:
     df = pd.DataFrame(rows)
     df = df[[c for c in COLUMNS if c in df] + [c for c in df if c not in COLUMNS]]
     df.to_csv(out_dir / "benchmark_clustering.csv", index=False)
@@ -166,8 +171,19 @@ def main() -> int:
     ap.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
     ap.add_argument("--max-epochs", type=int, default=40)
     ap.add_argument("--paper-repeats", type=int, default=5)
+    ap.add_argument(
+        "--multivi-epochs",
+        type=int,
+        default=None,
+        help="cap on MultiVI's epochs (default: scvi-tools' own, up to 500 with early stopping)",
+    )
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     ap.add_argument("--out", default=str(ROOT / "results"))
     a = ap.parse_args()
+    if a.threads:
+        import torch
+
+        torch.set_num_threads(a.threads)
     t = time.perf_counter()
     if a.smoke:
         df = run(
@@ -186,6 +202,7 @@ def main() -> int:
             a.methods,
             a.seeds,
             max_epochs=a.max_epochs,
+            multivi_epochs=a.multivi_epochs,
             paper_repeats=a.paper_repeats,
             out_dir=Path(a.out),
         )

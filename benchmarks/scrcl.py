@@ -52,7 +52,12 @@ def scvi_input(adata, n_top_genes: int = 2000):
     a.X = a.layers["counts"].copy()
     sc.pp.filter_genes(a, min_cells=1)
     if a.n_vars > n_top_genes:
-        sc.pp.highly_variable_genes(a, n_top_genes=n_top_genes, flavor="seurat_v3", subset=True)
+        try:
+            sc.pp.highly_variable_genes(a, n_top_genes=n_top_genes, flavor="seurat_v3", subset=True)
+        except ValueError:  # loess near-singular on some sets (e.g. cellmix_rna): a wider span
+            sc.pp.highly_variable_genes(
+                a, n_top_genes=n_top_genes, flavor="seurat_v3", span=1.0, subset=True
+            )
     return a
 
 
@@ -126,14 +131,15 @@ def run_dataset(
 
 def run(datasets, seeds, out_dir: Path = ROOT / "results", **kw) -> pd.DataFrame:
     out_dir.mkdir(parents=True, exist_ok=True)
-    rows = []
+    rows, df = [], pd.DataFrame()
     for ds in datasets:
         try:
             rows += run_dataset(ds, seeds, **kw)
         except data.DatasetUnavailableError as e:
             print(f"{ds}: skipped ({e})")
-    df = pd.DataFrame(rows)
-    df.to_csv(out_dir / "benchmark_scrcl.csv", index=False)
+        # written after every dataset, so a long run leaves partial results
+        df = pd.DataFrame(rows)
+        df.to_csv(out_dir / "benchmark_scrcl.csv", index=False)
     return df
 
 

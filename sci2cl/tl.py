@@ -31,6 +31,7 @@ __all__ = [
     "scvi_embedding",
     "find_subpopulations",
     "audit_annotation",
+    "PBMC_T_MARKERS",
     "pseudobulk_correlation",
     "trajectory",
     "stage_order_score",
@@ -457,62 +458,241 @@ def find_subpopulations(
 
 
 # --------------------------------------------------------------------------- annotation audit
+#: Default markers (PBMC, naive vs. memory CD4+ T), keyed by the label names of
+#: Azimuth (PBMC-3K), the NeurIPS BMMC sets and the simulator. Only keys that
+#: occur among the labels are used.
+PBMC_T_MARKERS: dict[str, list[str]] = {
+    **dict.fromkeys(["CD4 Naive", "CD4 naive T", "CD4+ T naive"], ["SELL", "CCR7", "LEF1", "TCF7"]),
+    **dict.fromkeys(
+        ["CD4 TCM", "CD4 TEM", "CD4 memory T", "CD4+ T activated"],
+        ["ITGAL", "S100A4", "ANXA1", "AQP3", "KLRB1"],
+    ),
+}
+
+
+def _neighbour_label_fractions(X: np.ndarray, codes: np.ndarray, n_cats: int, k: int):
+    from sklearn.neighbors import NearestNeighbors
+
+    idx = NearestNeighbors(n_neighbors=k + 1).fit(X).kneighbors(X, return_distance=False)[:, 1:]
+    rows = np.repeat(np.arange(len(codes)), k)
+
+    def fractions(c: np.ndarray) -> np.ndarray:
+        counts = np.zeros((len(c), n_cats))
+        np.add.at(counts, (rows, c[idx].ravel()), 1)
+        return counts / k
+
+    return fractions
+
+
+def _dense(X) -> np.ndarray:
+    return X.toarray() if sp.issparse(X) else np.asarray(X)
+
+
+def _axis_evidence(
+    X, sub: np.ndarray, rest: np.ndarray, other: np.ndarray, n_features: int = 200
+) -> dict:
+    """Where a subgroup sits between its own label (``rest``) and the proposed one.
+
+    ``X`` (cells x features, log scale); boolean masks. The features that differ
+    most between the two populations' means define an axis from the ``rest``
+    centroid (0) to the ``other`` centroid (1); every cell is projected on it.
+    Returns the subgroup's mean position, the per-cell positions, the
+    separation of the two populations along the axis (d': 1 / pooled s.d.) and
+    the Pearson correlations of the subgroup's pseudo-bulk with both.
+    """
+    mu_r = np.asarray(X[rest].mean(0)).ravel()
+    mu_o = np.asarray(X[other].mean(0)).ravel()
+    diff = mu_o - mu_r
+    feat = np.argsort(-np.abs(diff))[: min(n_features, len(diff))]
+    d = diff[feat]
+    if not np.any(d):
+        return {"position": np.nan, "weight": 0.0, "cell_position": np.zeros(sub.sum())}
+    Xf = _dense(X[:, feat]) if sp.issparse(X) else np.asarray(X)[:, feat]
+    t = (Xf - mu_r[feat]) @ d / (d @ d)
+    pooled = np.sqrt(0.5 * (t[rest].var() + t[other].var()))
+    mu_s = Xf[sub].mean(0)
+    return {
+        "position": float(t[sub].mean()),
+        "weight": float(1.0 / pooled) if pooled > 0 else 0.0,
+        "cell_position": t[sub],
+        "corr_label": float(np.corrcoef(mu_s, mu_r[feat])[0, 1]) if len(feat) > 2 else np.nan,
+        "corr_proposed": float(np.corrcoef(mu_s, mu_o[feat])[0, 1]) if len(feat) > 2 else np.nan,
+    }
+
+
 def audit_annotation(
     mdata: md.MuData | ad.AnnData,
     label_key: str,
     use_rep: str = "X_sci2cl",
+    markers: dict[str, Sequence[str]] | None = None,
     n_neighbors: int = 15,
     threshold: float | None = None,
+    min_cells: int = 5,
+    atac_activity: ad.AnnData | None = None,
+    evidence: bool = True,
+    per_cell: bool = True,
+    alpha: float = 0.01,
     key_added: str = "audited_label",
 ) -> pd.DataFrame:
-    """Flag cells whose embedding neighbourhood mostly carries another label.
+    """Find subgroups of a labelled population that belong to another label.
 
-    For each cell, the labels of its ``n_neighbors`` nearest neighbours in
-    the embedding are counted. A cell is flagged when the most frequent
-    neighbour label differs from its own and holds at least ``threshold`` of
-    its neighbours. The default threshold is chosen without any truth: 0.5
-    (a strict majority), raised to the 95th percentile of the same statistic
-    under label permutation when that is higher (so that random labels are
-    not flagged).
+    1. **Neighbourhood** (the embedding): for each cell, the labels of its
+       ``n_neighbors`` nearest neighbours in ``obsm[use_rep]``. A cell is a
+       candidate when the most frequent neighbour label differs from its own
+       and holds at least ``threshold`` of the neighbours. The default
+       threshold is chosen without any truth: 0.5 (a strict majority), raised
+       to the 95th percentile of the same statistic under a label permutation
+       when that is higher (so that random labels are not flagged).
+    2. **Subgroups**: the candidates of label ``L`` proposed as ``M`` form the
+       subgroup ``L -> M`` (kept when it has ``min_cells`` cells).
+    3. **Evidence outside the embedding**, per subgroup and modality (RNA from
+       the ``rna`` modality or the AnnData itself; ATAC from ``atac_activity``
+       (gene activity, :func:`gene_activity`) when given, else the ``atac``
+       peaks): on the 200 features that differ most between the rest of
+       ``L`` and ``M`` (log-normalised), the subgroup's position on the axis
+       from ``L``'s centroid (0) to ``M``'s (1), and the pseudo-bulk
+       correlation with both. With ``markers`` (label -> genes; the default
+       :data:`PBMC_T_MARKERS` applies where the labels match, ``{}`` turns it
+       off), scanpy's ``score_genes`` of ``M``'s minus ``L``'s markers gives
+       one more axis. The positions are averaged with weights equal to each
+       axis's separation of ``L`` and ``M`` (d'), so an uninformative
+       modality counts little. ``evidence=False`` skips this step (and 4):
+       every candidate of step 1 is relabelled, as a kNN-majority rule.
+    4. **Decision**: a subgroup is accepted when its cells sit significantly
+       closer to ``M`` than to ``L`` on the combined axis (one-sided t-test of
+       the per-cell positions against 0.5 at level ``alpha``; cells along a
+       continuum between two labels sit near 0.5 and are kept); with
+       ``per_cell=True`` each of its cells must also sit above 0.5. Accepted
+       cells get the proposed label.
 
-    Writes ``obs[key_added]`` (proposed label) and
-    ``obs[key_added + "_confidence"]`` (neighbour fraction of the proposed
-    label), and returns the flagged cells with their evidence.
+    Writes ``obs[key_added]`` (the proposed labels; unchanged where not
+    accepted) and ``obs[key_added + "_confidence"]`` (the fraction of the
+    cell's neighbours that carry its proposed label).
+
+    Returns
+    -------
+    DataFrame, one row per relabelled cell (index: cell names) with
+    ``label, proposed, neighbour_fraction, own_label_fraction, position``;
+    ``.attrs["subgroups"]`` holds every candidate subgroup with its evidence
+    (``n_cells``, per modality ``position / weight / corr_label /
+    corr_proposed``, ``combined_position``, ``p_value``, ``accepted``) and
+    ``.attrs["threshold"]`` the neighbourhood threshold used.
     """
-    from sklearn.neighbors import NearestNeighbors
+    import scanpy as sc
 
+    from .data import log_normalize
+
+    if label_key not in mdata.obs:
+        raise KeyError(f"{label_key!r} not in obs")
+    if use_rep not in mdata.obsm:
+        raise KeyError(f"obsm[{use_rep!r}] missing; compute the embedding first")
     y = mdata.obs[label_key].astype(str).to_numpy()
     X = np.asarray(mdata.obsm[use_rep])
     k = min(n_neighbors, X.shape[0] - 1)
-    idx = NearestNeighbors(n_neighbors=k + 1).fit(X).kneighbors(X, return_distance=False)[:, 1:]
     cats, codes = np.unique(y, return_inverse=True)
-    counts = np.zeros((len(y), len(cats)))
-    np.add.at(counts, (np.repeat(np.arange(len(y)), k), codes[idx].ravel()), 1)
-    frac = counts / k
-    top = frac.argmax(1)
-    top_frac = frac.max(1)
+    fractions = _neighbour_label_fractions(X, codes, len(cats), k)
+    frac = fractions(codes)
+    top, top_frac = frac.argmax(1), frac.max(1)
+    own_frac = frac[np.arange(len(y)), codes]
     if threshold is None:
-        rng = np.random.default_rng(0)
-        perm = codes[rng.permutation(len(codes))]
-        cp = np.zeros_like(counts)
-        np.add.at(cp, (np.repeat(np.arange(len(y)), k), perm[idx].ravel()), 1)
-        threshold = max(0.5, float(np.quantile(cp.max(1) / k, 0.95)))
-    flagged = (top != codes) & (top_frac >= threshold)
-    proposed = np.where(flagged, cats[top], y)
+        perm = fractions(codes[np.random.default_rng(0).permutation(len(codes))])
+        threshold = max(0.5, float(np.quantile(perm.max(1), 0.95)))
+    candidate = (top != codes) & (top_frac >= threshold)
+
+    # per-modality matrices (log scale), computed once
+    mods: dict[str, ad.AnnData] = {}
+    if not evidence:
+        pass
+    elif isinstance(mdata, md.MuData):
+        if "rna" in mdata.mod:
+            mods["rna"] = mdata["rna"]
+        if atac_activity is not None:
+            mods["atac"] = atac_activity
+        elif "atac" in mdata.mod:
+            mods["atac"] = mdata["atac"]
+    elif mdata.n_vars > 1:
+        mods["rna"] = mdata
+        if atac_activity is not None:
+            mods["atac"] = atac_activity
+    logx = {}
+    for name, a in mods.items():
+        a = a[mdata.obs_names].copy() if not a.obs_names.equals(mdata.obs_names) else a.copy()
+        if "counts" not in a.layers:
+            a.layers["counts"] = a.X.copy()
+        log_normalize(a)
+        logx[name] = a
+    markers = {} if not evidence else (PBMC_T_MARKERS if markers is None else markers)
+
+    pos = np.zeros(len(y))
+    accepted = np.zeros(len(y), bool)
+    groups = []
+    for li, mi in sorted(set(zip(codes[candidate], top[candidate]))):
+        sub = candidate & (codes == li) & (top == mi)
+        if sub.sum() < min_cells:
+            continue
+        rest = (codes == li) & ~candidate
+        other = (codes == mi) & ~candidate
+        row = {"label": cats[li], "proposed": cats[mi], "n_cells": int(sub.sum())}
+        if rest.sum() < 2 or other.sum() < 2:
+            row.update(combined_position=np.nan, accepted=False)
+            groups.append(row)
+            continue
+        evid = {name: _axis_evidence(a.X, sub, rest, other) for name, a in logx.items()}
+        rna = logx.get("rna")
+        gl, gm = markers.get(cats[li], []), markers.get(cats[mi], [])
+        if rna is not None and gl and gm:
+            gl = [g for g in gl if g in rna.var_names]
+            gm = [g for g in gm if g in rna.var_names]
+            if gl and gm:
+                score = {}
+                for key, genes in (("l", gl), ("m", gm)):
+                    sc.tl.score_genes(rna, genes, score_name="_s", random_state=0)
+                    score[key] = rna.obs["_s"].to_numpy()
+                evid["markers"] = _axis_evidence(
+                    (score["m"] - score["l"])[:, None], sub, rest, other
+                )
+        w = np.array([e["weight"] for e in evid.values()])
+        if not len(w) or w.sum() == 0:
+            comb, cell_t = np.nan, np.full(sub.sum(), np.nan)
+        else:
+            comb = float(sum(e["weight"] * e["position"] for e in evid.values()) / w.sum())
+            cell_t = sum(e["weight"] * e["cell_position"] for e in evid.values()) / w.sum()
+        for name, e in evid.items():
+            row.update(
+                {
+                    f"{name}_{c}": e.get(c, np.nan)
+                    for c in ("position", "weight", "corr_label", "corr_proposed")
+                }
+            )
+        pval = np.nan
+        if evid and np.isfinite(comb) and len(cell_t) > 1 and np.ptp(cell_t) > 0:
+            from scipy.stats import ttest_1samp
+
+            pval = float(ttest_1samp(cell_t, 0.5, alternative="greater").pvalue)
+        ok = bool(pval < alpha) if evid else True
+        row.update(combined_position=comb, p_value=pval, accepted=ok)
+        groups.append(row)
+        if ok:
+            cells = np.flatnonzero(sub)
+            keep = cells if (not per_cell or not evid) else cells[cell_t > 0.5]
+            accepted[keep] = True
+            if evid:
+                pos[cells] = cell_t
+    proposed = np.where(accepted, cats[top], y)
     mdata.obs[key_added] = pd.Categorical(proposed)
-    mdata.obs[key_added + "_confidence"] = np.where(
-        flagged, top_frac, frac[np.arange(len(y)), codes]
-    )
+    mdata.obs[key_added + "_confidence"] = np.where(accepted, top_frac, own_frac)
     table = pd.DataFrame(
         {
-            "label": y[flagged],
-            "proposed": cats[top][flagged],
-            "neighbour_fraction": top_frac[flagged],
-            "own_label_fraction": frac[np.arange(len(y)), codes][flagged],
+            "label": y[accepted],
+            "proposed": cats[top][accepted],
+            "neighbour_fraction": top_frac[accepted],
+            "own_label_fraction": own_frac[accepted],
+            "position": pos[accepted],
         },
-        index=mdata.obs_names[flagged],
+        index=mdata.obs_names[accepted],
     )
     table.attrs["threshold"] = threshold
+    table.attrs["subgroups"] = pd.DataFrame(groups)
     return table
 
 

@@ -1,16 +1,61 @@
-"""Execute the book's notebooks with papermill (full or smoke runs) and report their wall times."""
+"""Execute the book's notebooks with papermill (full or smoke runs) and report their wall times.
+
+A full run stamps each executed notebook with the SHA-256 of its code cells
+(``metadata.sci2cl.code_sha256``). With ``--stale-only`` (what ``make book``
+uses) a notebook is executed again only when that stamp is missing, its code
+changed since, or it has a cell that never ran or raised; otherwise the
+committed full run is kept. ``make notebooks`` re-executes everything.
+"""
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import sys
 import time
 from pathlib import Path
 
+import nbformat
 import papermill as pm
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def code_hash(nb) -> str:
+    """SHA-256 of a notebook's code cells, without the cell papermill injects."""
+    code = [
+        c.source
+        for c in nb.cells
+        if c.cell_type == "code" and "injected-parameters" not in c.metadata.get("tags", [])
+    ]
+    return hashlib.sha256("\n\x00".join(code).encode()).hexdigest()
+
+
+def stale_reason(path: Path) -> str | None:
+    """Why an executed full-run notebook must run again (``None``: it is current)."""
+    if not path.exists():
+        return "no executed copy"
+    nb = nbformat.read(path, as_version=4)
+    stamp = nb.metadata.get("sci2cl", {})
+    if stamp.get("mode") != "full":
+        return "not stamped by a full run"
+    if stamp.get("code_sha256") != code_hash(nb):
+        return "code changed since its full run"
+    for c in nb.cells:
+        if c.cell_type != "code" or not c.source.strip():
+            continue
+        if c.execution_count is None:
+            return "a cell never ran"
+        if any(o.get("output_type") == "error" for o in c.get("outputs", [])):
+            return "a cell raised"
+    return None
+
+
+def stamp(path: Path, mode: str, seconds: float) -> None:
+    nb = nbformat.read(path, as_version=4)
+    nb.metadata["sci2cl"] = {"mode": mode, "code_sha256": code_hash(nb), "seconds": round(seconds)}
+    nbformat.write(nb, path)
 
 
 def main() -> int:
@@ -19,6 +64,11 @@ def main() -> int:
     ap.add_argument("--out", required=True, help="folder for the executed notebooks")
     ap.add_argument("--only", nargs="*", help="notebook name prefixes to run (default: all)")
     ap.add_argument("--timeout", type=int, default=3600, help="per-cell timeout in seconds")
+    ap.add_argument(
+        "--stale-only",
+        action="store_true",
+        help="full mode: skip notebooks whose committed full run is current (see above)",
+    )
     args = ap.parse_args()
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -35,6 +85,14 @@ def main() -> int:
     if not nbs:
         print("no notebooks found", file=sys.stderr)
         return 1
+    if args.stale_only:
+        keep = []
+        for nb in nbs:
+            why = stale_reason(out / nb.name) if args.mode == "full" else "smoke run"
+            print(f"[{args.mode}] {nb.name}: {'current, kept' if why is None else why}")
+            if why is not None:
+                keep.append(nb)
+        nbs = keep
     times = []
     for nb in nbs:
         t = time.perf_counter()
@@ -49,6 +107,7 @@ def main() -> int:
             progress_bar=False,
         )
         times.append((nb.name, time.perf_counter() - t))
+        stamp(out / nb.name, args.mode, times[-1][1])
         print(f"[{args.mode}] {nb.name}: {times[-1][1]:.0f} s", flush=True)
     tsv = out / f"timings-{args.mode}.tsv"  # one line per notebook, updated in place
     old = dict(line.split("\t") for line in tsv.read_text().splitlines()) if tsv.exists() else {}

@@ -44,6 +44,78 @@ def test_audit_flags_planted_mislabels(blobs):
     assert len(tl.audit_annotation(a, "random", use_rep="emb", key_added="r")) < 0.1 * len(y)
 
 
+def _two_type_counts(seed: int = 0):
+    """Counts of 300 cells, two types (A, B) that differ in 20 of 60 genes and
+    in markers 'SELL' (A) and 'ITGAL' (B); an embedding that follows the
+    truth except for 30 cells of type A that it places among the B cells."""
+    import anndata as ad
+
+    rng = np.random.default_rng(seed)
+    truth = np.repeat(["A", "B"], 150)
+    mu = np.full((300, 62), 5.0)
+    mu[truth == "A", :10] = 25
+    mu[truth == "B", 10:20] = 25
+    mu[truth == "A", 60], mu[truth == "B", 61] = 30, 30
+    counts = rng.poisson(mu).astype(np.float32)
+    a = ad.AnnData(
+        counts,
+        obs=pd.DataFrame(index=[f"c{i}" for i in range(300)]),
+        var=pd.DataFrame(index=[f"g{j}" for j in range(60)] + ["SELL", "ITGAL"]),
+    )
+    a.layers["counts"] = a.X.copy()
+    emb = np.where(truth[:, None] == "A", 0.0, 10.0) + rng.normal(0, 1, (300, 5))
+    misplaced = np.arange(30)  # type A, embedded with B
+    emb[misplaced] += 10.0
+    return a, truth, emb, misplaced
+
+
+def test_audit_evidence_accepts_true_errors_and_rejects_embedding_errors():
+    a, truth, emb, misplaced = _two_type_counts()
+    a.obsm["emb"] = emb
+    # (1) the 30 cells are mislabelled B but express A and sit with A cells in a
+    # correct embedding: the neighbourhood flags them and the expression agrees
+    wrong = np.arange(150, 180)
+    given = truth.copy()
+    given[wrong] = "A"
+    a.obs["given"] = given
+    a.obsm["good"] = np.where(truth[:, None] == "A", 0.0, 10.0) + np.random.default_rng(1).normal(
+        0, 1, (300, 5)
+    )
+    t = tl.audit_annotation(a, "given", use_rep="good")
+    bare = tl.audit_annotation(a, "given", use_rep="good", evidence=False, key_added="bare")
+    assert set(t.index) == set(bare.index)  # nothing the neighbourhood found is dropped
+    assert set(a.obs_names.get_indexer(t.index)) <= set(wrong) and len(t) >= 20
+    sub = t.attrs["subgroups"].set_index(["label", "proposed"])
+    assert sub.loc[("A", "B"), "accepted"] and sub.loc[("A", "B"), "rna_position"] > 0.8
+    # (2) correct labels, but the embedding misplaces 30 A cells among B: the
+    # neighbourhood alone would relabel them; the expression evidence refuses
+    a.obs["truth"] = truth
+    bare = tl.audit_annotation(a, "truth", use_rep="emb", evidence=False, key_added="bare")
+    assert set(a.obs_names.get_indexer(bare.index)) <= set(misplaced) and len(bare) >= 20
+    t = tl.audit_annotation(a, "truth", use_rep="emb")
+    assert len(t) == 0
+    sub = t.attrs["subgroups"].set_index(["label", "proposed"])
+    assert not sub.loc[("A", "B"), "accepted"] and sub.loc[("A", "B"), "rna_position"] < 0.2
+    assert (a.obs["audited_label"].astype(str) == truth).all()
+
+
+def test_audit_marker_evidence_uses_given_markers():
+    a, truth, emb, _ = _two_type_counts(1)
+    wrong = np.arange(150, 180)
+    given = truth.copy()
+    given[wrong] = "A"
+    a.obs["given"] = given
+    a.obsm["good"] = np.where(truth[:, None] == "A", 0.0, 10.0)[:, :1] + np.random.default_rng(
+        2
+    ).normal(0, 1, (300, 3))
+    t = tl.audit_annotation(a, "given", use_rep="good", markers={"A": ["SELL"], "B": ["ITGAL"]})
+    sub = t.attrs["subgroups"].set_index(["label", "proposed"])
+    assert sub.loc[("A", "B"), "markers_position"] > 0.8
+    assert sub.loc[("A", "B"), "markers_weight"] > 1
+    no_markers = tl.audit_annotation(a, "given", use_rep="good", markers={}, key_added="x")
+    assert "markers_position" not in no_markers.attrs["subgroups"]
+
+
 def test_subpopulations_on_planted_simulator(tiny_mdata):
     m = tiny_mdata
     m.obsm["truth_emb"] = np.c_[
