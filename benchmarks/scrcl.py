@@ -69,7 +69,9 @@ def run_dataset(
     max_epochs: int = 300,
     scvi_epochs: int | None = 100,
     log=print,
+    checkpoint=None,
 ) -> list[dict]:
+    """Every method on one dataset for each seed; ``checkpoint(rows)`` is called after each seed."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         adata = data.load(name)
@@ -126,20 +128,26 @@ def run_dataset(
             log(
                 f"{name:14s} {meth:13s} seed {seed}: ACC {s['acc']:.3f} NMI {s['nmi']:.3f} ARI {s['ari']:.3f} ({sec:.0f} s)"
             )
+        if checkpoint is not None:
+            checkpoint(rows)
     return rows
 
 
 def run(datasets, seeds, out_dir: Path = ROOT / "results", **kw) -> pd.DataFrame:
     out_dir.mkdir(parents=True, exist_ok=True)
     rows, df = [], pd.DataFrame()
+
+    def write(new: list[dict]) -> pd.DataFrame:  # after every seed: a long run leaves results
+        d = pd.DataFrame(rows + new)
+        d.to_csv(out_dir / "benchmark_scrcl.csv", index=False)
+        return d
+
     for ds in datasets:
         try:
-            rows += run_dataset(ds, seeds, **kw)
+            rows += run_dataset(ds, seeds, checkpoint=write, **kw)
         except data.DatasetUnavailableError as e:
             print(f"{ds}: skipped ({e})")
-        # written after every dataset, so a long run leaves partial results
-        df = pd.DataFrame(rows)
-        df.to_csv(out_dir / "benchmark_scrcl.csv", index=False)
+        df = write([])
     return df
 
 
