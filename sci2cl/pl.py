@@ -213,8 +213,9 @@ def grouped_bars(table: pd.DataFrame, ax=None, title: str = "", ylabel: str = ""
     ax = ax or plt.subplots(figsize=(max(5, 1.2 * len(table) + 2), 3.5))[1]
     table.plot.bar(ax=ax, rot=0, width=0.8)
     ax.set(title=title, ylabel=ylabel, ylim=ylim, xlabel=table.index.name or "")
-    for cont in ax.containers:
-        ax.bar_label(cont, fmt="%.2f", fontsize=7)
+    for cont, col in zip(ax.containers, table.columns):  # missing values: "n/a", not a 0.00 bar
+        vals = table[col].to_numpy(dtype=float)
+        ax.bar_label(cont, [f"{v:.2f}" if np.isfinite(v) else "n/a" for v in vals], fontsize=7)
     ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1, 0.5))
     return ax
 
