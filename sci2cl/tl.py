@@ -571,12 +571,14 @@ def audit_annotation(
 
     Returns
     -------
-    DataFrame, one row per relabelled cell (index: cell names) with
-    ``label, proposed, neighbour_fraction, own_label_fraction, position``;
-    ``.attrs["subgroups"]`` holds every candidate subgroup with its evidence
-    (``n_cells``, per modality ``position / weight / corr_label /
-    corr_proposed``, ``combined_position``, ``p_value``, ``accepted``) and
-    ``.attrs["threshold"]`` the neighbourhood threshold used.
+    pandas.DataFrame
+        One row per relabelled cell (index: cell names), columns ``label``,
+        ``proposed``, ``neighbour_fraction``, ``own_label_fraction`` and
+        ``position``. ``.attrs["subgroups"]`` holds every candidate subgroup
+        with its evidence (``n_cells``; per modality ``<m>_position``,
+        ``<m>_weight``, ``<m>_corr_label``, ``<m>_corr_proposed``;
+        ``combined_position``, ``p_value``, ``accepted``) and
+        ``.attrs["threshold"]`` the neighbourhood threshold used.
     """
     import scanpy as sc
 
