@@ -135,7 +135,7 @@ def run_dataset(
 
 def run(datasets, seeds, out_dir: Path = ROOT / "results", **kw) -> pd.DataFrame:
     out_dir.mkdir(parents=True, exist_ok=True)
-    rows, df = [], pd.DataFrame()
+    rows = []
 
     def write(new: list[dict]) -> pd.DataFrame:  # after every seed: a long run leaves results
         d = pd.DataFrame(rows + new)
@@ -147,8 +147,7 @@ def run(datasets, seeds, out_dir: Path = ROOT / "results", **kw) -> pd.DataFrame
             rows += run_dataset(ds, seeds, checkpoint=write, **kw)
         except data.DatasetUnavailableError as e:
             print(f"{ds}: skipped ({e})")
-        df = write([])
-    return df
+    return write([])
 
 
 def main() -> int:

@@ -507,7 +507,7 @@ def _axis_evidence(
     d = diff[feat]
     if not np.any(d):
         return {"position": np.nan, "weight": 0.0, "cell_position": np.zeros(sub.sum())}
-    Xf = _dense(X[:, feat]) if sp.issparse(X) else np.asarray(X)[:, feat]
+    Xf = _dense(X[:, feat])
     t = (Xf - mu_r[feat]) @ d / (d @ d)
     pooled = np.sqrt(0.5 * (t[rest].var() + t[other].var()))
     mu_s = Xf[sub].mean(0)
@@ -581,6 +581,7 @@ def audit_annotation(
         ``.attrs["threshold"]`` the neighbourhood threshold used.
     """
     import scanpy as sc
+    from scipy.stats import ttest_1samp
 
     from .data import log_normalize
 
@@ -603,17 +604,11 @@ def audit_annotation(
 
     # per-modality matrices (log scale), computed once
     mods: dict[str, ad.AnnData] = {}
-    if not evidence:
-        pass
-    elif isinstance(mdata, md.MuData):
-        if "rna" in mdata.mod:
-            mods["rna"] = mdata["rna"]
-        if atac_activity is not None:
-            mods["atac"] = atac_activity
-        elif "atac" in mdata.mod:
-            mods["atac"] = mdata["atac"]
-    elif mdata.n_vars > 1:
-        mods["rna"] = mdata
+    if evidence:
+        if isinstance(mdata, md.MuData):
+            mods = {m: mdata[m] for m in ("rna", "atac") if m in mdata.mod}
+        elif mdata.n_vars > 1:
+            mods["rna"] = mdata
         if atac_activity is not None:
             mods["atac"] = atac_activity
     logx = {}
@@ -624,6 +619,17 @@ def audit_annotation(
         log_normalize(a)
         logx[name] = a
     markers = {} if not evidence else (PBMC_T_MARKERS if markers is None else markers)
+    rna = logx.get("rna")
+    marker_scores: dict[str, np.ndarray | None] = {}
+
+    def marker_score(label: str) -> np.ndarray | None:
+        """scanpy ``score_genes`` of a label's markers (``None``: none measured), once per label."""
+        if label not in marker_scores:
+            genes = [g for g in markers.get(label, []) if rna is not None and g in rna.var_names]
+            if genes:
+                sc.tl.score_genes(rna, genes, score_name="_s", random_state=0)
+            marker_scores[label] = rna.obs["_s"].to_numpy() if genes else None
+        return marker_scores[label]
 
     pos = np.zeros(len(y))
     accepted = np.zeros(len(y), bool)
@@ -640,19 +646,9 @@ def audit_annotation(
             groups.append(row)
             continue
         evid = {name: _axis_evidence(a.X, sub, rest, other) for name, a in logx.items()}
-        rna = logx.get("rna")
-        gl, gm = markers.get(cats[li], []), markers.get(cats[mi], [])
-        if rna is not None and gl and gm:
-            gl = [g for g in gl if g in rna.var_names]
-            gm = [g for g in gm if g in rna.var_names]
-            if gl and gm:
-                score = {}
-                for key, genes in (("l", gl), ("m", gm)):
-                    sc.tl.score_genes(rna, genes, score_name="_s", random_state=0)
-                    score[key] = rna.obs["_s"].to_numpy()
-                evid["markers"] = _axis_evidence(
-                    (score["m"] - score["l"])[:, None], sub, rest, other
-                )
+        s_l, s_m = marker_score(cats[li]), marker_score(cats[mi])
+        if s_l is not None and s_m is not None:
+            evid["markers"] = _axis_evidence((s_m - s_l)[:, None], sub, rest, other)
         w = np.array([e["weight"] for e in evid.values()])
         if not len(w) or w.sum() == 0:
             comb, cell_t = np.nan, np.full(sub.sum(), np.nan)
@@ -668,8 +664,6 @@ def audit_annotation(
             )
         pval = np.nan
         if evid and np.isfinite(comb) and len(cell_t) > 1 and np.ptp(cell_t) > 0:
-            from scipy.stats import ttest_1samp
-
             pval = float(ttest_1samp(cell_t, 0.5, alternative="greater").pvalue)
         ok = bool(pval < alpha) if evid else True
         row.update(combined_position=comb, p_value=pval, accepted=ok)
@@ -704,7 +698,7 @@ def pseudobulk_correlation(adata: ad.AnnData, groups: pd.Series) -> pd.DataFrame
 
     a = adata.copy()
     log_normalize(a)
-    X = a.X.toarray() if sp.issparse(a.X) else np.asarray(a.X)
+    X = _dense(a.X)
     g = groups.reindex(a.obs_names).astype(str).to_numpy()
     prof = pd.DataFrame({c: X[g == c].mean(0) for c in np.unique(g) if c != "nan"})
     return prof.corr()
