@@ -49,7 +49,8 @@ def prepare(
     n_peaks=5000,
     data_dir=None,
 ) -> md.MuData:
-    """Load, align, subsample (seeded, stratified by nothing) and select features."""
+    """Load, align, subsample (seeded, stratified by nothing), select features, and drop
+    cells left without counts in a modality by the selection."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         m = data.load(name, data_dir=data_dir, download=False)
@@ -69,5 +70,8 @@ def prepare(
                 m.obs[c] = m["rna"].obs[c].values
         m.uns.update(uns)
     data.qc_filter(m)
-    data.select_features(m, n_top_genes=n_genes, n_top_peaks=n_peaks)
+    with warnings.catch_warnings():  # cells left empty by the selection are dropped next
+        warnings.simplefilter("ignore", UserWarning)
+        data.select_features(m, n_top_genes=n_genes, n_top_peaks=n_peaks)
+    data.qc_filter(m)
     return m

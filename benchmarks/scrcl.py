@@ -1,7 +1,7 @@
 """scRCL benchmark on the labelled scRNA-seq sets: scRCL vs. PCA + KMeans, Leiden and (optionally) scVI.
 
 Usage: python benchmarks/scrcl.py [--smoke] [--seeds 5 15 25 35 45] [--datasets ...]
-                                  [--scvi-epochs 100 | --no-scvi]
+                                  [--scvi-epochs 100 | --no-scvi] [--methods scRCL ...]
 Writes results/benchmark_scrcl.csv (dataset, method, seed, acc, nmi, ari, n_clusters, seconds, peak_mb).
 scVI (scvi-tools, CPU) runs on the 2,000 seurat_v3 HVGs of the raw counts for ``--scvi-epochs`` epochs
 (100 by default to fit the CPU budget; scvi-tools' own default would be up to 400 here).
@@ -26,6 +26,7 @@ from sci2cl.model import SCRCL  # noqa: E402
 
 SCRNA = ["baron_human", "ifnb_pbmc", "pbmc4k", "cbmc", "mouse_bladder", "cellmix_rna", "camp2015"]
 SEEDS = [5, 15, 25, 35, 45]
+METHODS = ("scRCL", "PCA + KMeans", "PCA + Leiden", "scVI + KMeans")
 
 
 def pca_embedding(adata, seed: int, n_top_genes: int = 2000):
@@ -68,10 +69,14 @@ def run_dataset(
     max_cells: int | None = None,
     max_epochs: int = 300,
     scvi_epochs: int | None = 100,
+    methods: tuple[str, ...] = METHODS,
     log=print,
     checkpoint=None,
 ) -> list[dict]:
-    """Every method on one dataset for each seed; ``checkpoint(rows)`` is called after each seed."""
+    """The ``methods`` on one dataset for each seed; ``checkpoint(rows)`` is called after each seed.
+
+    ``"scVI + KMeans"`` runs only with ``scvi_epochs``.
+    """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         adata = data.load(name)
@@ -84,32 +89,36 @@ def run_dataset(
     k = len(np.unique(y))
     rows = []
     for seed in seeds:
-        runs = {}
-        with tl.PeakMemory() as mem:
-            t = time.perf_counter()
-            m = SCRCL(adata, n_clusters=k, seed=seed)
-            m.train(max_epochs=max_epochs, progress_bar=False)
-            runs["scRCL"] = (m.predict(key_added=None), time.perf_counter() - t)
-        peak = {"scRCL": mem.peak_mb}
-        with tl.PeakMemory() as mem:
-            t = time.perf_counter()
-            pcs = pca_embedding(adata, seed)
-            runs["PCA + KMeans"] = (tl.kmeans_labels(pcs, k, seed), time.perf_counter() - t)
-        peak["PCA + KMeans"] = mem.peak_mb
-        with tl.PeakMemory() as mem:
-            t = time.perf_counter()
-            runs["PCA + Leiden"] = (
-                tl.leiden_label_free(pcs, seed=seed)[0],
-                time.perf_counter() - t,
-            )
-        peak["PCA + Leiden"] = mem.peak_mb
-        if scvi_epochs:
+        runs, peak, epochs = {}, {}, np.nan
+        if "scRCL" in methods:
+            with tl.PeakMemory() as mem:
+                t = time.perf_counter()
+                m = SCRCL(adata, n_clusters=k, seed=seed)
+                m.train(max_epochs=max_epochs, progress_bar=False)
+                runs["scRCL"] = (m.predict(key_added=None), time.perf_counter() - t)
+            peak["scRCL"], epochs = mem.peak_mb, len(m.history)
+        if {"PCA + KMeans", "PCA + Leiden"} & set(methods):
+            with tl.PeakMemory() as mem:
+                t = time.perf_counter()
+                pcs = pca_embedding(adata, seed)
+                runs["PCA + KMeans"] = (tl.kmeans_labels(pcs, k, seed), time.perf_counter() - t)
+            peak["PCA + KMeans"] = mem.peak_mb
+            with tl.PeakMemory() as mem:
+                t = time.perf_counter()
+                runs["PCA + Leiden"] = (
+                    tl.leiden_label_free(pcs, seed=seed)[0],
+                    time.perf_counter() - t,
+                )
+            peak["PCA + Leiden"] = mem.peak_mb
+        if scvi_epochs and "scVI + KMeans" in methods:
             with tl.PeakMemory() as mem:
                 t = time.perf_counter()
                 zs = tl.scvi_embedding(scvi_input(adata), seed, max_epochs=scvi_epochs)
                 runs["scVI + KMeans"] = (tl.kmeans_labels(zs, k, seed), time.perf_counter() - t)
             peak["scVI + KMeans"] = mem.peak_mb
         for meth, (lab, sec) in runs.items():
+            if meth not in methods:
+                continue
             s = metrics.score_all(y, lab)
             rows.append(
                 {
@@ -122,7 +131,7 @@ def run_dataset(
                     "n_clusters": s["n_clusters"],
                     "seconds": sec,
                     "peak_mb": peak[meth],
-                    "epochs": len(m.history) if meth == "scRCL" else np.nan,
+                    "epochs": epochs if meth == "scRCL" else np.nan,
                 }
             )
             log(
@@ -160,6 +169,7 @@ def main() -> int:
     ap.add_argument("--out", default=str(ROOT / "results"))
     ap.add_argument("--scvi-epochs", type=int, default=100)
     ap.add_argument("--no-scvi", action="store_true", help="skip the scVI peer")
+    ap.add_argument("--methods", nargs="*", default=list(METHODS), choices=METHODS)
     ap.add_argument("--threads", type=int, default=2)
     a = ap.parse_args()
     import torch
@@ -170,7 +180,9 @@ def main() -> int:
     if a.smoke:
         df = run(["camp2015"], [5], out_dir=Path(a.out), max_epochs=20, scvi_epochs=None)
     else:
-        df = run(a.datasets, a.seeds, out_dir=Path(a.out), scvi_epochs=scvi_epochs)
+        df = run(
+            a.datasets, a.seeds, out_dir=Path(a.out), scvi_epochs=scvi_epochs, methods=a.methods
+        )
     print(
         df.groupby(["dataset", "method"])[["acc", "nmi", "ari", "seconds"]]
         .mean()

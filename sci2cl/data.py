@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -616,6 +617,9 @@ def select_features(
     Peaks are ranked by the number of cells in which they are open (the
     usual choice for sparse ATAC; variance is dominated by depth there).
     Returns ``{modality: n_kept}``; with ``subset`` the data is subset in place.
+    Warns when a cell keeps no counts in a modality's selected features:
+    such cells share one all-zero profile (muon's WNN then computes NaN
+    weights for them); drop them with :func:`qc_filter`.
     """
     import scanpy as sc
 
@@ -639,6 +643,15 @@ def select_features(
                 a._inplace_subset_var(a.var["highly_variable"].values)
         if isinstance(data, md.MuData):
             data.update()
+        for m, a in mods.items():
+            n_empty = int((np.asarray((_matrix(a, "counts") != 0).sum(1)).ravel() == 0).sum())
+            if n_empty:
+                warnings.warn(
+                    f"{n_empty} cells have no counts in the {kept[m]} selected {m} features; "
+                    "remove them with sci2cl.data.qc_filter(data) before clustering or WNN",
+                    UserWarning,
+                    stacklevel=2,
+                )
     return kept
 
 

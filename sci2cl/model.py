@@ -769,15 +769,20 @@ class SCRCL(_BaseModel):
             self.adata.obsm[key_added] = z
         return z
 
-    def predict(self, key_added: str | None = "scrcl") -> np.ndarray:
+    def predict(self, key_added: str | None = "scrcl", use: str = "refined") -> np.ndarray:
         """Cluster labels ``(n_cells,)``: k-means on the concatenated refined embeddings.
 
         With ``n_clusters=None`` the number is Leiden's (resolution 1) on a
         15-NN graph of the cell embedding (label-free); it is stored in
-        ``self.n_clusters_``.
+        ``self.n_clusters_``. ``use`` picks what k-means reads: ``"refined"``
+        (the paper's read-out, ``(n_cells, 2 * n_genes)``), ``"cell"`` (the
+        views' embeddings, ``(n_cells, 2 * n_latent)``) or ``"both"``
+        (the two concatenated, each L2-normalised per cell).
         """
         from sklearn.cluster import KMeans
 
+        if use not in ("refined", "cell", "both"):
+            raise ValueError(f"use must be 'refined', 'cell' or 'both', got {use!r}")
         if not self.is_trained:
             raise RuntimeError("the model is not trained; call .train() first")
         cell, refined = self._embeddings()
@@ -787,7 +792,9 @@ class SCRCL(_BaseModel):
 
             k = max(2, len(np.unique(leiden_labels(cell, resolution=1.0, seed=self.seed))))
         self.n_clusters_ = k
-        labels = KMeans(k, n_init=10, random_state=self.seed).fit_predict(refined)
+        unit = lambda x: x / (np.linalg.norm(x, axis=1, keepdims=True) + 1e-12)  # noqa: E731
+        X = {"refined": refined, "cell": cell, "both": np.hstack([unit(cell), unit(refined)])}[use]
+        labels = KMeans(k, n_init=10, random_state=self.seed).fit_predict(X)
         if key_added:
             self.adata.obs[key_added] = pd.Categorical(labels.astype(str))
         return labels

@@ -217,8 +217,27 @@ def _wnn(mdata: md.MuData, seed: int) -> tuple[np.ndarray, sp.spmatrix]:
     sc.pp.neighbors(m["rna"], use_rep="X_pca", random_state=seed)
     sc.pp.neighbors(m["atac"], use_rep="X_lsi", random_state=seed)
     mu.pp.neighbors(m, key_added="wnn", random_state=seed)
+    check_graph(m.obsp["wnn_connectivities"], "muon's WNN graph")
     mu.tl.umap(m, neighbors_key="wnn", random_state=seed)
     return m.obsm["X_umap"], m.obsp["wnn_connectivities"]
+
+
+def check_graph(graph: sp.spmatrix, name: str = "graph") -> None:
+    """Raise ``ValueError`` when a cell graph ``(n_cells, n_cells)`` has non-finite weights.
+
+    muon's WNN divides by per-cell kernel widths; cells without counts in a
+    modality's selected features share one all-zero profile and get NaN
+    weights, which UMAP and Leiden would then use without complaint.
+    """
+    g = sp.csr_matrix(graph)
+    bad = ~np.isfinite(g.data)
+    if bad.any():
+        rows = np.unique(np.repeat(np.arange(g.shape[0]), np.diff(g.indptr))[bad])
+        raise ValueError(
+            f"{name} has {int(bad.sum())} non-finite weights in the rows of {len(rows)} cells; "
+            "cells with no counts in a modality's selected features cause this: "
+            "run sci2cl.data.qc_filter(mdata) after select_features"
+        )
 
 
 def _mofa(mdata: md.MuData, seed: int, n_factors: int = 15) -> np.ndarray:

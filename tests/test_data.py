@@ -259,3 +259,16 @@ def test_tfidf_lsi_handles_empty_cells():
         data.tfidf_lsi(m["atac"], n_comps=5)
     lsi = m["atac"].obsm["X_lsi"]
     assert lsi.shape == (40, 5) and np.isfinite(lsi).all() and (lsi[:3] == 0).all()
+
+
+def test_select_features_warns_about_cells_left_empty():
+    """A cell whose only open peak is not selected is reported, and qc_filter drops it."""
+    m = _pair(n=40)
+    c = m["atac"].layers["counts"].toarray()
+    c[:, 0] = 0
+    c[0] = 0
+    c[0, 0] = 1  # cell 0: one count, in the least open peak
+    m["atac"].layers["counts"] = sp.csr_matrix(c)
+    with pytest.warns(UserWarning, match="1 cells have no counts in the .* selected atac"):
+        data.select_features(m, n_top_genes=None, n_top_peaks=m["atac"].n_vars - 1)
+    assert data.qc_filter(m)["atac"]["cells_dropped"] == 1 and m.n_obs == 39

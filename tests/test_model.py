@@ -99,6 +99,12 @@ def test_scrcl_end_to_end(tiny_mdata, tmp_path):
     assert z.shape == (a.n_obs, 32) and "X_scrcl" in a.obsm
     lab = m.predict()
     assert len(np.unique(lab)) == 5 and "scrcl" in a.obs
+    for use in ("cell", "both"):  # the other read-outs: same cells, k clusters, obs untouched
+        other = m.predict(key_added=None, use=use)
+        assert other.shape == lab.shape and len(np.unique(other)) == 5
+    np.testing.assert_array_equal(a.obs["scrcl"].astype(int).to_numpy(), lab)
+    with pytest.raises(ValueError, match="use must be"):
+        m.predict(use="genes")
     m.save(tmp_path / "s")
     m2 = sci2cl.SCRCL.load(tmp_path / "s", a)
     np.testing.assert_allclose(m2.get_latent_representation(key_added=None), z, atol=1e-5)

@@ -206,3 +206,14 @@ def test_scvi_tools_peers_run_on_cpu(tiny_mdata):
     assert r["embedding"].shape[0] == tiny_mdata.n_obs and np.isfinite(r["embedding"]).all()
     z = tl.scvi_embedding(tiny_mdata["rna"], seed=0, max_epochs=2)
     assert z.shape == (tiny_mdata.n_obs, 10) and np.isfinite(z).all()
+
+
+def test_check_graph_rejects_non_finite_weights():
+    import scipy.sparse as sp
+
+    g = sp.random(30, 30, density=0.2, random_state=0, format="csr")
+    tl.check_graph(g)  # finite: silent
+    g.data[[0, 1]] = np.nan
+    rows = len(np.unique(np.repeat(np.arange(30), np.diff(g.indptr))[[0, 1]]))
+    with pytest.raises(ValueError, match=f"2 non-finite weights in the rows of {rows} cells"):
+        tl.check_graph(g, "test graph")
