@@ -574,6 +574,11 @@ def validate(
 
 
 # --------------------------------------------------------------------------- preprocessing
+def _detected_per_cell(a: ad.AnnData) -> np.ndarray:
+    """Number of features with a count in each cell, ``(n_cells,)``."""
+    return np.asarray((_matrix(a, "counts") > 0).sum(1)).ravel()
+
+
 def qc_filter(
     data: md.MuData | ad.AnnData, min_features: int = 1, min_cells: int = 1
 ) -> dict[str, dict[str, int]]:
@@ -588,7 +593,7 @@ def qc_filter(
     report = {}
     keep = np.ones(data.n_obs, dtype=bool)
     for m, a in mods.items():
-        n_feat = np.asarray((_matrix(a, "counts") > 0).sum(1)).ravel()
+        n_feat = _detected_per_cell(a)
         keep &= n_feat >= min_features
         report[m] = {"cells_dropped": int((n_feat < min_features).sum())}
     if isinstance(data, md.MuData):
@@ -644,7 +649,7 @@ def select_features(
         if isinstance(data, md.MuData):
             data.update()
         for m, a in mods.items():
-            n_empty = int((np.asarray((_matrix(a, "counts") != 0).sum(1)).ravel() == 0).sum())
+            n_empty = int((_detected_per_cell(a) == 0).sum())
             if n_empty:
                 warnings.warn(
                     f"{n_empty} cells have no counts in the {kept[m]} selected {m} features; "

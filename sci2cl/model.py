@@ -792,8 +792,13 @@ class SCRCL(_BaseModel):
 
             k = max(2, len(np.unique(leiden_labels(cell, resolution=1.0, seed=self.seed))))
         self.n_clusters_ = k
-        unit = lambda x: x / (np.linalg.norm(x, axis=1, keepdims=True) + 1e-12)  # noqa: E731
-        X = {"refined": refined, "cell": cell, "both": np.hstack([unit(cell), unit(refined)])}[use]
+        from sklearn.preprocessing import normalize
+
+        X = {
+            "refined": refined,
+            "cell": cell,
+            "both": np.hstack([normalize(cell), normalize(refined)]),
+        }[use]
         labels = KMeans(k, n_init=10, random_state=self.seed).fit_predict(X)
         if key_added:
             self.adata.obs[key_added] = pd.Categorical(labels.astype(str))

@@ -232,7 +232,7 @@ def check_graph(graph: sp.spmatrix, name: str = "graph") -> None:
     g = sp.csr_matrix(graph)
     bad = ~np.isfinite(g.data)
     if bad.any():
-        rows = np.unique(np.repeat(np.arange(g.shape[0]), np.diff(g.indptr))[bad])
+        rows = np.unique(g.tocoo().row[bad])
         raise ValueError(
             f"{name} has {int(bad.sum())} non-finite weights in the rows of {len(rows)} cells; "
             "cells with no counts in a modality's selected features cause this: "
