@@ -67,7 +67,7 @@ def run_dataset(
     seeds: list[int],
     *,
     max_cells: int | None = None,
-    max_epochs: int = 300,
+    max_epochs: int | None = None,
     scvi_epochs: int | None = 100,
     methods: tuple[str, ...] = METHODS,
     log=print,
@@ -75,7 +75,8 @@ def run_dataset(
 ) -> list[dict]:
     """The ``methods`` on one dataset for each seed; ``checkpoint(rows)`` is called after each seed.
 
-    ``"scVI + KMeans"`` runs only with ``scvi_epochs``.
+    ``"scVI + KMeans"`` runs only with ``scvi_epochs``; ``max_epochs=None`` is
+    :meth:`SCRCL.train`'s default.
     """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -94,7 +95,10 @@ def run_dataset(
             with tl.PeakMemory() as mem:
                 t = time.perf_counter()
                 m = SCRCL(adata, n_clusters=k, seed=seed)
-                m.train(max_epochs=max_epochs, progress_bar=False)
+                m.train(
+                    **({} if max_epochs is None else {"max_epochs": max_epochs}),
+                    progress_bar=False,
+                )
                 runs["scRCL"] = (m.predict(key_added=None), time.perf_counter() - t)
             peak["scRCL"], epochs = mem.peak_mb, len(m.history)
         if {"PCA + KMeans", "PCA + Leiden"} & set(methods):

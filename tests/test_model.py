@@ -115,6 +115,22 @@ def test_scrcl_end_to_end(tiny_mdata, tmp_path):
         sci2cl.SCRCL(tiny_mdata)
 
 
+def test_scrcl_stopping_rule_stops_on_plateau_and_not_before(tiny_mdata):
+    a = tiny_mdata["rna"].copy()
+    kw = dict(n_clusters=5, n_top_genes=150, n_hidden=64, n_latent=16, seed=0)
+    # a tolerance no epoch can meet: stops as soon as patience and min_epochs allow
+    m = sci2cl.SCRCL(a, **kw).train(
+        max_epochs=40, patience=3, min_epochs=6, tol=10.0, progress_bar=False
+    )
+    assert len(m.history) == 6
+    # any improvement counts: the falling loss keeps it training to max_epochs
+    m = sci2cl.SCRCL(a, **kw).train(
+        max_epochs=30, patience=10, min_epochs=2, tol=0.0, progress_bar=False
+    )
+    assert len(m.history) == 30
+    assert m.history["loss"].iloc[-10:].mean() < m.history["loss"].iloc[:10].mean()
+
+
 def test_end_to_end_on_real_bmmc(shared_data):
     """One short training on a real paired file (500 BMMC cells) when the mirror is present."""
     m = sci2cl.data.load("bmmc_a", data_dir=shared_data)
