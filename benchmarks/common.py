@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import argparse
 import warnings
+from pathlib import Path
 
 import mudata as md
 import numpy as np
+import pandas as pd
 
 from sci2cl import data
 
@@ -75,3 +78,22 @@ def prepare(
         data.select_features(m, n_top_genes=n_genes, n_top_peaks=n_peaks)
     data.qc_filter(m)
     return m
+
+
+def dev_parser(doc: str, datasets: list[str], readouts: list[str]) -> argparse.ArgumentParser:
+    """Command line shared by the development-set runners (``*_dev.py``)."""
+    ap = argparse.ArgumentParser(
+        description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--datasets", nargs="*", default=datasets)
+    ap.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
+    ap.add_argument("--readouts", nargs="*", default=readouts)
+    ap.add_argument("--threads", type=int, default=2)
+    return ap
+
+
+def report(rows: list[dict], n_last: int, columns: list[str], path: Path) -> None:
+    """Print the last ``n_last`` result rows and rewrite ``path`` with all of them."""
+    df = pd.DataFrame(rows)
+    print(df.iloc[-n_last:][columns].to_string(header=False, index=False), flush=True)
+    df.to_csv(path, index=False)

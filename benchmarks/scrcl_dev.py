@@ -13,7 +13,6 @@ and PCA + KMeans on the same cells is the reference. Writes ``scrcl_dev.csv``.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 import warnings
@@ -25,6 +24,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.common import dev_parser, report  # noqa: E402
 from benchmarks.scrcl import pca_embedding  # noqa: E402
 from sci2cl import data, metrics, tl  # noqa: E402
 from sci2cl.model import SCRCL  # noqa: E402
@@ -76,25 +76,18 @@ def run(datasets, seeds, readouts, out: Path, **model_kw) -> pd.DataFrame:
             rows.append(
                 {"dataset": ds, "method": "PCA + KMeans", "seed": seed, **metrics.score_all(y, lab)}
             )
-            print(
-                pd.DataFrame(rows[-len(readouts) - 1 :])[
-                    ["dataset", "method", "seed", "nmi", "ari"]
-                ].to_string(header=False, index=False),
-                flush=True,
+            report(
+                rows,
+                len(readouts) + 1,
+                ["dataset", "method", "seed", "nmi", "ari"],
+                out / "scrcl_dev.csv",
             )
-            pd.DataFrame(rows).to_csv(out / "scrcl_dev.csv", index=False)
     return pd.DataFrame(rows)
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    ap.add_argument("--datasets", nargs="*", default=DEV)
-    ap.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
-    ap.add_argument("--readouts", nargs="*", default=["refined", "cell", "both"])
+    ap = dev_parser(__doc__, DEV, ["refined", "cell", "both"])
     ap.add_argument("--smoothing", nargs=2, type=int, default=None, help="scRCL's (t1, t2)")
-    ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default=str(ROOT / "build" / "bench" / "scrcl_dev"))
     a = ap.parse_args()
     import torch

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 import torch
+import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .data import DataValidationError, validate
@@ -382,9 +383,47 @@ class SCI2CL(_BaseModel):
         bar.close()
         if best_state is not None:
             self.module.load_state_dict(best_state)
+        self._fit_readout(X, rng)
         self.history = pd.DataFrame(records)
         self.is_trained = True
         return self
+
+    @torch.no_grad()
+    def _fit_readout(self, X: dict, rng: np.random.Generator, max_cells: int = 5000) -> None:
+        """Fix the joint read-out from the training data (no labels).
+
+        Modality weights: mean WNN weights (:func:`sci2cl.tl.modality_weights`)
+        of the per-modality embeddings of up to ``max_cells`` cells; then the
+        principal axes of the weighted concatenation of all cells.
+        """
+        from sklearn.decomposition import PCA
+
+        from .tl import modality_weights
+
+        self.module.eval()
+        n = self.mdata.n_obs
+        z = {m: [] for m in self.module.modalities}
+        for s in range(0, n, 2048):
+            for m, v in self.module.encode(self._batch(X, np.arange(s, min(s + 2048, n)))).items():
+                z[m].append(v)
+        z = {m: torch.cat(v) for m, v in z.items()}
+        sub = np.sort(rng.choice(n, max_cells, replace=False)) if n > max_cells else np.arange(n)
+        w = modality_weights({m: F.normalize(v[sub], dim=1).cpu().numpy() for m, v in z.items()})
+        mod = self.module
+        mod.readout_weights.copy_(torch.as_tensor(w.mean().to_numpy(), dtype=torch.float32))
+        Y = mod.weighted_concat(z).cpu().numpy().astype(np.float64)
+        pca = PCA(n_components=min(mod.readout_components.shape[1], *Y.shape), svd_solver="full")
+        pca.fit(Y)
+        comps = np.zeros(tuple(mod.readout_components.shape))
+        comps[:, : pca.n_components_] = pca.components_.T
+        mod.readout_mean.copy_(torch.as_tensor(pca.mean_, dtype=torch.float32))
+        mod.readout_components.copy_(torch.as_tensor(comps, dtype=torch.float32))
+
+    @property
+    def modality_weights_(self) -> dict[str, float]:
+        """Weights of the modalities in the joint embedding (set by :meth:`train`)."""
+        w = self.module.readout_weights.cpu().numpy()
+        return {m: float(w[i]) for i, m in enumerate(self.module.modalities)}
 
     def _loss(self, x: dict[str, torch.Tensor], stage: str) -> dict:
         p = self.init_params
@@ -434,9 +473,16 @@ class SCI2CL(_BaseModel):
         key_added
             Also write the embedding to ``mdata.obsm[key_added]`` (``None``: do not).
         kind
-            ``"joint"`` (default), ``"rna"`` or ``"atac"`` (per-modality
-            encoders), ``"concat"`` (both L2-normalised encoder outputs side by
-            side, ``2 * n_latent`` columns).
+            ``"joint"`` (default): the L2-normalised RNA and ATAC embeddings
+            side by side, each scaled by the square root of its modality weight
+            (:attr:`modality_weights_`, label-free WNN weights fixed after
+            training), projected on the principal axes of the training cells;
+            ``"fused"``: the cross-attended embeddings concatenated and projected
+            by the fusion network (the paper's read-out; it lost to ``"joint"``
+            on every development set, see the methods chapter); ``"rna"`` or
+            ``"atac"`` (per-modality encoders); ``"concat"`` (both
+            L2-normalised encoder outputs side by side, equal weights,
+            ``2 * n_latent`` columns).
         """
         if not self.is_trained:
             raise RuntimeError("the model is not trained; call .train() first")
@@ -455,6 +501,8 @@ class SCI2CL(_BaseModel):
             b = self._batch(X, np.arange(s, min(s + batch_size, mdata.n_obs)))
             if kind == "joint":
                 z = self.module.joint_embedding(b)
+            elif kind == "fused":
+                z = self.module.fused_embedding(b)
             elif kind in ("rna", "atac"):
                 z = self.module.ae[kind].encode(b[kind])
             elif kind == "concat":
@@ -463,7 +511,7 @@ class SCI2CL(_BaseModel):
                     [torch.nn.functional.normalize(zz[m], dim=1) for m in ("rna", "atac")], 1
                 )
             else:
-                raise ValueError("kind must be 'joint', 'rna', 'atac' or 'concat'")
+                raise ValueError("kind must be 'joint', 'fused', 'rna', 'atac' or 'concat'")
             out.append(z.cpu().numpy())
         z = np.concatenate(out).astype(np.float32)
         if key_added:
@@ -486,7 +534,14 @@ class SCI2CL(_BaseModel):
                 raise DataValidationError(f"modality {m!r} features differ from the saved model's")
         model = cls(mdata, **init)
         state = torch.load(path / "model.pt", map_location=model.device, weights_only=True)
-        model.module.load_state_dict(state)
+        missing, unexpected = model.module.load_state_dict(state, strict=False)
+        if unexpected or any(not k.startswith("readout_") for k in missing):
+            raise ValueError(
+                f"{path} does not match this version of SCI2CL (missing {missing}, "
+                f"unexpected {unexpected})"
+            )
+        if missing:  # saved before the joint read-out existed: fix it from mdata
+            model._fit_readout(model._matrices(mdata), np.random.default_rng(model.seed))
         model.history = (
             pd.read_csv(path / "history.csv") if (path / "history.csv").exists() else pd.DataFrame()
         )

@@ -222,6 +222,10 @@ class SCI2CLModule(nn.Module):
         self.proj = nn.ModuleDict({m: nn.Linear(n_latent, n_latent) for m in self.modalities})
         self.joint = MLP(2 * n_latent, [n_hidden, n_latent])
         self.match_head = MLP(n_latent, [n_latent, 1])
+        # read-out, set from the training cells by the model after training
+        self.register_buffer("readout_weights", torch.full((len(self.modalities),), 0.5))
+        self.register_buffer("readout_mean", torch.zeros(2 * n_latent))
+        self.register_buffer("readout_components", torch.eye(2 * n_latent, n_latent))
 
     # ----------------------------------------------------------------- pieces
     def encode(self, x: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -234,10 +238,31 @@ class SCI2CLModule(nn.Module):
         a_atac = self.cross["atac"](z_atac, z_rna)
         return self.joint(torch.cat([a_rna, a_atac], dim=-1))
 
-    def joint_embedding(self, x: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Joint embedding ``(n_cells, E)`` of raw inputs; per-cell, batch-independent."""
+    def fused_embedding(self, x: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Fused embedding ``(n_cells, E)``: cross-attended embeddings, concatenated and
+        projected (the paper's read-out); per-cell, batch-independent."""
         z = self.encode(x)
         return self.fuse(z["rna"], z["atac"])
+
+    def weighted_concat(self, z: dict[str, torch.Tensor]) -> torch.Tensor:
+        """``[sqrt(w_rna) * z_rna / |z_rna|, sqrt(w_atac) * z_atac / |z_atac|]``, ``(n, 2E)``.
+
+        Squared distances in it are the ``readout_weights``-weighted sum of the
+        modalities' squared cosine distances.
+        """
+        w = self.readout_weights.sqrt()
+        return torch.cat(
+            [w[i] * F.normalize(z[m], dim=-1) for i, m in enumerate(self.modalities)], 1
+        )
+
+    def joint_embedding(self, x: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Joint embedding ``(n_cells, E)`` of raw inputs; per-cell, batch-independent.
+
+        :meth:`weighted_concat` of the per-modality embeddings projected on its
+        principal axes (``readout_mean``, ``readout_components``), both fixed
+        from the training cells after training.
+        """
+        return (self.weighted_concat(self.encode(x)) - self.readout_mean) @ self.readout_components
 
     # ----------------------------------------------------------------- losses
     def pretrain_loss(

@@ -220,6 +220,33 @@ def grouped_bars(table: pd.DataFrame, ax=None, title: str = "", ylabel: str = ""
     return ax
 
 
+def modality_weights(weights: pd.DataFrame, groups, ax=None, title: str = "Modality weights"):
+    """Mean per-cell modality weight by group, as stacked horizontal bars.
+
+    Parameters
+    ----------
+    weights
+        Output of :func:`sci2cl.tl.modality_weights`, ``(n_cells, n_modalities)``.
+    groups
+        Group of each cell (e.g. the cell-type annotation), length ``n_cells``.
+    """
+    groups = np.asarray(groups).astype(str)
+    if len(groups) != len(weights):
+        raise ValueError(f"{len(groups)} group labels for {len(weights)} cells")
+    mean = weights.groupby(groups).mean()
+    counts = pd.Series(groups).value_counts()
+    mean = mean.loc[mean.iloc[:, 0].sort_values().index]
+    ax = ax or plt.subplots(figsize=(7, 0.3 * len(mean) + 1.5))[1]
+    mean.plot.barh(
+        stacked=True, ax=ax, width=0.8, color=["#4c72b0", "#dd8452", "#55a868"][: mean.shape[1]]
+    )
+    ax.axvline(0.5, color="k", lw=0.8, ls="--")
+    ax.set_yticks(range(len(mean)), [f"{g} (n={counts[g]})" for g in mean.index])
+    ax.set(xlim=(0, 1), xlabel="mean weight per cell", ylabel="", title=title)
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1, 0.5))
+    return ax
+
+
 def gsea_bars(res: pd.DataFrame, n: int = 10, ax=None, title: str = "GSEA (prerank)"):
     """Normalised enrichment scores of the top terms by FDR, bars coloured by FDR."""
     d = res.copy()

@@ -19,8 +19,11 @@ def test_end_to_end_and_latent(trained, tiny_mdata):
     assert tiny_mdata.obsm["X_sci2cl"] is z
     assert {"rec", "mse", "moc", "mom", "loss"} <= set(trained.history.columns)
     assert list(trained.history["stage"]) == ["pretrain", "joint", "joint"][: len(trained.history)]
-    for kind in ("rna", "atac"):
+    for kind in ("rna", "atac", "fused"):
         assert trained.get_latent_representation(kind=kind, key_added=None).shape == z.shape
+    w = trained.modality_weights_
+    assert set(w) == {"rna", "atac"} and abs(sum(w.values()) - 1) < 1e-5
+    assert min(w.values()) > 0
 
 
 def test_reproducible_with_seed(tiny_mdata):

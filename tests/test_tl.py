@@ -217,3 +217,23 @@ def test_check_graph_rejects_non_finite_weights():
     rows = len(np.unique(np.repeat(np.arange(30), np.diff(g.indptr))[[0, 1]]))
     with pytest.raises(ValueError, match=f"2 non-finite weights in the rows of {rows} cells"):
         tl.check_graph(g, "test graph")
+
+
+def test_modality_weights_favour_the_modality_that_holds_the_structure():
+    rng = np.random.default_rng(0)
+    centres = rng.normal(0, 4, (5, 10))
+    labels = rng.integers(0, 5, 400)
+    informative = centres[labels] + rng.normal(0, 1, (400, 10))
+    noise = rng.normal(0, 1, (400, 10))
+    w = tl.modality_weights({"rna": informative, "atac": noise})
+    assert w.shape == (400, 2) and list(w.columns) == ["rna", "atac"]
+    np.testing.assert_allclose(w.sum(1), 1.0)
+    assert w["rna"].mean() > 0.8
+    # swapping the modalities swaps the weights
+    w2 = tl.modality_weights({"atac": noise, "rna": informative})
+    np.testing.assert_allclose(w2["rna"], w["rna"])
+    # the same embedding twice carries no preference
+    same = tl.modality_weights({"rna": informative, "atac": informative.copy()})
+    np.testing.assert_allclose(same.to_numpy(), 0.5)
+    with pytest.raises(ValueError, match="same number of cells"):
+        tl.modality_weights({"rna": informative, "atac": noise[:10]})
