@@ -400,13 +400,9 @@ class SCI2CL(_BaseModel):
 
         from .tl import modality_weights
 
-        self.module.eval()
         n = self.mdata.n_obs
-        z = {m: [] for m in self.module.modalities}
-        for s in range(0, n, 2048):
-            for m, v in self.module.encode(self._batch(X, np.arange(s, min(s + 2048, n)))).items():
-                z[m].append(v)
-        z = {m: torch.cat(v) for m, v in z.items()}
+        out = self._map_batches(X, n, self.module.encode, 2048)
+        z = {m: torch.cat([o[m] for o in out]) for m in self.module.modalities}
         sub = np.sort(rng.choice(n, max_cells, replace=False)) if n > max_cells else np.arange(n)
         w = modality_weights({m: F.normalize(v[sub], dim=1).cpu().numpy() for m, v in z.items()})
         mod = self.module
@@ -418,6 +414,15 @@ class SCI2CL(_BaseModel):
         comps[:, : pca.n_components_] = pca.components_.T
         mod.readout_mean.copy_(torch.as_tensor(pca.mean_, dtype=torch.float32))
         mod.readout_components.copy_(torch.as_tensor(comps, dtype=torch.float32))
+
+    @torch.no_grad()
+    def _map_batches(self, X: dict, n: int, fn, batch_size: int) -> list:
+        """``fn`` (in eval mode) on the mini-batches of the first ``n`` cells of ``X``, in order."""
+        self.module.eval()
+        return [
+            fn(self._batch(X, np.arange(s, min(s + batch_size, n))))
+            for s in range(0, n, batch_size)
+        ]
 
     @property
     def modality_weights_(self) -> dict[str, float]:
@@ -494,26 +499,20 @@ class SCI2CL(_BaseModel):
                     "trained on, in the same order"
                 )
         validate(mdata, modalities=("rna", "atac"), count_modalities=None, layer=self.layer)
-        X = self._matrices(mdata)
-        self.module.eval()
-        out = []
-        for s in range(0, mdata.n_obs, batch_size):
-            b = self._batch(X, np.arange(s, min(s + batch_size, mdata.n_obs)))
-            if kind == "joint":
-                z = self.module.joint_embedding(b)
-            elif kind == "fused":
-                z = self.module.fused_embedding(b)
-            elif kind in ("rna", "atac"):
-                z = self.module.ae[kind].encode(b[kind])
-            elif kind == "concat":
-                zz = self.module.encode(b)
-                z = torch.cat(
-                    [torch.nn.functional.normalize(zz[m], dim=1) for m in ("rna", "atac")], 1
-                )
-            else:
-                raise ValueError("kind must be 'joint', 'fused', 'rna', 'atac' or 'concat'")
-            out.append(z.cpu().numpy())
-        z = np.concatenate(out).astype(np.float32)
+        mod = self.module
+        embed = {
+            "joint": mod.joint_embedding,
+            "fused": mod.fused_embedding,
+            "rna": lambda b: mod.ae["rna"].encode(b["rna"]),
+            "atac": lambda b: mod.ae["atac"].encode(b["atac"]),
+            "concat": lambda b: torch.cat(
+                [F.normalize(v, dim=1) for v in mod.encode(b).values()], 1
+            ),
+        }
+        if kind not in embed:
+            raise ValueError(f"kind must be one of {sorted(embed)}, got {kind!r}")
+        out = self._map_batches(self._matrices(mdata), mdata.n_obs, embed[kind], batch_size)
+        z = torch.cat(out).cpu().numpy().astype(np.float32)
         if key_added:
             mdata.obsm[key_added] = z
         return z

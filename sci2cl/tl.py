@@ -77,10 +77,12 @@ def modality_weights(
     the other modality's neighbours do.
 
     This is the rule of :func:`muon.pp.neighbors` computed with exact
-    neighbours and without building the WNN graph: muon's version spends about
-    30 s per call in numba compilation (100 s on a cold start) and its
-    approximate bandwidth search is not reproducible across thread counts, while
-    this one takes well under a second on 5,000 cells and is deterministic.
+    neighbours and without building the WNN graph. Measured on 1,000-2,600
+    cells of 32-dimensional embeddings: muon's call takes 30-40 s (about 110 s
+    in a fresh process, mostly numba compilation) whatever the number of cells;
+    this one takes under a second and is deterministic. Its weights follow
+    muon's (mean weight within 0.06, per-cell correlation about 0.7; muon finds
+    the bandwidth cells by approximate search).
 
     Parameters
     ----------
