@@ -21,11 +21,16 @@ help:
 	@echo "make lint   - ruff"
 	@echo "make check-book - headless Chromium check of the built HTML (HTML=...)"
 
-$(STAMP): pyproject.toml
+CONSTRAINTS := constraints-cpu.txt
+PIP_INSTALL := $(PY) -m pip install -q -c $(CONSTRAINTS)
+# PYTHONPATH: the benchmarks package (benchmarks/) is imported by the notebooks and runners
+export PYTHONPATH := $(abspath .)$(if $(PYTHONPATH),:$(PYTHONPATH))
+
+$(STAMP): pyproject.toml $(CONSTRAINTS)
 	@command -v python3.11 >/dev/null && PYBIN=python3.11 || PYBIN=python3; \
 	test -x $(PY) || $$PYBIN -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip 2>&1 | grep -v "is ignored" || true
-	set -o pipefail; $(PY) -m pip install -q -e ".[dev,bench]" 2>&1 | { grep -v "is ignored: it is neither" || true; }
+	set -o pipefail; $(PIP_INSTALL) -e ".[dev,bench,book]" 2>&1 | { grep -v "is ignored: it is neither" || true; }
 	@if $(PY) -m pip list 2>/dev/null | grep -i -E "^(nvidia|triton)"; then echo "CUDA packages were installed: torch must stay pinned to 2.13.0 (CPU wheel)"; exit 1; fi
 	touch $(STAMP)
 
@@ -68,9 +73,9 @@ check-book: $(STAMP)
 	$(PY) scripts/check_book.py $(HTML) --screenshots build/screenshots
 
 bench: $(STAMP)
-	$(PY) benchmarks/sci2cl_speed.py
-	$(PY) benchmarks/clustering.py
-	$(PY) benchmarks/scrcl.py
+	$(PY) -m benchmarks.sci2cl_speed
+	$(PY) -m benchmarks.clustering
+	$(PY) -m benchmarks.scrcl
 
 clean:
 	rm -rf build book/_build

@@ -1,6 +1,6 @@
 """Clustering benchmark: scI2CL against peer tools on every available paired dataset.
 
-Usage: python benchmarks/clustering.py [--smoke] [--seeds 0 1 2] [--datasets ...] [--methods ...]
+Usage: python -m benchmarks.clustering [--smoke] [--seeds 0 1 2] [--datasets ...] [--methods ...]
 Writes results/benchmark_clustering.csv, results/embeddings_<dataset>.npz and figures in results/figures/.
 """
 
@@ -14,11 +14,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from benchmarks import peers, plots
+from benchmarks.common import available_paired, label_key, prepare
+from benchmarks.config import MAX_EPOCHS, MULTIVI_EPOCHS, SEEDS, SMOKE
+from sci2cl import metrics, pl
 
-from benchmarks.common import available_paired, label_key, prepare  # noqa: E402
-from sci2cl import tl  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 COLUMNS = [
     "dataset",
@@ -41,7 +42,7 @@ def run(
     seeds: list[int],
     *,
     max_cells: int | None = None,
-    max_epochs: int = 40,
+    max_epochs: int = MAX_EPOCHS,
     multivi_epochs: int | None = None,
     paper_repeats: int = 5,
     out_dir: Path = ROOT / "results",
@@ -65,7 +66,7 @@ def run(
         for method in methods:
             for seed in seeds:
                 try:
-                    res = tl.run_peer(method, mdata, seed=seed, **epochs.get(method, {}))
+                    res = peers.run_peer(method, mdata, seed=seed, **epochs.get(method, {}))
                 except Exception as e:  # a failing peer is reported, not fatal
                     log(f"{ds} {method} seed {seed}: FAILED {type(e).__name__}: {e}")
                     continue
@@ -77,10 +78,10 @@ def run(
                     "seconds": res["seconds"],
                     "peak_mb": res["peak_mb"],
                 }
-                for r in tl.cluster_embedding(emb, y, seed=seed, adjacency=adj):
+                for r in metrics.cluster_embedding(emb, y, seed=seed, adjacency=adj):
                     rows.append({**base, **r})
                 if paper_repeats:
-                    pp = tl.paper_protocol(
+                    pp = metrics.paper_protocol(
                         emb, y, n_repeats=1 if adj is not None else paper_repeats, seed=seed
                     )
                     rows.append(
@@ -131,20 +132,18 @@ def figures(df: pd.DataFrame, out_dir: Path = ROOT / "results") -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from sci2cl import pl
-
     fig_dir = out_dir / "figures"
     fig_dir.mkdir(parents=True, exist_ok=True)
     paths = []
     for metric in ("nmi", "ari"):
-        ax = pl.benchmark_heatmap(df, metric=metric, protocol="kmeans")
+        ax = plots.benchmark_heatmap(df, metric=metric, protocol="kmeans")
         paths.append(fig_dir / f"heatmap_{metric}.png")
         ax.figure.savefig(paths[-1], dpi=120, bbox_inches="tight")
         plt.close(ax.figure)
-    fig = pl.benchmark_bars(df, protocol="kmeans")
+    fig = plots.benchmark_bars(df, protocol="kmeans")
     paths.append(fig_dir / "bars_kmeans.png")
     fig.savefig(paths[-1], dpi=120, bbox_inches="tight")
-    ax = pl.time_vs_quality(df)
+    ax = plots.time_vs_quality(df)
     paths.append(fig_dir / "time_vs_quality.png")
     ax.figure.savefig(paths[-1], dpi=120, bbox_inches="tight")
     for f in sorted(out_dir.glob("embeddings_*.npz")):
@@ -167,14 +166,14 @@ def main() -> int:
     )
     ap.add_argument("--smoke", action="store_true", help="one small dataset, one seed, few epochs")
     ap.add_argument("--datasets", nargs="*")
-    ap.add_argument("--methods", nargs="*", default=list(tl.PEERS))
-    ap.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
-    ap.add_argument("--max-epochs", type=int, default=40)
+    ap.add_argument("--methods", nargs="*", default=list(peers.PEERS))
+    ap.add_argument("--seeds", nargs="*", type=int, default=SEEDS)
+    ap.add_argument("--max-epochs", type=int, default=MAX_EPOCHS)
     ap.add_argument("--paper-repeats", type=int, default=5)
     ap.add_argument(
         "--multivi-epochs",
         type=int,
-        default=200,
+        default=MULTIVI_EPOCHS,
         help="cap on MultiVI's epochs, stopped earlier by scvi-tools' early stopping "
         "(default 200, as in the committed results; 0: scvi-tools' own cap of 500)",
     )
@@ -188,13 +187,13 @@ def main() -> int:
     t = time.perf_counter()
     if a.smoke:
         df = run(
-            a.datasets or ["bmmc_a"],
+            a.datasets or SMOKE["datasets"],
             a.methods,
-            [0],
-            max_cells=400,
-            max_epochs=3,
-            multivi_epochs=5,
-            paper_repeats=1,
+            SMOKE["seeds"],
+            max_cells=SMOKE["max_cells"],
+            max_epochs=SMOKE["max_epochs"],
+            multivi_epochs=SMOKE["multivi_epochs"],
+            paper_repeats=SMOKE["paper_repeats"],
             out_dir=Path(a.out),
         )
     else:

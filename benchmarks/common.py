@@ -10,16 +10,10 @@ import mudata as md
 import numpy as np
 import pandas as pd
 
-from sci2cl import data
+from benchmarks.config import N_GENES, N_PEAKS, PAIRED, PAPER, label_key
+from sci2cl import datasets, pp
 
-PAIRED = ["scicar_kidney", "bmmc_a", "bmmc_b", "a549_dex", "simulated"]
-PAPER = ["pbmc10k", "pbmc3k", "ma2020", "cellmix"]
-LABEL = {"a549_dex": "dex_time_h", "simulated": "true_cell_type"}
-
-
-def label_key(name: str) -> str:
-    """Column holding the truth used to score a dataset."""
-    return LABEL.get(name, "cell_type")
+__all__ = ["available_paired", "prepare", "label_key", "dev_parser", "report"]
 
 
 def available_paired(data_dir=None) -> list[str]:
@@ -28,8 +22,8 @@ def available_paired(data_dir=None) -> list[str]:
     for n in PAIRED + PAPER:
         try:
             if n != "simulated":
-                info = data.DATASETS[n]
-                root = data.get_data_dir(data_dir)
+                info = datasets.DATASETS[n]
+                root = datasets.get_data_dir(data_dir)
                 ok = (
                     (root / info.path).exists()
                     if info.path
@@ -48,35 +42,28 @@ def prepare(
     *,
     max_cells: int | None = None,
     seed: int = 0,
-    n_genes=2000,
-    n_peaks=5000,
+    n_genes=N_GENES,
+    n_peaks=N_PEAKS,
     data_dir=None,
 ) -> md.MuData:
-    """Load, align, subsample (seeded, stratified by nothing), select features, and drop
-    cells left without counts in a modality by the selection."""
+    """Load, align, subsample, select features, and drop cells left empty by the selection.
+
+    The subsample is seeded and not stratified; cells without counts in a
+    modality's selected features are dropped.
+    """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        m = data.load(name, data_dir=data_dir, download=False)
+        m = datasets.load(name, data_dir=data_dir, download=False)
     if max_cells is not None and m.n_obs > max_cells:
+        import muon as mu
+
         keep = np.sort(np.random.default_rng(seed).choice(m.n_obs, max_cells, replace=False))
-        uns = dict(m.uns)
-        m = md.MuData({k: m[k][keep].copy() for k in m.mod})
-        for c in (
-            "cell_type",
-            "true_cell_type",
-            "true_subtype",
-            "true_pseudotime",
-            "dex_time_h",
-            "mislabelled",
-        ):
-            if c in m["rna"].obs:
-                m.obs[c] = m["rna"].obs[c].values
-        m.uns.update(uns)
-    data.qc_filter(m)
+        mu.pp.filter_obs(m, m.obs_names[keep])
+    pp.qc_filter(m)
     with warnings.catch_warnings():  # cells left empty by the selection are dropped next
         warnings.simplefilter("ignore", UserWarning)
-        data.select_features(m, n_top_genes=n_genes, n_top_peaks=n_peaks)
-    data.qc_filter(m)
+        pp.select_features(m, n_top_genes=n_genes, n_top_peaks=n_peaks)
+    pp.qc_filter(m)
     return m
 
 

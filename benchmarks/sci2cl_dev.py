@@ -1,6 +1,6 @@
 """Development sets for scI2CL design choices, kept apart from the quality table's test sets.
 
-Usage: python benchmarks/sci2cl_dev.py [--datasets a549_dex simulated_s1 simulated_s1_thin]
+Usage: python -m benchmarks.sci2cl_dev [--datasets a549_dex simulated_s1 simulated_s1_thin]
                                        [--seeds 0 1 2] [--out build/bench/sci2cl_dev]
 
 The read-out of the joint embedding (``SCI2CL.get_latent_representation(kind=...)``)
@@ -23,12 +23,11 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from benchmarks import peers
+from benchmarks.common import dev_parser, label_key, prepare, report
+from sci2cl import SCI2CL, datasets, metrics, pp
 
-from benchmarks.common import dev_parser, label_key, prepare, report  # noqa: E402
-from sci2cl import data, tl  # noqa: E402
-from sci2cl.model import SCI2CL  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 DEV = ["a549_dex", "simulated_s1", "simulated_s1_thin"]
 READOUTS = ["joint", "fused", "rna", "concat"]
@@ -38,17 +37,17 @@ def dev_set(name: str, thin: float = 0.15):
     """A development MuData and the ``obs`` column that scores it."""
     if name == "a549_dex":
         return prepare(name), label_key(name)
-    m = data.simulate_multiome(n_cells=2000, seed=1)
+    m = datasets.simulate_multiome(n_cells=2000, seed=1)
     if name == "simulated_s1_thin":
         X = sp.csr_matrix(m["atac"].layers["counts"])
         X.data = np.random.default_rng(1).binomial(X.data.astype(np.int64), thin).astype(np.float32)
         X.eliminate_zeros()
         m["atac"].X, m["atac"].layers["counts"] = X, X.copy()
-    data.qc_filter(m)
+    pp.qc_filter(m)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        data.select_features(m, n_top_genes=2000, n_top_peaks=5000)
-    data.qc_filter(m)
+        pp.select_features(m, n_top_genes=2000, n_top_peaks=5000)
+    pp.qc_filter(m)
     return m, "true_cell_type"
 
 
@@ -60,11 +59,11 @@ def run(datasets, seeds, readouts, out: Path) -> pd.DataFrame:
         y = m.obs[key].astype(str).to_numpy()
         for seed in seeds:
             t = time.perf_counter()
-            model = SCI2CL(m, seed=seed).train(progress_bar=False)
+            model = SCI2CL(peers.setup_sci2cl(m), seed=seed).train(progress_bar=False)
             sec = time.perf_counter() - t
             for r in readouts:
                 z = model.get_latent_representation(key_added=None, kind=r)
-                for res in tl.cluster_embedding(z, y, seed=seed):
+                for res in metrics.cluster_embedding(z, y, seed=seed):
                     rows.append(
                         {
                             "dataset": ds,

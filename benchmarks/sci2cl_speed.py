@@ -1,11 +1,11 @@
 """scI2CL measured targets: speed on sci-CAR kidney, scaling with cells, quality vs. peers, ablations.
 
 Usage:
-  python benchmarks/sci2cl_speed.py speed                 # default training on scicar_kidney
-  python benchmarks/sci2cl_speed.py scaling [--cells 5000 20000 50000]
-  python benchmarks/sci2cl_speed.py quality [--datasets ...] [--seeds 0 1 2] [--variants ...]
+  python -m benchmarks.sci2cl_speed speed                 # default training on scicar_kidney
+  python -m benchmarks.sci2cl_speed scaling [--cells 5000 20000 50000]
+  python -m benchmarks.sci2cl_speed quality [--datasets ...] [--seeds 0 1 2] [--variants ...]
                                           [--append]   # add rows to an existing quality CSV
-  python benchmarks/sci2cl_speed.py all
+  python -m benchmarks.sci2cl_speed all
 Writes results/sci2cl_speed.csv, results/sci2cl_scaling.csv, results/sci2cl_quality.csv.
 """
 
@@ -19,12 +19,11 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from benchmarks import peers
+from benchmarks.common import label_key, prepare
+from sci2cl import SCI2CL, datasets, metrics
 
-from benchmarks.common import label_key, prepare  # noqa: E402
-from sci2cl import data, metrics, tl  # noqa: E402
-from sci2cl.model import SCI2CL  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 OUT = ROOT / "results"
 VARIANTS = {
@@ -46,9 +45,9 @@ def _train(
     fused: bool = False,
     **kw,
 ) -> dict:
-    with tl.PeakMemory() as mem:
+    with peers.PeakMemory() as mem:
         t = time.perf_counter()
-        m = SCI2CL(mdata, seed=seed, **kw)
+        m = SCI2CL(peers.setup_sci2cl(mdata), seed=seed, **kw)
         m.train(max_epochs=max_epochs, early_stopping=early_stopping, progress_bar=False)
         z = m.get_latent_representation(key_added=None)
         sec = time.perf_counter() - t
@@ -77,7 +76,7 @@ def speed(out: Path = OUT) -> pd.DataFrame:
         "peaks": mdata["atac"].n_vars,
         "threads": torch.get_num_threads(),
         **{k: v for k, v in r.items() if k not in ("embedding", "fused")},
-        "nmi_kmeans": metrics.nmi(y, tl.kmeans_labels(r["embedding"], len(set(y)), 0)),
+        "nmi_kmeans": metrics.nmi(y, metrics.kmeans_labels(r["embedding"], len(set(y)), 0)),
     }
     df = pd.DataFrame([row])
     df.to_csv(out / "sci2cl_speed.csv", index=False)
@@ -89,10 +88,10 @@ def scaling(cells=(5000, 20000, 50000), epochs: int = 3, out: Path = OUT) -> pd.
     torch.set_num_threads(2)
     rows = []
     for n in cells:
-        m = data.simulate_multiome(n_cells=n, seed=0)
-        with tl.PeakMemory() as mem:
+        m = datasets.simulate_multiome(n_cells=n, seed=0)
+        with peers.PeakMemory() as mem:
             t = time.perf_counter()
-            model = SCI2CL(m, seed=0)
+            model = SCI2CL(peers.setup_sci2cl(m), seed=0)
             model.train(
                 max_epochs=epochs - 1, pretrain_epochs=1, early_stopping=False, progress_bar=False
             )
@@ -136,10 +135,10 @@ def quality(
                     embs[FUSED] = (r["fused"], None, r["seconds"], r["peak_mb"])
                 print(ds, seed, v, "RNA weight", round(r["w_rna"], 3), flush=True)
             for p in peers:
-                r = tl.run_peer(p, mdata, seed=seed)
+                r = peers.run_peer(p, mdata, seed=seed)
                 embs[p] = (r["embedding"], r["adjacency"], r["seconds"], r["peak_mb"])
             for name, (emb, adj, sec, mb) in embs.items():
-                for res in tl.cluster_embedding(emb, y, seed=seed, adjacency=adj):
+                for res in metrics.cluster_embedding(emb, y, seed=seed, adjacency=adj):
                     rows.append(
                         {
                             "dataset": ds,

@@ -1,6 +1,6 @@
 """scRCL benchmark on the labelled scRNA-seq sets: scRCL vs. PCA + KMeans, Leiden and (optionally) scVI.
 
-Usage: python benchmarks/scrcl.py [--smoke] [--seeds 5 15 25 35 45] [--datasets ...]
+Usage: python -m benchmarks.scrcl [--smoke] [--seeds 5 15 25 35 45] [--datasets ...]
                                   [--scvi-epochs 100 | --no-scvi] [--methods scRCL ...]
 Writes results/benchmark_scrcl.csv (dataset, method, seed, acc, nmi, ari, n_clusters, seconds, peak_mb).
 scVI (scvi-tools, CPU) runs on the 2,000 seurat_v3 HVGs of the raw counts for ``--scvi-epochs`` epochs
@@ -18,31 +18,22 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from benchmarks import peers
+from benchmarks.config import SCRCL_SEEDS as SEEDS
+from benchmarks.config import SCRNA
+from sci2cl import SCRCL, datasets, metrics, pp
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from sci2cl import data, metrics, tl  # noqa: E402
-from sci2cl.model import SCRCL  # noqa: E402
-
-SCRNA = ["baron_human", "ifnb_pbmc", "pbmc4k", "cbmc", "mouse_bladder", "cellmix_rna", "camp2015"]
-SEEDS = [5, 15, 25, 35, 45]
 METHODS = ("scRCL", "PCA + KMeans", "PCA + Leiden", "scVI + KMeans")
 
 
 def pca_embedding(adata, seed: int, n_top_genes: int = 2000):
-    """scanpy: normalise, log1p, HVG (seurat), scale, 50 PCs."""
+    """Scanpy (:func:`sci2cl.pp.pca`): normalise, log1p, HVG (seurat), scale, 50 PCs."""
     import scanpy as sc
 
     a = adata.copy()
-    a.X = a.layers["counts"].copy()
     sc.pp.filter_genes(a, min_cells=1)
-    sc.pp.normalize_total(a, target_sum=1e4)
-    sc.pp.log1p(a)
-    if a.n_vars > n_top_genes:
-        sc.pp.highly_variable_genes(a, n_top_genes=n_top_genes, flavor="seurat", subset=True)
-    sc.pp.scale(a, max_value=10)
-    sc.tl.pca(a, n_comps=min(50, min(a.shape) - 1), random_state=seed)
-    return a.obsm["X_pca"]
+    return pp.pca(a, 50, n_top_genes=n_top_genes, flavor="seurat", seed=seed)
 
 
 def scvi_input(adata, n_top_genes: int = 2000):
@@ -80,20 +71,21 @@ def run_dataset(
     """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        adata = data.load(name)
+        adata = datasets.load(name)
     if max_cells and adata.n_obs > max_cells:
         adata = adata[
             np.sort(np.random.default_rng(0).choice(adata.n_obs, max_cells, replace=False))
         ].copy()
-    data.qc_filter(adata)
+    pp.qc_filter(adata)
     y = adata.obs["cell_type"].astype(str).to_numpy()
     k = len(np.unique(y))
     rows = []
     for seed in seeds:
         runs, peak, epochs = {}, {}, np.nan
         if "scRCL" in methods:
-            with tl.PeakMemory() as mem:
+            with peers.PeakMemory() as mem:
                 t = time.perf_counter()
+                SCRCL.setup_anndata(adata, layer="counts")
                 m = SCRCL(adata, n_clusters=k, seed=seed)
                 m.train(
                     **({} if max_epochs is None else {"max_epochs": max_epochs}),
@@ -102,23 +94,29 @@ def run_dataset(
                 runs["scRCL"] = (m.predict(key_added=None), time.perf_counter() - t)
             peak["scRCL"], epochs = mem.peak_mb, len(m.history)
         if {"PCA + KMeans", "PCA + Leiden"} & set(methods):
-            with tl.PeakMemory() as mem:
+            with peers.PeakMemory() as mem:
                 t = time.perf_counter()
                 pcs = pca_embedding(adata, seed)
-                runs["PCA + KMeans"] = (tl.kmeans_labels(pcs, k, seed), time.perf_counter() - t)
+                runs["PCA + KMeans"] = (
+                    metrics.kmeans_labels(pcs, k, seed),
+                    time.perf_counter() - t,
+                )
             peak["PCA + KMeans"] = mem.peak_mb
-            with tl.PeakMemory() as mem:
+            with peers.PeakMemory() as mem:
                 t = time.perf_counter()
                 runs["PCA + Leiden"] = (
-                    tl.leiden_label_free(pcs, seed=seed)[0],
+                    metrics.leiden_label_free(pcs, seed=seed)[0],
                     time.perf_counter() - t,
                 )
             peak["PCA + Leiden"] = mem.peak_mb
         if scvi_epochs and "scVI + KMeans" in methods:
-            with tl.PeakMemory() as mem:
+            with peers.PeakMemory() as mem:
                 t = time.perf_counter()
-                zs = tl.scvi_embedding(scvi_input(adata), seed, max_epochs=scvi_epochs)
-                runs["scVI + KMeans"] = (tl.kmeans_labels(zs, k, seed), time.perf_counter() - t)
+                zs = peers.scvi_embedding(scvi_input(adata), seed, max_epochs=scvi_epochs)
+                runs["scVI + KMeans"] = (
+                    metrics.kmeans_labels(zs, k, seed),
+                    time.perf_counter() - t,
+                )
             peak["scVI + KMeans"] = mem.peak_mb
         for meth, (lab, sec) in runs.items():
             if meth not in methods:
@@ -158,7 +156,7 @@ def run(datasets, seeds, out_dir: Path = ROOT / "results", **kw) -> pd.DataFrame
     for ds in datasets:
         try:
             rows += run_dataset(ds, seeds, checkpoint=write, **kw)
-        except data.DatasetUnavailableError as e:
+        except datasets.DatasetUnavailableError as e:
             print(f"{ds}: skipped ({e})")
     return write([])
 

@@ -1,6 +1,6 @@
 """Development sets for scRCL design choices, kept apart from the benchmark's test sets.
 
-Usage: python benchmarks/scrcl_dev.py [--seeds 0 1 2] [--readouts refined cell both]
+Usage: python -m benchmarks.scrcl_dev [--seeds 0 1 2] [--readouts refined cell both]
                                       [--out build/bench/scrcl_dev]
 
 A design choice of scRCL (here: which embedding its k-means reads) is chosen on
@@ -21,13 +21,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from benchmarks.common import dev_parser, report
+from benchmarks.scrcl import pca_embedding
+from sci2cl import SCRCL, datasets, metrics, pp
 
-from benchmarks.common import dev_parser, report  # noqa: E402
-from benchmarks.scrcl import pca_embedding  # noqa: E402
-from sci2cl import data, metrics, tl  # noqa: E402
-from sci2cl.model import SCRCL  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 DEV = ["scicar_kidney", "bmmc_a", "bmmc_b", "simulated"]
 
@@ -37,14 +35,14 @@ def dev_rna(name: str):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if name == "simulated":
-            m = data.simulate_multiome(n_cells=3000, seed=0)
+            m = datasets.simulate_multiome(n_cells=3000, seed=0)
             a = m["rna"].copy()
             a.obs["cell_type"] = m.obs["true_cell_type"].to_numpy()
         else:
-            m = data.load(name, download=False)
+            m = datasets.load(name, download=False)
             a = m["rna"].copy()
             a.obs["cell_type"] = m.obs["cell_type"].to_numpy()
-    data.qc_filter(a)
+    pp.qc_filter(a)
     return a
 
 
@@ -58,6 +56,7 @@ def run(datasets, seeds, readouts, out: Path, **model_kw) -> pd.DataFrame:
         k = len(np.unique(y))
         for seed in seeds:
             t = time.perf_counter()
+            SCRCL.setup_anndata(a, layer="counts")
             m = SCRCL(a, n_clusters=k, seed=seed, **model_kw).train(progress_bar=False)
             sec = time.perf_counter() - t
             for r in readouts:
@@ -72,7 +71,7 @@ def run(datasets, seeds, readouts, out: Path, **model_kw) -> pd.DataFrame:
                         **metrics.score_all(y, lab),
                     }
                 )
-            lab = tl.kmeans_labels(pca_embedding(a, seed), k, seed)
+            lab = metrics.kmeans_labels(pca_embedding(a, seed), k, seed)
             rows.append(
                 {"dataset": ds, "method": "PCA + KMeans", "seed": seed, **metrics.score_all(y, lab)}
             )

@@ -188,11 +188,15 @@ class SCI2CLModule(nn.Module):
         Hidden and embedding sizes.
     n_heads
         Heads of the view self-attention (must divide ``n_latent``).
-    n_tokens
-        Tokens per cell in the cross-attention.
-    dropout
-        Encoder dropout.
+
+    Notes
+    -----
+    The cross-attention splits each embedding into 8 tokens; the encoders use
+    dropout 0.1.
     """
+
+    n_tokens = 8
+    dropout = 0.1
 
     def __init__(
         self,
@@ -201,22 +205,23 @@ class SCI2CLModule(nn.Module):
         n_hidden: int = 256,
         n_latent: int = 32,
         n_heads: int = 4,
-        n_tokens: int = 8,
-        dropout: float = 0.1,
     ):
         super().__init__()
         self.modalities = tuple(n_features)
         self.ae = nn.ModuleDict(
             {
-                m: ModalityAE(n_features[m], n_hidden, n_latent, likelihoods[m], n_heads, dropout)
+                m: ModalityAE(
+                    n_features[m], n_hidden, n_latent, likelihoods[m], n_heads, self.dropout
+                )
                 for m in self.modalities
             }
         )
         token_dim = max(8, n_latent // 2)
         self.cross = nn.ModuleDict(
             {
-                "rna": TokenCrossAttention(n_latent, n_tokens, token_dim),  # RNA query, ATAC k/v
-                "atac": TokenCrossAttention(n_latent, n_tokens, token_dim),  # ATAC query, RNA k/v
+                # RNA queries ATAC, ATAC queries RNA
+                m: TokenCrossAttention(n_latent, self.n_tokens, token_dim)
+                for m in ("rna", "atac")
             }
         )
         self.proj = nn.ModuleDict({m: nn.Linear(n_latent, n_latent) for m in self.modalities})
@@ -239,8 +244,11 @@ class SCI2CLModule(nn.Module):
         return self.joint(torch.cat([a_rna, a_atac], dim=-1))
 
     def fused_embedding(self, x: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Fused embedding ``(n_cells, E)``: cross-attended embeddings, concatenated and
-        projected (the paper's read-out); per-cell, batch-independent."""
+        """Fused embedding ``(n_cells, E)`` (the paper's read-out).
+
+        The cross-attended embeddings, concatenated and projected; per cell and
+        independent of the batch.
+        """
         z = self.encode(x)
         return self.fuse(z["rna"], z["atac"])
 

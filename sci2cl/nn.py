@@ -121,6 +121,7 @@ class ViewFusion(nn.Module):
         )
 
     def forward(self, views: torch.Tensor) -> torch.Tensor:
+        """Fuse ``(n_cells, T, E)`` views into ``(n_cells, E)``."""
         a, _ = self.attn(views, views, views, need_weights=False)
         h = self.norm(views + a)
         return self.ffn(h.max(dim=1).values)
@@ -160,6 +161,7 @@ class TokenCrossAttention(nn.Module):
         self.out = nn.Linear(n_tokens * n_token_dim, n_latent)
 
     def forward(self, query: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        """Align ``query`` to ``context`` (both ``(n_cells, E)``); returns ``(n_cells, E)``."""
         n = query.shape[0]
         q = self.to_q(query).view(n, self.n_tokens, self.d)
         kv = self.to_kv(context).view(n, self.n_tokens, self.d)
@@ -185,5 +187,6 @@ class SparseGCN(nn.Module):
         self.activation = activation
 
     def forward(self, x: torch.Tensor, adj: torch.Tensor) -> torch.Tensor:
+        """Propagate ``x`` ``(n, n_in)`` over the sparse ``adj``; returns ``(n, n_out)``."""
         h = torch.sparse.mm(adj, self.lin(x))
         return torch.relu(h) if self.activation else h

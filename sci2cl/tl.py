@@ -1,14 +1,14 @@
-"""Analyses on embeddings: clustering protocols, peer embeddings, subpopulations,
-annotation audit, trajectories, gene activity and GSEA.
+"""Analyses on embeddings: subpopulations, annotation audit, trajectories, gene activity and GSEA.
 
 Functions take the data first and write their result to ``obs``/``obsm``/``uns``
-under ``key_added``; graph clustering uses scanpy's Leiden on a kNN adjacency.
+under ``key_added``. Missing labels (NaN) are never a label: the cells that
+carry none are left out of an analysis and counted in its result.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Sequence
+import os
+from collections.abc import Sequence
 
 import anndata as ad
 import mudata as md
@@ -17,480 +17,41 @@ import pandas as pd
 import scipy.sparse as sp
 
 from . import metrics
+from ._graph import leiden_labels as leiden
+from ._graph import modality_weights
+from ._utils import dense, get_matrix
+from .pp import DataValidationError, log_normalize
 
 __all__ = [
-    "knn_adjacency",
+    "leiden",
     "modality_weights",
-    "kmeans_labels",
-    "leiden_labels",
-    "leiden_label_free",
-    "cluster_embedding",
-    "paper_protocol",
-    "PEERS",
-    "PeakMemory",
-    "run_peer",
-    "scvi_embedding",
     "find_subpopulations",
     "audit_annotation",
     "PBMC_T_MARKERS",
     "pseudobulk_correlation",
     "trajectory",
-    "stage_order_score",
     "gene_activity",
     "gsea_prerank",
 ]
 
 
-# --------------------------------------------------------------------------- clustering
-def knn_adjacency(X: np.ndarray, n_neighbors: int = 15) -> sp.csr_matrix:
-    """Symmetric binary Euclidean kNN adjacency of an embedding ``(n, d)`` (no self loops)."""
-    from sklearn.neighbors import NearestNeighbors
-
-    k = min(n_neighbors, X.shape[0] - 1)
-    idx = NearestNeighbors(n_neighbors=k + 1).fit(X).kneighbors(X, return_distance=False)
-    rows = np.repeat(np.arange(X.shape[0]), k + 1)
-    A = sp.csr_matrix((np.ones(rows.size), (rows, idx.ravel())), shape=(X.shape[0],) * 2)
-    A.setdiag(0)
-    A.eliminate_zeros()
-    return ((A + A.T) > 0).astype(np.float64).tocsr()
+def _labels(data, key: str, what: str = "labels") -> pd.Series:
+    """``obs[key]`` as strings with missing values kept missing (never the label "nan")."""
+    if key not in data.obs:
+        raise KeyError(f"{what} column {key!r} not in obs; available: {list(data.obs.columns)}")
+    col = data.obs[key]
+    return col.astype(object).where(col.notna(), None).map(lambda v: v if v is None else str(v))
 
 
-def modality_weights(
-    embeddings: dict[str, np.ndarray],
-    n_neighbors: int = 20,
-    n_bandwidth_neighbors: int = 20,
-    eps: float = 1e-4,
-) -> pd.DataFrame:
-    """Per-cell modality weights of weighted nearest neighbours (WNN; Hao et al. 2021).
-
-    For each cell and modality ``m``, the embedding of the cell in ``m`` is
-    predicted by averaging it over the cell's nearest neighbours in ``m``
-    (within-modality) and over its nearest neighbours in each other modality
-    (cross-modality). Each prediction error becomes an affinity
-    ``exp(-max(d - d_1, 0) / (sigma - d_1))`` with ``d_1`` the distance to the
-    nearest neighbour and ``sigma`` the mean distance to the
-    ``n_bandwidth_neighbors`` cells that share the fewest neighbours with the
-    cell among those sharing any (smallest non-zero Jaccard index, ties broken
-    by larger distance), as in Seurat and muon. The weights are the softmax over
-    modalities of ``within / (max cross + eps)``. No labels are used: a
-    modality gets weight where its neighbours describe the cell better than
-    the other modality's neighbours do.
-
-    This is the rule of :func:`muon.pp.neighbors` computed with exact
-    neighbours and without building the WNN graph. Measured on 1,000-2,600
-    cells of 32-dimensional embeddings: muon's call takes 30-40 s (about 110 s
-    in a fresh process, mostly numba compilation) whatever the number of cells;
-    this one takes under a second and is deterministic. Its weights follow
-    muon's (mean weight within 0.06, per-cell correlation about 0.7; muon finds
-    the bandwidth cells by approximate search).
-
-    Parameters
-    ----------
-    embeddings
-        ``{modality: (n_cells, d_m)}``, the same cells in the same order.
-    n_neighbors
-        Neighbourhood size (the cell itself included, as in scanpy).
-    n_bandwidth_neighbors
-        Cells averaged for the kernel bandwidth ``sigma``.
-    eps
-        Added to the cross-modality affinity in the ratio.
-
-    Returns
-    -------
-    pandas.DataFrame
-        ``(n_cells, n_modalities)``, rows sum to 1.
-    """
-    from scipy.special import softmax
-    from sklearn.neighbors import NearestNeighbors
-
-    names = list(embeddings)
-    Z = {m: np.asarray(embeddings[m], dtype=np.float64) for m in names}
-    n = {Z[m].shape[0] for m in names}
-    if len(names) < 2 or len(n) != 1:
-        raise ValueError("need two or more modalities with the same number of cells")
-    n = n.pop()
-    k = min(n_neighbors, n) - 1  # neighbours besides the cell itself
-    if k < 1:
-        raise ValueError(f"need at least 2 cells, got {n}")
-    nbrs, d1, sigma = {}, {}, {}
-    for m in names:
-        X = Z[m]
-        dist, idx = NearestNeighbors(n_neighbors=k + 1).fit(X).kneighbors(X)
-        nbrs[m], d1[m] = idx[:, 1:], dist[:, 1]
-        G = sp.csr_matrix(
-            (np.ones(n * k), idx[:, 1:].ravel(), np.arange(0, n * k + 1, k)), shape=(n, n)
+def _obsm(data, key: str) -> np.ndarray:
+    if key not in data.obsm:
+        raise KeyError(
+            f"obsm[{key!r}] missing (obsm has {list(data.obsm)}); compute the embedding first"
         )
-        shared = (G @ G.T).tocsr()
-        shared.setdiag(0)
-        shared.eliminate_zeros()
-        sig = np.empty(n)
-        for i in range(n):
-            lo, hi = shared.indptr[i], shared.indptr[i + 1]
-            j, s = shared.indices[lo:hi], shared.data[lo:hi]
-            e = np.linalg.norm(X[j] - X[i], axis=1)
-            pick = np.lexsort((-e, s / (2 * k - s)))[:n_bandwidth_neighbors]
-            sig[i] = e[pick].mean() if len(pick) else d1[m][i]
-        sigma[m] = sig
-    ratios = []
-    for m in names:
-        width = np.maximum(sigma[m] - d1[m], 1e-12)
-        theta = {
-            src: np.exp(
-                -np.maximum(np.linalg.norm(Z[m] - Z[m][nbrs[src]].mean(1), axis=1) - d1[m], 0)
-                / width
-            )
-            for src in names
-        }
-        cross = np.max([theta[src] for src in names if src != m], axis=0)
-        ratios.append(theta[m] / (cross + eps))
-    return pd.DataFrame(softmax(np.stack(ratios, 1), axis=1), columns=names)
-
-
-def kmeans_labels(X: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
-    """KMeans (scikit-learn, ``n_init=10``) labels of ``X`` ``(n, d)`` into ``k`` clusters."""
-    from sklearn.cluster import KMeans
-
-    return KMeans(k, n_init=10, random_state=seed).fit_predict(X)
-
-
-def leiden_labels(
-    X: np.ndarray | None = None,
-    resolution: float = 1.0,
-    n_neighbors: int = 15,
-    seed: int = 0,
-    adjacency: sp.spmatrix | None = None,
-) -> np.ndarray:
-    """Leiden clusters (scanpy/leidenalg) on the kNN graph of ``X`` or a given adjacency."""
-    import scanpy as sc
-
-    A = knn_adjacency(X, n_neighbors) if adjacency is None else adjacency
-    tmp = ad.AnnData(obs=pd.DataFrame(index=[str(i) for i in range(A.shape[0])]))
-    sc.tl.leiden(
-        tmp,
-        resolution=resolution,
-        adjacency=A,
-        random_state=seed,
-        key_added="c",
-        flavor="igraph",
-        n_iterations=2,
-        directed=False,
-    )
-    return tmp.obs["c"].astype(int).to_numpy()
-
-
-def leiden_label_free(
-    X: np.ndarray,
-    resolutions: Sequence[float] | None = None,
-    n_neighbors: int = 15,
-    seed: int = 0,
-    adjacency: sp.spmatrix | None = None,
-    embedding_for_score: np.ndarray | None = None,
-) -> tuple[np.ndarray, float, pd.DataFrame]:
-    """Leiden clustering whose resolution is chosen without labels.
-
-    Two documented rules:
-
-    * ``resolutions=None`` (the benchmark's rule): scanpy's default
-      resolution 1.0 on the 15-NN graph, the choice most users make; the
-      number of clusters found is reported, not tuned.
-    * a list of resolutions: keep the one whose clusters have the highest
-      silhouette width on the embedding (``X``, or ``embedding_for_score``
-      when clustering a given graph); ties go to the lower resolution. This
-      favours well-separated clusters and is used to decide whether a
-      population splits at all (:func:`find_subpopulations`).
-
-    Returns
-    -------
-    labels, resolution, table of (resolution, n_clusters, silhouette)
-    """
-    emb = X if embedding_for_score is None else embedding_for_score
-    A = knn_adjacency(X, n_neighbors) if adjacency is None else adjacency
-    rows, best = [], (-np.inf, None, None)
-    for r in resolutions if resolutions is not None else [1.0]:
-        lab = leiden_labels(resolution=r, seed=seed, adjacency=A)
-        k = len(np.unique(lab))
-        s = metrics.asw(emb, lab, seed=seed) if k > 1 else -1.0
-        rows.append({"resolution": r, "n_clusters": k, "silhouette": s})
-        if s > best[0] + 1e-9 or best[2] is None:
-            best = (s, r, lab)
-    return best[2], best[1], pd.DataFrame(rows)
-
-
-def cluster_embedding(
-    X: np.ndarray,
-    y_true,
-    seed: int = 0,
-    adjacency: sp.spmatrix | None = None,
-) -> list[dict]:
-    """Score an embedding (or a graph) under the two protocols of the benchmark.
-
-    ``kmeans``: KMeans with the true number of types on the embedding;
-    ``leiden``: label-free Leiden at resolution 1 (:func:`leiden_label_free`). With an
-    ``adjacency`` (graph methods such as WNN) KMeans runs on ``X``, which is
-    then the graph's spectral/UMAP coordinates.
-    """
-    y_true = np.asarray(y_true)
-    k = len(np.unique(y_true))
-    out = []
-    lab = kmeans_labels(X, k, seed)
-    out.append({"protocol": "kmeans", **metrics.score_all(y_true, lab, X, seed)})
-    lab, res, _ = leiden_label_free(X, seed=seed, adjacency=adjacency)
-    out.append({"protocol": "leiden", "resolution": res, **metrics.score_all(y_true, lab, X, seed)})
-    return out
-
-
-def paper_protocol(X: np.ndarray, y_true, n_repeats: int = 5, seed: int = 0) -> pd.DataFrame:
-    """The paper's protocol: 2-D UMAP (100 neighbours) then KMeans with the true k.
-
-    Repeated ``n_repeats`` times with seeds ``seed, seed+1, ...`` (UMAP is
-    random); returns one row per repeat (use ``.agg(["mean", "min", "max"])``).
-    """
-    import umap
-
-    y_true = np.asarray(y_true)
-    k = len(np.unique(y_true))
-    rows = []
-    for r in range(n_repeats):
-        u = umap.UMAP(
-            n_components=2, n_neighbors=min(100, X.shape[0] - 1), random_state=seed + r
-        ).fit_transform(X)
-        lab = kmeans_labels(u, k, seed + r)
-        rows.append({"repeat": r, **metrics.score_all(y_true, lab, u, seed)})
-    return pd.DataFrame(rows)
-
-
-# --------------------------------------------------------------------------- peer methods
-def _rna_pca(mdata: md.MuData, seed: int, n_comps: int = 30) -> np.ndarray:
-    import scanpy as sc
-
-    from .data import log_normalize
-
-    a = mdata["rna"].copy()
-    log_normalize(a)
-    sc.pp.scale(a, max_value=10)
-    sc.tl.pca(a, n_comps=min(n_comps, min(a.shape) - 1), random_state=seed)
-    return a.obsm["X_pca"]
-
-
-def _atac_is_counts(mdata: md.MuData) -> bool:
-    """Whether the dataset registry entry (when present) lists ATAC as counts."""
-    return "atac" in mdata.uns.get("sci2cl_dataset", {}).get("count_modalities", ["atac"])
-
-
-def _atac_lsi(mdata: md.MuData, seed: int, n_comps: int = 30) -> np.ndarray:
-    from .data import tfidf_lsi
-
-    a = mdata["atac"].copy()
-    if not _atac_is_counts(mdata):
-        import scanpy as sc  # normalised (non-count) ATAC: PCA of its values
-
-        a.X = a.layers.get("counts", a.X)
-        sc.tl.pca(a, n_comps=min(n_comps, min(a.shape) - 1), random_state=seed)
-        return a.obsm["X_pca"]
-    np.random.seed(seed)  # noqa: NPY002 - muon LSI and pyslingshot draw from the global numpy RNG
-    tfidf_lsi(a, n_comps)
-    return a.obsm["X_lsi"]
-
-
-def _concat(mdata: md.MuData, seed: int) -> np.ndarray:
-    z = [_rna_pca(mdata, seed), _atac_lsi(mdata, seed)]
-    return np.hstack([x / np.linalg.norm(x, axis=1, keepdims=True).mean() for x in z])
-
-
-def _wnn(mdata: md.MuData, seed: int) -> tuple[np.ndarray, sp.spmatrix]:
-    """muon WNN graph on RNA PCA + ATAC LSI; returns (UMAP of the graph, connectivities)."""
-    import muon as mu
-
-    m = md.MuData({"rna": mdata["rna"].copy(), "atac": mdata["atac"].copy()})
-    m["rna"].obsm["X_pca"] = _rna_pca(mdata, seed)
-    m["atac"].obsm["X_lsi"] = _atac_lsi(mdata, seed)
-    import scanpy as sc
-
-    sc.pp.neighbors(m["rna"], use_rep="X_pca", random_state=seed)
-    sc.pp.neighbors(m["atac"], use_rep="X_lsi", random_state=seed)
-    mu.pp.neighbors(m, key_added="wnn", random_state=seed)
-    check_graph(m.obsp["wnn_connectivities"], "muon's WNN graph")
-    mu.tl.umap(m, neighbors_key="wnn", random_state=seed)
-    return m.obsm["X_umap"], m.obsp["wnn_connectivities"]
-
-
-def check_graph(graph: sp.spmatrix, name: str = "graph") -> None:
-    """Raise ``ValueError`` when a cell graph ``(n_cells, n_cells)`` has non-finite weights.
-
-    muon's WNN divides by per-cell kernel widths; cells without counts in a
-    modality's selected features share one all-zero profile and get NaN
-    weights, which UMAP and Leiden would then use without complaint.
-    """
-    g = sp.csr_matrix(graph)
-    bad = ~np.isfinite(g.data)
-    if bad.any():
-        rows = np.unique(g.tocoo().row[bad])
-        raise ValueError(
-            f"{name} has {int(bad.sum())} non-finite weights in the rows of {len(rows)} cells; "
-            "cells with no counts in a modality's selected features cause this: "
-            "run sci2cl.data.qc_filter(mdata) after select_features"
-        )
-
-
-def _mofa(mdata: md.MuData, seed: int, n_factors: int = 15) -> np.ndarray:
-    import muon as mu
-
-    m = md.MuData({"rna": mdata["rna"].copy(), "atac": mdata["atac"].copy()})
-    from .data import log_normalize, tfidf_lsi
-
-    log_normalize(m["rna"])
-    tfidf_lsi(m["atac"])
-    import contextlib
-    import io
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(io.StringIO()):
-        mu.tl.mofa(
-            m,
-            n_factors=n_factors,
-            seed=seed,
-            quiet=True,
-            verbose=False,
-            use_obs="union",
-            gpu_mode=False,
-            outfile=f"{tmp}/mofa.hdf5",
-        )
-    return m.obsm["X_mofa"]
-
-
-def _require_scvi():
-    try:
-        import scvi
-    except ImportError as e:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "this peer needs scvi-tools: pip install 'sci2cl[bench]' (or scvi-tools)"
-        ) from e
-    import logging
-
-    # lightning's per-fit banners ("GPU available: False", "Seed set to 0", tips)
-    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "lightning_fabric"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    return scvi
-
-
-def _train_latent(model, max_epochs: int | None) -> np.ndarray:
-    """Train an scvi-tools model on the CPU (``None``: its default epochs) and return its latent space."""
-    kw = {} if max_epochs is None else {"max_epochs": max_epochs}
-    model.train(accelerator="cpu", enable_progress_bar=False, **kw)
-    return model.get_latent_representation()
-
-
-def _multivi(
-    mdata: md.MuData, seed: int, max_epochs: int | None = None, layer: str = "counts"
-) -> np.ndarray:
-    """scvi-tools MultiVI (CPU) on the raw counts of both modalities; its own early stopping.
-
-    ``max_epochs=None`` keeps scvi-tools' default (500, stopped early on its
-    held-out ELBO).
-    """
-    scvi = _require_scvi()
-    if not _atac_is_counts(mdata):
-        raise ValueError("MultiVI models ATAC counts; this dataset's ATAC is not counts")
-    scvi.settings.seed = seed
-    m = md.MuData({"rna": mdata["rna"].copy(), "atac": mdata["atac"].copy()})
-    for k in ("rna", "atac"):
-        if layer not in m[k].layers:
-            m[k].layers[layer] = m[k].X.copy()
-    scvi.model.MULTIVI.setup_mudata(
-        m, rna_layer=layer, atac_layer=layer, modalities={"rna_layer": "rna", "atac_layer": "atac"}
-    )
-    model = scvi.model.MULTIVI(m, n_genes=m["rna"].n_vars, n_regions=m["atac"].n_vars)
-    return _train_latent(model, max_epochs)
-
-
-def scvi_embedding(
-    adata: ad.AnnData, seed: int, max_epochs: int | None = None, layer: str = "counts"
-) -> np.ndarray:
-    """scvi-tools scVI latent space (CPU) of an scRNA-seq AnnData's raw counts, ``(n_cells, 10)``.
-
-    ``max_epochs=None`` keeps scvi-tools' default (it depends on the number of cells).
-    """
-    scvi = _require_scvi()
-    scvi.settings.seed = seed
-    a = adata.copy()
-    if layer not in a.layers:
-        a.layers[layer] = a.X.copy()
-    scvi.model.SCVI.setup_anndata(a, layer=layer)
-    return _train_latent(scvi.model.SCVI(a), max_epochs)
-
-
-def _sci2cl(mdata: md.MuData, seed: int, max_epochs: int = 40, **kwargs) -> np.ndarray:
-    from .model import SCI2CL
-
-    m = SCI2CL(mdata, seed=seed, **kwargs)
-    m.train(max_epochs=max_epochs, progress_bar=False)
-    return m.get_latent_representation(key_added=None)
-
-
-PEERS: dict[str, Callable] = {
-    "RNA PCA": _rna_pca,
-    "ATAC LSI": _atac_lsi,
-    "PCA+LSI": _concat,
-    "WNN (muon)": _wnn,
-    "MOFA+": _mofa,
-    "MultiVI": _multivi,
-    "scI2CL": _sci2cl,
-}
-
-
-class PeakMemory:
-    """Context manager sampling the process RSS (psutil) every ``interval`` s.
-
-    ``.peak_mb`` is the peak RSS during the block minus the RSS at entry,
-    i.e. the extra memory the block needed (torch and numpy buffers included).
-    """
-
-    def __init__(self, interval: float = 0.05):
-        self.interval = interval
-
-    def __enter__(self):
-        import threading
-
-        import psutil
-
-        self._proc = psutil.Process()
-        self._base = self._peak = self._proc.memory_info().rss
-        self._stop = threading.Event()
-
-        def sample():
-            while not self._stop.wait(self.interval):
-                self._peak = max(self._peak, self._proc.memory_info().rss)
-
-        self._thread = threading.Thread(target=sample, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-        self._peak = max(self._peak, self._proc.memory_info().rss)
-        self.peak_mb = (self._peak - self._base) / 2**20
-        return False
-
-
-def run_peer(name: str, mdata: md.MuData, seed: int = 0, **kwargs) -> dict:
-    """Run a peer method; returns ``{"embedding", "adjacency", "seconds", "peak_mb"}``.
-
-    ``peak_mb`` is the extra resident memory the method needed (see :class:`PeakMemory`).
-    """
-    fn = PEERS[name]
-    with PeakMemory() as mem:
-        t = time.perf_counter()
-        out = fn(mdata, seed, **kwargs)
-        seconds = time.perf_counter() - t
-    peak = mem.peak_mb
-    emb, adj = out if isinstance(out, tuple) else (out, None)
-    return {
-        "embedding": np.asarray(emb, dtype=np.float32),
-        "adjacency": adj,
-        "seconds": seconds,
-        "peak_mb": peak,
-    }
+    X = np.asarray(data.obsm[key])
+    if not np.isfinite(X).all():
+        raise DataValidationError(f"obsm[{key!r}] holds NaN or infinite values")
+    return X
 
 
 # --------------------------------------------------------------------------- subpopulations
@@ -522,32 +83,31 @@ def find_subpopulations(
 
     Returns
     -------
-    dict with ``labels`` (Series), ``resolution``, ``stability`` (list of
+    dict with ``labels`` (Series), ``n_unlabelled`` (cells of ``mdata`` without a
+    ``groupby`` label, never part of any group), ``resolution``, ``stability`` (list of
     ARIs), ``stable`` (mean stability ARI >= ``min_stability``), ``de``
     (tidy DataFrame) and ``n_subclusters``.
     """
     import scanpy as sc
 
-    from .data import log_normalize
-
     obs = mdata.obs
-    if groupby not in obs:
-        raise KeyError(f"{groupby!r} not in obs")
-    cells = obs.index[obs[groupby].astype(str) == str(group)]
+    lab_all = _labels(mdata, groupby, "group")
+    present = sorted(lab_all.dropna().unique())
+    if str(group) not in present:
+        raise ValueError(f"group {group!r} is not a label of obs[{groupby!r}]; labels: {present}")
+    cells = obs.index[(lab_all == str(group)).to_numpy()]
     if len(cells) < 20:
         raise ValueError(f"group {group!r} has {len(cells)} cells; need at least 20")
-    if use_rep not in mdata.obsm:
-        raise KeyError(f"obsm[{use_rep!r}] missing; compute the embedding first")
     pos = obs.index.get_indexer(cells)
-    X = np.asarray(mdata.obsm[use_rep])[pos]
-    lab, res, _ = leiden_label_free(
+    X = _obsm(mdata, use_rep)[pos]
+    lab, res, _ = metrics.leiden_label_free(
         X, resolutions=(0.1, 0.2, 0.3, 0.5, 0.8), n_neighbors=n_neighbors, seed=seed
     )
     rng = np.random.default_rng(seed)
     stab = []
     for r in range(n_repeats):
         sub = np.sort(rng.choice(len(cells), int(subsample * len(cells)), replace=False))
-        lab_r = leiden_labels(X[sub], resolution=res, n_neighbors=n_neighbors, seed=seed + r + 1)
+        lab_r = leiden(X[sub], resolution=res, n_neighbors=n_neighbors, seed=seed + r + 1)
         stab.append(metrics.ari(lab[sub], lab_r))
     labels = pd.Series(pd.Categorical([f"{group}-{i}" for i in lab]), index=cells)
     mdata.obs[key_added] = pd.Categorical(labels.reindex(obs.index).astype(object))
@@ -560,6 +120,7 @@ def find_subpopulations(
         de = sc.get.rank_genes_groups_df(a, group=None)
     return {
         "labels": labels,
+        "n_unlabelled": int(lab_all.isna().sum()),
         "resolution": res,
         "stability": stab,
         "stable": bool(np.mean(stab) >= min_stability),
@@ -595,10 +156,6 @@ def _neighbour_label_fractions(X: np.ndarray, codes: np.ndarray, n_cats: int, k:
     return fractions
 
 
-def _dense(X) -> np.ndarray:
-    return X.toarray() if sp.issparse(X) else np.asarray(X)
-
-
 def _axis_evidence(
     X, sub: np.ndarray, rest: np.ndarray, other: np.ndarray, n_features: int = 200
 ) -> dict:
@@ -618,7 +175,7 @@ def _axis_evidence(
     d = diff[feat]
     if not np.any(d):
         return {"position": np.nan, "weight": 0.0, "cell_position": np.zeros(sub.sum())}
-    Xf = _dense(X[:, feat])
+    Xf = dense(X[:, feat])
     t = (Xf - mu_r[feat]) @ d / (d @ d)
     pooled = np.sqrt(0.5 * (t[rest].var() + t[other].var()))
     mu_s = Xf[sub].mean(0)
@@ -678,7 +235,9 @@ def audit_annotation(
 
     Writes ``obs[key_added]`` (the proposed labels; unchanged where not
     accepted) and ``obs[key_added + "_confidence"]`` (the fraction of the
-    cell's neighbours that carry its proposed label).
+    cell's neighbours that carry its proposed label). Cells without a label
+    (NaN) take no part: they are nobody's neighbour, keep NaN in both columns,
+    and their number is ``.attrs["n_unlabelled"]`` of the result.
 
     Returns
     -------
@@ -694,14 +253,16 @@ def audit_annotation(
     import scanpy as sc
     from scipy.stats import ttest_1samp
 
-    from .data import log_normalize
-
-    if label_key not in mdata.obs:
-        raise KeyError(f"{label_key!r} not in obs")
-    if use_rep not in mdata.obsm:
-        raise KeyError(f"obsm[{use_rep!r}] missing; compute the embedding first")
-    y = mdata.obs[label_key].astype(str).to_numpy()
-    X = np.asarray(mdata.obsm[use_rep])
+    given = _labels(mdata, label_key)
+    X_all = _obsm(mdata, use_rep)
+    labelled = given.notna().to_numpy()
+    if labelled.sum() < 3:
+        raise ValueError(f"obs[{label_key!r}] labels {int(labelled.sum())} cells; need at least 3")
+    names = mdata.obs_names[
+        labelled
+    ]  # unlabelled cells take no part: never a label, never relabelled
+    y = given[labelled].to_numpy().astype(str)
+    X = X_all[labelled]
     k = min(n_neighbors, X.shape[0] - 1)
     cats, codes = np.unique(y, return_inverse=True)
     fractions = _neighbour_label_fractions(X, codes, len(cats), k)
@@ -724,7 +285,7 @@ def audit_annotation(
             mods["atac"] = atac_activity
     logx = {}
     for name, a in mods.items():
-        a = a[mdata.obs_names].copy() if not a.obs_names.equals(mdata.obs_names) else a.copy()
+        a = a[names].copy()
         if "counts" not in a.layers:
             a.layers["counts"] = a.X.copy()
         log_normalize(a)
@@ -734,7 +295,7 @@ def audit_annotation(
     marker_scores: dict[str, np.ndarray | None] = {}
 
     def marker_score(label: str) -> np.ndarray | None:
-        """scanpy ``score_genes`` of a label's markers (``None``: none measured), once per label."""
+        """Scanpy ``score_genes`` of a label's markers (``None``: none measured), once per label."""
         if label not in marker_scores:
             genes = [g for g in markers.get(label, []) if rna is not None and g in rna.var_names]
             if genes:
@@ -785,9 +346,12 @@ def audit_annotation(
             accepted[keep] = True
             if evid:
                 pos[cells] = cell_t
-    proposed = np.where(accepted, cats[top], y)
-    mdata.obs[key_added] = pd.Categorical(proposed)
-    mdata.obs[key_added + "_confidence"] = np.where(accepted, top_frac, own_frac)
+    proposed = pd.Series(np.nan, index=mdata.obs_names, dtype=object)
+    proposed[labelled] = np.where(accepted, cats[top], y)
+    mdata.obs[key_added] = pd.Categorical(proposed, categories=sorted(cats))
+    confidence = np.full(mdata.n_obs, np.nan)
+    confidence[labelled] = np.where(accepted, top_frac, own_frac)
+    mdata.obs[key_added + "_confidence"] = confidence
     table = pd.DataFrame(
         {
             "label": y[accepted],
@@ -796,22 +360,21 @@ def audit_annotation(
             "own_label_fraction": own_frac[accepted],
             "position": pos[accepted],
         },
-        index=mdata.obs_names[accepted],
+        index=names[accepted],
     )
     table.attrs["threshold"] = threshold
+    table.attrs["n_unlabelled"] = int((~labelled).sum())
     table.attrs["subgroups"] = pd.DataFrame(groups)
     return table
 
 
 def pseudobulk_correlation(adata: ad.AnnData, groups: pd.Series) -> pd.DataFrame:
     """Pearson correlation of log-normalised pseudo-bulk profiles between groups."""
-    from .data import log_normalize
-
     a = adata.copy()
     log_normalize(a)
-    X = _dense(a.X)
-    g = groups.reindex(a.obs_names).astype(str).to_numpy()
-    prof = pd.DataFrame({c: X[g == c].mean(0) for c in np.unique(g) if c != "nan"})
+    X = dense(a.X)
+    g = groups.reindex(a.obs_names)
+    prof = pd.DataFrame({c: X[(g == c).to_numpy()].mean(0) for c in sorted(g.dropna().unique())})
     return prof.corr()
 
 
@@ -839,18 +402,35 @@ def trajectory(
     ``obsm[key_added + "_lineages"]`` (per-lineage pseudotime, ``(n_cells,
     n_lineages)``, NaN where a cell has no weight on the lineage),
     ``obsm["X_" + key_added + "_2d"]`` and ``uns[key_added]`` (lineages as
-    cluster names). Returns the same plus the fitted ``Slingshot`` object.
+    cluster names). Returns the same plus the fitted ``Slingshot`` object and
+    ``n_unlabelled`` (cells without a cluster label; they are left out).
     """
     import umap
     from pyslingshot import Slingshot
 
-    obs = mdata.obs
-    lab = obs[cluster_key].astype(str)
-    keep = lab.isin(list(clusters)) if clusters is not None else pd.Series(True, index=obs.index)
-    cats = list(clusters) if clusters is not None else sorted(lab[keep].unique())
-    if start not in cats:
-        raise ValueError(f"start cluster {start!r} not among {cats}")
-    X = np.asarray(mdata.obsm[use_rep])[keep.to_numpy()]
+    lab = _labels(mdata, cluster_key, "cluster")
+    present = sorted(lab.dropna().unique())
+    if clusters is not None:
+        clusters = [str(c) for c in clusters]
+        unknown = [c for c in clusters if c not in present]
+        if unknown:
+            raise ValueError(
+                f"clusters {unknown} are not labels of obs[{cluster_key!r}]; labels: {present}"
+            )
+    cats = clusters if clusters is not None else present
+    for name, chosen in (("start", [start]), ("end", list(end or []))):
+        bad = [str(c) for c in chosen if str(c) not in cats]
+        if bad:
+            raise ValueError(f"{name} cluster(s) {bad} not among the clusters used: {cats}")
+    start, end = str(start), [str(e) for e in end] if end else None
+    keep = lab.isin(cats) & lab.notna()  # unlabelled cells never form a cluster
+    sizes = lab[keep].value_counts()
+    small = sorted(c for c in cats if sizes.get(c, 0) < 3)
+    if small:
+        raise ValueError(
+            f"clusters {small} have fewer than 3 cells; Slingshot needs more per cluster"
+        )
+    X = _obsm(mdata, use_rep)[keep.to_numpy()]
     if X.shape[1] > n_components:
         X2 = umap.UMAP(n_components=n_components, random_state=seed, n_neighbors=30).fit_transform(
             X
@@ -862,15 +442,24 @@ def trajectory(
     import contextlib
     import io
 
-    np.random.seed(seed)  # noqa: NPY002 - muon LSI and pyslingshot draw from the global numpy RNG
-    with contextlib.redirect_stdout(io.StringIO()):
-        sl = Slingshot(
-            X2,
-            onehot,
-            start_node=cats.index(start),
-            end_nodes=[cats.index(e) for e in end] if end else None,
-        )
-        sl.fit(num_epochs=num_epochs)
+    state = np.random.get_state()  # noqa: NPY002 - pyslingshot reads numpy's global generator only
+    np.random.seed(seed)  # noqa: NPY002 - restored below
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            sl = Slingshot(
+                X2,
+                onehot,
+                start_node=cats.index(start),
+                end_nodes=[cats.index(e) for e in end] if end else None,
+            )
+            sl.fit(num_epochs=num_epochs)
+    except np.linalg.LinAlgError as e:
+        raise ValueError(
+            f"Slingshot failed on obsm[{use_rep!r}] ({e}): a cluster is degenerate in the "
+            f"{n_components}-D view (too few or identical cells); merge or drop small clusters"
+        ) from e
+    finally:
+        np.random.set_state(state)  # noqa: NPY002
     pt = np.full(mdata.n_obs, np.nan)
     pt[keep.to_numpy()] = np.asarray(sl.unified_pseudotime)
     mdata.obs[key_added] = pt
@@ -886,32 +475,13 @@ def trajectory(
     mdata.obsm[f"{key_added}_lineages"] = per
     mdata.uns[key_added] = {"lineages": lineages, "start": start, "use_rep": use_rep}
     return {
+        "n_unlabelled": int(lab.isna().sum()),
         "pseudotime": pt,
         "lineage_pseudotime": per,
         "lineages": lineages,
         "slingshot": sl,
         "coords": X2,
         "keep": keep.to_numpy(),
-    }
-
-
-def stage_order_score(pseudotime, labels, expected_order: Sequence[str]) -> dict:
-    """How well the median pseudotime of named clusters follows an expected order.
-
-    Returns Kendall's tau between the expected rank and the rank of the
-    median pseudotime (1: perfect order), whether the order is exactly right,
-    and the medians.
-    """
-    from scipy.stats import kendalltau
-
-    pt = pd.Series(np.asarray(pseudotime, float), index=np.arange(len(labels)))
-    lab = pd.Series(np.asarray(labels).astype(str), index=pt.index)
-    med = [float(pt[lab == c].median()) for c in expected_order]
-    tau = kendalltau(np.arange(len(expected_order)), med).statistic
-    return {
-        "kendall_tau": float(tau),
-        "order_correct": bool(np.all(np.diff(med) > 0)),
-        "medians": dict(zip(expected_order, med)),
     }
 
 
@@ -925,11 +495,18 @@ def _parse_interval(name: str) -> tuple[str, int, int] | None:
     return m.group(1), int(m.group(2)), int(m.group(3))
 
 
+def _chrom(c) -> str:
+    """Chromosome name without a ``chr`` prefix (``"chr1"`` and ``"1"`` are the same)."""
+    c = str(c)
+    return c[3:] if c.lower().startswith("chr") else c
+
+
 def gene_activity(
     atac: ad.AnnData,
     genes: pd.DataFrame,
     upstream: int = 2000,
     layer: str | None = "counts",
+    min_fraction: float = 0.05,
 ) -> ad.AnnData:
     """Gene activity: ATAC counts summed over peaks overlapping promoter + gene body.
 
@@ -937,18 +514,55 @@ def gene_activity(
     (e.g. from the GTF the data were aligned to; GLUE's h5ad files carry
     them in ``var``). A peak counts for a gene when it overlaps
     ``[start - upstream, end]`` (``+`` strand) or ``[start, end + upstream]``
-    (``-`` strand). Returns cells x genes counts; raises when peaks have no
-    parseable coordinates (``chr1-100-200`` or ``chr1:100-200``).
+    (``-`` strand). Chromosome names match with or without a ``chr`` prefix;
+    strand may be ``"+"``/``"-"`` or ``1``/``-1``.
+
+    Returns
+    -------
+    anndata.AnnData
+        Cells x genes counts (also in ``layers["counts"]``).
+
+    Raises
+    ------
+    ValueError
+        Peaks without parseable coordinates (``chr1-100-200`` or ``chr1:100-200``),
+        genes with missing or inverted coordinates or an unknown strand, or no
+        peak overlapping any gene (e.g. other chromosome names or genome build).
+
+    Warns
+    -----
+    UserWarning
+        Fewer than ``min_fraction`` of the genes have any peak; the warning gives the count.
     """
+    import warnings
+
+    need = {"chrom", "start", "end", "strand"}
+    if not need <= set(genes.columns):
+        raise ValueError(f"genes needs columns {sorted(need)}; it has {list(genes.columns)}")
     coords = [_parse_interval(str(p)) for p in atac.var_names]
     if not any(c is not None for c in coords):
         raise ValueError("peak names carry no genomic coordinates (expected 'chr1-100-200')")
     pk = pd.DataFrame(
         [c if c else (None, -1, -1) for c in coords], columns=["chrom", "start", "end"]
     )
+    pk["chrom"] = pk["chrom"].map(lambda c: None if c is None else _chrom(c))
     g = genes.copy()
-    g["lo"] = np.where(g["strand"] == "-", g["start"], g["start"] - upstream)
-    g["hi"] = np.where(g["strand"] == "-", g["end"] + upstream, g["end"])
+    bad = g[["chrom", "start", "end"]].isna().any(axis=1)
+    if bad.any():
+        raise ValueError(
+            f"{int(bad.sum())} genes have missing coordinates (e.g. {g.index[bad][:3].tolist()}); "
+            "drop them or fill them in before computing gene activity"
+        )
+    if (g["start"] > g["end"]).any():
+        inv = g.index[g["start"] > g["end"]][:3].tolist()
+        raise ValueError(f"genes with start > end, e.g. {inv}")
+    strand = g["strand"].map({"+": "+", "-": "-", 1: "+", -1: "-", "1": "+", "-1": "-"})
+    if strand.isna().any():
+        odd = sorted(set(map(str, g["strand"][strand.isna()])))[:5]
+        raise ValueError(f"strand must be '+'/'-' or 1/-1; found {odd}")
+    g["chrom"] = g["chrom"].map(_chrom)
+    g["lo"] = np.where(strand == "-", g["start"], g["start"] - upstream)
+    g["hi"] = np.where(strand == "-", g["end"] + upstream, g["end"])
     rows, cols = [], []
     for chrom, gg in g.groupby("chrom"):
         p = pk[pk["chrom"] == chrom]
@@ -965,8 +579,21 @@ def gene_activity(
             hit = pidx[:j][pe[:j] >= lo]
             rows += hit.tolist()
             cols += [gi] * len(hit)
+    if not rows:
+        raise ValueError(
+            "no peak overlaps any gene: check that peaks and genes use the same genome build "
+            f"(peak chromosomes e.g. {sorted(pk['chrom'].dropna().unique())[:4]}, "
+            f"gene chromosomes e.g. {sorted(g['chrom'].unique())[:4]})"
+        )
+    n_hit = len(set(cols))
+    if n_hit < min_fraction * len(g):
+        warnings.warn(
+            f"only {n_hit} of {len(g)} genes overlap any peak; their gene activity is 0",
+            UserWarning,
+            stacklevel=2,
+        )
     M = sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(atac.n_vars, len(g)))
-    X = atac.layers[layer] if layer in atac.layers else atac.X
+    X = get_matrix(atac, layer)
     out = ad.AnnData(
         sp.csr_matrix(X @ M, dtype=np.float32),
         obs=atac.obs[[]].copy(),
@@ -978,8 +605,8 @@ def gene_activity(
 
 def gsea_prerank(
     de: pd.DataFrame,
-    group: str,
-    gene_sets: str | dict,
+    group: str | None,
+    gene_sets: str | os.PathLike | dict,
     seed: int = 0,
     permutation_num: int = 200,
     min_size: int = 10,
@@ -988,13 +615,60 @@ def gsea_prerank(
 ) -> pd.DataFrame:
     """``gseapy.prerank`` of one group's genes (ranked by Wilcoxon score) on local gene sets.
 
-    ``gene_sets`` is a GMT path or a dict; no network is used. With
-    ``to_human`` mouse symbols are mapped to human by upper-casing (the
-    usual 1:1 ortholog approximation for most symbols).
+    Parameters
+    ----------
+    de
+        Tidy DE table with ``names`` and ``scores`` (``sc.get.rank_genes_groups_df``);
+        with several groups it also has a ``group`` column.
+    group
+        The group to rank; ``None`` uses the whole table, which must then hold
+        one group only.
+    gene_sets
+        A local GMT file or a dict ``{set: genes}``. No network is used: a
+        string that is not an existing file (e.g. an Enrichr library name) is
+        refused.
+    to_human
+        Map mouse symbols to human by upper-casing (the usual approximation
+        for 1:1 orthologs).
+
+    Returns
+    -------
+    pandas.DataFrame
+        gseapy's ``res2d`` with a ``group`` column.
     """
+    from pathlib import Path
+
     import gseapy as gp
 
-    d = de[de["group"] == group] if "group" in de else de
+    missing = {"names", "scores"} - set(de.columns)
+    if missing:
+        raise ValueError(f"de lacks columns {sorted(missing)}; it has {list(de.columns)}")
+    if isinstance(gene_sets, str | os.PathLike):
+        if not Path(gene_sets).is_file():
+            raise FileNotFoundError(
+                f"gene_sets={str(gene_sets)!r} is not a local file; pass a GMT path or a dict "
+                "(library names would need the network, which gsea_prerank never uses)"
+            )
+        gene_sets = str(gene_sets)
+    elif not isinstance(gene_sets, dict):
+        raise TypeError(f"gene_sets must be a GMT path or a dict, got {type(gene_sets).__name__}")
+    if "group" in de.columns:
+        groups = sorted(de["group"].astype(str).unique())
+        if group is None:
+            if len(groups) > 1:
+                raise ValueError(f"de holds several groups {groups}; choose one with group=")
+            d = de
+        elif str(group) not in groups:
+            raise ValueError(f"group {group!r} is not in the DE table; its groups: {groups}")
+        else:
+            d = de[de["group"].astype(str) == str(group)]
+    elif group is not None:
+        raise ValueError(
+            f"de has no 'group' column, so it cannot be the table of group {group!r}; "
+            "pass the table of that group with group=None, or a table with a 'group' column"
+        )
+    else:
+        d = de
     rnk = d[["names", "scores"]].dropna().copy()
     if to_human:
         rnk["names"] = rnk["names"].str.upper()

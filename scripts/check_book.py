@@ -1,12 +1,15 @@
-"""Open every page of a built book in headless Chromium with no network; fail on broken
-images, missing assets, requests that leave the machine, console errors or unrendered math.
-Screenshots of each page are saved."""
+"""Open every page of a built book in headless Chromium with no network.
+
+Fails on broken images, missing assets, requests that leave the machine,
+console errors or unrendered math. Screenshots of each page are saved.
+"""
 
 from __future__ import annotations
 
 import argparse
 import functools
 import http.server
+import shutil
 import sys
 import threading
 from pathlib import Path
@@ -24,13 +27,23 @@ ARGS = [
 
 
 def main() -> int:
-    from playwright.sync_api import sync_playwright
-
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("html", help="folder with index.html")
     ap.add_argument("--screenshots", default="build/screenshots")
-    ap.add_argument("--chromium", default="/usr/bin/chromium")
+    ap.add_argument("--chromium", default=shutil.which("chromium") or "/usr/bin/chromium")
     args = ap.parse_args()
+    if not Path(args.chromium).exists():
+        print(
+            f"Chromium not found at {args.chromium}: install it (Debian/Ubuntu: "
+            "'apt-get install chromium') or pass --chromium PATH",
+            file=sys.stderr,
+        )
+        return 1
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        print("playwright is missing: pip install 'sci2cl[book]'", file=sys.stderr)
+        return 1
     root = Path(args.html).resolve()
     if not (root / "index.html").exists():
         print(f"{root}/index.html not found: build the book first", file=sys.stderr)

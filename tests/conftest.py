@@ -23,7 +23,9 @@ def shared_data() -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_mdata():
-    """A small simulated MuData (600 cells, 200 genes, 400 peaks)."""
-    from sci2cl.data import simulate_multiome
+    """A small simulated MuData (600 cells, 200 genes, 400 peaks), set up for SCI2CL."""
+    import sci2cl
 
-    return simulate_multiome(n_cells=600, n_genes=200, n_peaks=400, seed=1)
+    m = sci2cl.datasets.simulate_multiome(n_cells=600, n_genes=200, n_peaks=400, seed=1)
+    sci2cl.SCI2CL.setup_mudata(m, layer="counts")
+    return m

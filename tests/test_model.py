@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 import sci2cl
-from sci2cl.data import DataValidationError
+from sci2cl.pp import DataValidationError
 
 
 @pytest.fixture(scope="module")
@@ -18,9 +18,16 @@ def test_end_to_end_and_latent(trained, tiny_mdata):
     assert np.isfinite(z).all()
     assert tiny_mdata.obsm["X_sci2cl"] is z
     assert {"rec", "mse", "moc", "mom", "loss"} <= set(trained.history.columns)
-    assert list(trained.history["stage"]) == ["pretrain", "joint", "joint"][: len(trained.history)]
+    assert list(trained.history["stage"]) == ["pretrain", "joint", "joint"]
     for kind in ("rna", "atac", "fused"):
         assert trained.get_latent_representation(kind=kind, key_added=None).shape == z.shape
+    # "concat": both encoder outputs, each L2-normalised, side by side
+    c = trained.get_latent_representation(kind="concat", key_added=None)
+    assert c.shape == (tiny_mdata.n_obs, 32)
+    np.testing.assert_allclose(np.linalg.norm(c[:, :16], axis=1), 1, atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(c[:, 16:], axis=1), 1, atol=1e-5)
+    r = trained.get_latent_representation(kind="rna", key_added=None)
+    np.testing.assert_allclose(c[:, :16], r / np.linalg.norm(r, axis=1, keepdims=True), atol=1e-5)
     w = trained.modality_weights_
     assert set(w) == {"rna", "atac"} and abs(sum(w.values()) - 1) < 1e-5
     assert min(w.values()) > 0
@@ -38,19 +45,36 @@ def test_reproducible_with_seed(tiny_mdata):
     assert not np.allclose(m.get_latent_representation(key_added=None), zs[0])
 
 
-def test_early_stopping_respects_min_epochs(tiny_mdata):
+def test_early_stopping_restores_the_best_epoch(tiny_mdata):
+    """After early stopping the weights are those of the best eligible held-out epoch."""
     m = sci2cl.SCI2CL(tiny_mdata, n_latent=8, n_hidden=32, n_views=0, seed=2)
-    m.train(max_epochs=10, pretrain_epochs=1, patience=1, min_epochs=4, lr=5e-2, progress_bar=False)
-    h = m.history
-    joint = h[h.stage == "joint"]
-    assert len(joint) >= 5 and "val_loss" in joint  # the first eligible epoch sets the best
-    # stops only once the held-out loss stalls (relative tolerance 1e-4) after the warm-up
-    prev_best = joint.val_loss.iloc[3:-1].min()
-    assert len(joint) == 10 or joint.val_loss.iloc[-1] >= prev_best * (1 - 1e-4)
+    m.train(max_epochs=12, pretrain_epochs=1, patience=2, min_epochs=3, lr=5e-2, progress_bar=False)
+    joint = m.history[m.history.stage == "joint"]
+    assert len(joint) >= 4 and joint.val_loss.notna().all()
+    eligible = joint.val_loss.iloc[2:]  # joint epochs 3, 4, ... may be picked
+    X = m._matrices(m.mdata)
+    restored = m._eval_loss(X, m.validation_indices_, 256)
+    assert restored == pytest.approx(eligible.min(), rel=1e-5)
+    if eligible.idxmin() != eligible.index[-1]:  # the last epoch was worse: it was undone
+        assert restored < eligible.iloc[-1]
+    assert len(m.validation_indices_) == 60  # 10% of 600 cells, never used for training
     # min_epochs >= max_epochs: early stopping never acts
     m2 = sci2cl.SCI2CL(tiny_mdata, n_latent=8, n_hidden=32, n_views=0, seed=2)
     m2.train(max_epochs=4, pretrain_epochs=1, patience=1, min_epochs=10, progress_bar=False)
     assert (m2.history.stage == "joint").sum() == 4
+
+
+def test_embedding_new_cells_matches_training_cells(trained, tiny_mdata):
+    """New data with the model's features are embedded cell by cell, as the training cells."""
+    import muon as mu
+
+    full = trained.get_latent_representation(key_added=None)
+    new = tiny_mdata[tiny_mdata.obs_names[::7]].copy()
+    mu.pp.filter_obs(new, new.obs_names[::-1])  # another order, a subset
+    z = trained.get_latent_representation(new)
+    pos = tiny_mdata.obs_names.get_indexer(new.obs_names)
+    np.testing.assert_allclose(z, full[pos], atol=1e-5)
+    assert new.obsm["X_sci2cl"] is z and "X_sci2cl" in tiny_mdata.obsm
 
 
 def test_embedding_independent_of_batch_size(trained):
@@ -64,12 +88,15 @@ def test_save_load_roundtrip(trained, tiny_mdata, tmp_path):
     with pytest.raises(FileExistsError):
         trained.save(tmp_path / "m")
     m2 = sci2cl.SCI2CL.load(tmp_path / "m", tiny_mdata)
-    np.testing.assert_allclose(
-        m2.get_latent_representation(key_added=None),
-        trained.get_latent_representation(key_added=None),
-        atol=1e-6,
-    )
-    assert len(m2.history) == len(trained.history)
+    # the read-out (modality weights, axes) comes back with the weights, not refitted
+    assert m2.modality_weights_ == pytest.approx(trained.modality_weights_, abs=0)
+    for kind in ("joint", "fused", "atac"):
+        np.testing.assert_allclose(
+            m2.get_latent_representation(key_added=None, kind=kind),
+            trained.get_latent_representation(key_added=None, kind=kind),
+            atol=1e-6,
+        )
+    assert len(m2.history) == len(trained.history) and m2.init_params == trained.init_params
 
 
 def test_bad_inputs_give_clear_errors(tiny_mdata):
@@ -77,16 +104,24 @@ def test_bad_inputs_give_clear_errors(tiny_mdata):
 
     with pytest.raises(TypeError, match="MuData"):
         sci2cl.SCI2CL(tiny_mdata["rna"])
+    other = md.MuData({"rna": tiny_mdata["rna"].copy(), "chrom": tiny_mdata["atac"].copy()})
     with pytest.raises(DataValidationError, match="lacks modalities"):
-        sci2cl.SCI2CL(
-            md.MuData({"rna": tiny_mdata["rna"].copy(), "chrom": tiny_mdata["atac"].copy()})
-        )
+        sci2cl.SCI2CL.setup_mudata(other)
+    with pytest.raises(DataValidationError, match="not set up"):
+        sci2cl.SCI2CL(other)
+    # other modality names are mapped explicitly
+    sci2cl.SCI2CL.setup_mudata(other, modalities={"rna": "rna", "atac": "chrom"})
+    assert sci2cl.SCI2CL(other, n_latent=8, n_hidden=16).n_features == {"rna": 200, "atac": 400}
     bad = md.MuData({m: tiny_mdata[m].copy() for m in ("rna", "atac")})
     bad["atac"].layers["counts"] = bad["atac"].layers["counts"] * 0.5
     with pytest.raises(DataValidationError, match="non-integer"):
-        sci2cl.SCI2CL(bad)
+        sci2cl.SCI2CL.setup_mudata(bad)
     # the same data is accepted when the modality is declared non-count
-    sci2cl.SCI2CL(bad, likelihood={"rna": "zinb", "atac": "gaussian"}, n_latent=8, n_hidden=16)
+    sci2cl.SCI2CL.setup_mudata(bad, likelihood={"rna": "zinb", "atac": "gaussian"})
+    sci2cl.SCI2CL(bad, n_latent=8, n_hidden=16)
+    # a layer that is not there is an error, never a fall-back to .X
+    with pytest.raises(DataValidationError, match="layer 'raw' not found"):
+        sci2cl.SCI2CL.setup_mudata(bad, layer="raw")
     with pytest.raises(ValueError, match="n_heads"):
         sci2cl.SCI2CL(tiny_mdata, n_latent=10, n_heads=4)
     m = sci2cl.SCI2CL(tiny_mdata, n_latent=8, n_hidden=16)
@@ -96,6 +131,7 @@ def test_bad_inputs_give_clear_errors(tiny_mdata):
 
 def test_scrcl_end_to_end(tiny_mdata, tmp_path):
     a = tiny_mdata["rna"].copy()
+    sci2cl.SCRCL.setup_anndata(a)
     m = sci2cl.SCRCL(a, n_clusters=5, n_top_genes=150, n_hidden=64, n_latent=16, seed=0)
     m.train(max_epochs=5, progress_bar=False)
     z = m.get_latent_representation()
@@ -120,6 +156,7 @@ def test_scrcl_end_to_end(tiny_mdata, tmp_path):
 
 def test_scrcl_stopping_rule_stops_on_plateau_and_not_before(tiny_mdata):
     a = tiny_mdata["rna"].copy()
+    sci2cl.SCRCL.setup_anndata(a)
     kw = dict(n_clusters=5, n_top_genes=150, n_hidden=64, n_latent=16, seed=0)
     # a tolerance no epoch can meet: stops as soon as patience and min_epochs allow
     m = sci2cl.SCRCL(a, **kw).train(
@@ -136,8 +173,9 @@ def test_scrcl_stopping_rule_stops_on_plateau_and_not_before(tiny_mdata):
 
 def test_end_to_end_on_real_bmmc(shared_data):
     """One short training on a real paired file (500 BMMC cells) when the mirror is present."""
-    m = sci2cl.data.load("bmmc_a", data_dir=shared_data)
-    sci2cl.data.select_features(m, n_top_genes=300, n_top_peaks=300)
+    m = sci2cl.datasets.load("bmmc_a", data_dir=shared_data)
+    sci2cl.pp.select_features(m, n_top_genes=300, n_top_peaks=300)
+    sci2cl.SCI2CL.setup_mudata(m, layer="counts")
     model = sci2cl.SCI2CL(m, n_latent=16, n_hidden=64, seed=0)
     model.train(max_epochs=2, pretrain_epochs=1, progress_bar=False)
     z = model.get_latent_representation()

@@ -17,10 +17,18 @@ def test_info_nce_minimal_for_aligned_pairs():
     z = F.normalize(torch.randn(64, 16), dim=1)
     aligned = info_nce(z, z, temperature=0.05)
     shuffled = info_nce(z, z[torch.randperm(64)], temperature=0.05)
-    random = info_nce(z, torch.randn(64, 16), temperature=0.05)
     assert aligned < 0.05  # near its minimum of 0
-    assert aligned < random < shuffled + 10
     assert shuffled > 1.0
+    # orthonormal pairs: logits I / tau, so each row's loss is -log(e^(1/t) / (e^(1/t) + n - 1))
+    n, tau = 8, 0.5
+    eye = torch.eye(n)
+    expected = -torch.log(
+        torch.exp(torch.tensor(1 / tau)) / (torch.exp(torch.tensor(1 / tau)) + n - 1)
+    )
+    torch.testing.assert_close(info_nce(eye, eye, tau), expected)
+    # unrelated pairs (independent embeddings): about log(n), the loss of a uniform guess
+    big = info_nce(torch.randn(512, 32), torch.randn(512, 32), temperature=1.0)
+    assert abs(float(big) - float(torch.log(torch.tensor(512.0)))) < 0.1
 
 
 def test_matching_loss_learns_to_separate_pairs():

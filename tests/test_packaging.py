@@ -31,10 +31,3 @@ def test_environment_matches_pyproject():
     assert wanted == have, (
         f"only in pyproject: {wanted - have}; only in environment.yml: {have - wanted}"
     )
-
-
-def test_torch_pinned_exactly():
-    py = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    assert "torch==2.13.0" in py["dependencies"], (
-        "torch must be pinned exactly (a range pulls CUDA wheels)"
-    )

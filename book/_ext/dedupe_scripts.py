@@ -22,5 +22,6 @@ def _dedupe(app, pagename, templatename, context, doctree):
 
 
 def setup(app):
+    """Register the extension with Sphinx."""
     app.connect("html-page-context", _dedupe, priority=900)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

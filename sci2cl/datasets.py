@@ -1,4 +1,4 @@
-"""Datasets, validation, preprocessing and a planted-truth simulator.
+"""Datasets: the registry, the data directory, hash-checked downloads, loading, and the simulator.
 
 Data directory
 --------------
@@ -20,8 +20,8 @@ the download itself is checked.
 
 from __future__ import annotations
 
+import hashlib
 import os
-import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,30 +33,21 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-md.set_options(pull_on_update=False)
+from .pp import DataValidationError, align_modalities, validate
 
 __all__ = [
     "DATASETS",
-    "DataValidationError",
+    "DatasetInfo",
     "DatasetUnavailableError",
+    "RemoteFile",
     "get_data_dir",
     "load",
     "fetch_file",
-    "validate",
-    "align_modalities",
-    "qc_filter",
-    "select_features",
-    "log_normalize",
-    "tfidf_lsi",
     "simulate_multiome",
-    "genesets_path",
+    "SIM_TYPES",
 ]
 
 ENV_VAR = "SCI2CL_DATA_DIR"
-
-
-class DataValidationError(ValueError):
-    """Input data that the models or analyses cannot use, with the reason."""
 
 
 class DatasetUnavailableError(FileNotFoundError):
@@ -76,17 +67,6 @@ def get_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
     import pooch
 
     return Path(pooch.os_cache("sci2cl"))
-
-
-def genesets_path(name: str, data_dir: str | os.PathLike | None = None) -> Path:
-    """Path of a GMT gene-set file in ``<data_dir>/genesets/`` (a clear error if absent)."""
-    p = get_data_dir(data_dir) / "genesets" / name
-    if not p.exists():
-        raise DatasetUnavailableError(
-            f"gene-set file {p} not found; download it from MSigDB/Enrichr and place it there, "
-            "or pass the path of any GMT file."
-        )
-    return p
 
 
 # --------------------------------------------------------------------------- registry
@@ -112,12 +92,16 @@ class DatasetInfo:
     path: str | None = None  # mirror file relative to data_dir
     remote: tuple[RemoteFile, ...] = ()
     count_modalities: tuple[str, ...] = ("rna", "atac")
+    obs_keys: tuple[str, ...] = ()  # more obs columns shared by the modalities (e.g. fine labels)
     reader: Callable | None = field(default=None, repr=False, compare=False)
 
 
 def _drop_kidney_artefacts(mdata: md.MuData) -> md.MuData:
-    """sci-CAR kidney: drop two artefact peaks (chr2:98.66 Mb, ~93% of all ATAC counts)
-    and the 6 cells whose ATAC counts were not recovered exactly."""
+    """sci-CAR kidney: drop two artefact peaks and the cells with inexact ATAC counts.
+
+    The peaks at chr2:98.66 Mb hold about 93% of all ATAC counts; 6 cells'
+    ATAC counts were not recovered exactly from the shipped values.
+    """
     atac = mdata["atac"]
     bad = atac.var_names.str.startswith("chr2-9866")
     ok = mdata["atac"].obs.get("counts_recovered_exactly", pd.Series(True, index=atac.obs_names))
@@ -232,6 +216,17 @@ DATASETS: dict[str, DatasetInfo] = {
         path="multiome/scicar_mouse_kidney.h5mu",
         reader=_drop_kidney_artefacts,
     ),
+    "snare_adbrain": DatasetInfo(
+        "snare_adbrain",
+        "multiome",
+        "SNARE-seq adult mouse cortex, 5,232 cells (batches 09A-09F); cell_type 15 classes, "
+        "cell_type_fine the 23 published types nested in them",
+        "Chen, Lake & Zhang 2019, GEO GSE126074 (AdBrainCortex), via scMoMaT",
+        "MIT (scMoMaT)",
+        "cell_type",
+        path="multiome/snare_adbrain_5232.h5mu",
+        obs_keys=("cell_type_fine", "batch"),
+    ),
     "bmmc_a": DatasetInfo(
         "bmmc_a",
         "multiome",
@@ -328,8 +323,6 @@ DATASETS: dict[str, DatasetInfo] = {
 
 # --------------------------------------------------------------------------- download
 def _sha256(path: Path) -> str:
-    import hashlib
-
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -386,6 +379,20 @@ def fetch_file(remote: RemoteFile, folder: Path, *, download: bool = True) -> Pa
 
 
 # --------------------------------------------------------------------------- load
+def _read(path: Path, read: Callable):
+    """``read()``, with errors of truncated or corrupted files naming ``path``."""
+    try:
+        return read()
+    except (DatasetUnavailableError, DataValidationError):
+        raise
+    except (OSError, KeyError, ValueError, EOFError, pd.errors.ParserError) as e:
+        raise DatasetUnavailableError(
+            f"cannot read {path}: the file is truncated, corrupted or not in the expected "
+            f"format ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}). "
+            "Delete it so that it is downloaded again, or replace it with a good copy."
+        ) from None
+
+
 def load(
     name: str,
     *,
@@ -418,8 +425,6 @@ def load(
         try:
             return load(name, data_dir=data_dir, download=download)
         except DatasetUnavailableError as e:
-            import warnings
-
             warnings.warn(f"{e}\nUsing {fallback!r} instead.", stacklevel=2)
             return load(fallback, data_dir=data_dir, download=download)
     if name == "simulated":
@@ -435,12 +440,12 @@ def load(
                 f"{name}: {p} not found. Point {ENV_VAR} (or data_dir=) at a folder holding "
                 f"{info.path}; source: {info.source}."
             )
-        data = md.read_h5mu(p) if p.suffix == ".h5mu" else ad.read_h5ad(p)
+        data = _read(p, lambda: md.read_h5mu(p) if p.suffix == ".h5mu" else ad.read_h5ad(p))
         if info.reader is not None:
             data = info.reader(data)
     else:
         files = [fetch_file(r, root / name, download=download) for r in info.remote]
-        data = info.reader(files, root)
+        data = _read(files[0].parent, lambda: info.reader(files, root))
     mods = data.mod.values() if isinstance(data, md.MuData) else [data]
     for a in mods:
         if not sp.issparse(a.X):
@@ -448,10 +453,11 @@ def load(
         a.layers["counts"] = a.X.copy()
     if isinstance(data, md.MuData):
         data = align_modalities(data)
-        if info.label_key is not None:
-            data.obs[info.label_key] = data["rna"].obs[info.label_key].values
-            for a in data.mod.values():
-                a.obs[info.label_key] = data.obs[info.label_key].values
+        for key in (info.label_key, *info.obs_keys):
+            if key is not None and key in data["rna"].obs:
+                data.obs[key] = data["rna"].obs[key].values
+                for a in data.mod.values():
+                    a.obs[key] = data.obs[key].values
     data.uns["sci2cl_dataset"] = {
         "name": name,
         "label_key": info.label_key or "",
@@ -459,247 +465,6 @@ def load(
     }
     validate(data, label_key=info.label_key, count_modalities=info.count_modalities, layer="counts")
     return data
-
-
-# --------------------------------------------------------------------------- validation
-def align_modalities(mdata: md.MuData, min_shared: float = 0.5) -> md.MuData:
-    """Restrict the modalities to their shared cells, in the RNA order.
-
-    Raises :class:`DataValidationError` when fewer than ``min_shared`` of the
-    cells of either modality are shared, or barcodes are duplicated.
-    """
-    names = {m: mdata[m].obs_names for m in mdata.mod}
-    for m, idx in names.items():
-        if idx.has_duplicates:
-            dup = idx[idx.duplicated()].unique()[:3].tolist()
-            raise DataValidationError(f"modality {m!r} has duplicated cell barcodes, e.g. {dup}")
-    mods = list(mdata.mod)
-    shared = names[mods[0]]
-    for m in mods[1:]:
-        shared = shared[shared.isin(names[m])]
-    sizes = {m: len(v) for m, v in names.items()}
-    if len(shared) < min_shared * max(sizes.values()):
-        raise DataValidationError(
-            f"only {len(shared)} cells are shared between modalities {sizes}; "
-            f"at least {min_shared:.0%} must match by barcode (check obs_names)."
-        )
-    if all(names[m].equals(shared) for m in mods) and mdata.obs_names.equals(shared):
-        return mdata
-    out = md.MuData({m: mdata[m][shared].copy() for m in mods})
-    for c in mdata.obs.columns:
-        if "'" not in c and ":" not in c:
-            out.obs[c] = mdata.obs[c].reindex(shared).values
-    out.uns.update(mdata.uns)
-    return out
-
-
-def _matrix(a: ad.AnnData, layer: str | None):
-    if layer is not None and layer in a.layers:
-        return a.layers[layer]
-    return a.X
-
-
-def validate(
-    data: md.MuData | ad.AnnData,
-    *,
-    label_key: str | None = None,
-    count_modalities: tuple[str, ...] | None = ("rna", "atac"),
-    layer: str | None = "counts",
-    modalities: tuple[str, ...] | None = None,
-    allow_empty: bool = True,
-) -> None:
-    """Check data before use; raise :class:`DataValidationError` with the reason.
-
-    Checks: required modalities exist; NaN/inf; negative or non-integer values
-    in count modalities; duplicated barcodes or feature names; identical cell
-    order across modalities; empty cells/features (unless ``allow_empty``);
-    the label column exists.
-    """
-    if isinstance(data, md.MuData):
-        mods = dict(data.mod)
-        if modalities is not None:
-            missing = [m for m in modalities if m not in mods]
-            if missing:
-                raise DataValidationError(
-                    f"MuData lacks modalities {missing}; it has {list(mods)}. "
-                    "Name them 'rna' and 'atac' (e.g. mdata.mod = {'rna': ..., 'atac': ...})."
-                )
-            mods = {m: mods[m] for m in modalities}
-        order = [a.obs_names for a in mods.values()]
-        if any(not o.equals(order[0]) for o in order[1:]):
-            raise DataValidationError(
-                "modalities hold different or differently ordered cells; "
-                "call sci2cl.data.align_modalities(mdata) first."
-            )
-    else:
-        mods = {"rna": data}
-    for m, a in mods.items():
-        if a.n_obs == 0 or a.n_vars == 0:
-            raise DataValidationError(
-                f"modality {m!r} is empty ({a.n_obs} cells x {a.n_vars} features)"
-            )
-        for kind, idx in (("cell barcodes", a.obs_names), ("feature names", a.var_names)):
-            if idx.has_duplicates:
-                dup = idx[idx.duplicated()].unique()[:3].tolist()
-                raise DataValidationError(f"modality {m!r} has duplicated {kind}, e.g. {dup}")
-        X = _matrix(a, layer)
-        vals = X.data if sp.issparse(X) else np.asarray(X)
-        if not np.isfinite(vals).all():
-            raise DataValidationError(f"modality {m!r} contains NaN or infinite values")
-        if count_modalities is not None and m in count_modalities:
-            if (vals < 0).any():
-                raise DataValidationError(
-                    f"modality {m!r} has negative values where raw counts are expected "
-                    f"(layer {layer!r}); pass raw counts or declare the modality as non-count."
-                )
-            if not np.allclose(vals, np.round(vals)):
-                raise DataValidationError(
-                    f"modality {m!r} has non-integer values where raw counts are expected "
-                    f"(layer {layer!r}); pass raw counts or use a Gaussian likelihood for it."
-                )
-        if not allow_empty:
-            ncell = np.asarray((X != 0).sum(1)).ravel()
-            nfeat = np.asarray((X != 0).sum(0)).ravel()
-            if (ncell == 0).any() or (nfeat == 0).any():
-                raise DataValidationError(
-                    f"modality {m!r} has {(ncell == 0).sum()} empty cells and {(nfeat == 0).sum()} "
-                    "empty features; remove them with sci2cl.data.qc_filter(data)."
-                )
-    if label_key is not None:
-        obs = data.obs if isinstance(data, ad.AnnData) else data.obs
-        if label_key not in obs.columns:
-            raise DataValidationError(
-                f"label column {label_key!r} not found in obs; available: {list(obs.columns)}"
-            )
-
-
-# --------------------------------------------------------------------------- preprocessing
-def _detected_per_cell(a: ad.AnnData) -> np.ndarray:
-    """Number of features with a count in each cell, ``(n_cells,)``."""
-    return np.asarray((_matrix(a, "counts") > 0).sum(1)).ravel()
-
-
-def qc_filter(
-    data: md.MuData | ad.AnnData, min_features: int = 1, min_cells: int = 1
-) -> dict[str, dict[str, int]]:
-    """Drop cells with fewer than ``min_features`` detected features in any modality
-    and features detected in fewer than ``min_cells`` cells (scanpy filters).
-
-    Works in place; returns ``{modality: {"cells_dropped": n, "features_dropped": n}}``.
-    """
-    import scanpy as sc
-
-    mods = dict(data.mod) if isinstance(data, md.MuData) else {"rna": data}
-    report = {}
-    keep = np.ones(data.n_obs, dtype=bool)
-    for m, a in mods.items():
-        n_feat = _detected_per_cell(a)
-        keep &= n_feat >= min_features
-        report[m] = {"cells_dropped": int((n_feat < min_features).sum())}
-    if isinstance(data, md.MuData):
-        import muon as mu
-
-        mu.pp.filter_obs(data, data.obs_names[keep])
-    else:
-        data._inplace_subset_obs(keep)
-    for m, a in data.mod.items() if isinstance(data, md.MuData) else [("rna", data)]:
-        before = a.n_vars
-        sc.pp.filter_genes(a, min_cells=min_cells)
-        report[m]["features_dropped"] = before - a.n_vars
-    if isinstance(data, md.MuData):
-        data.update()
-    return report
-
-
-def select_features(
-    data: md.MuData | ad.AnnData,
-    n_top_genes: int | None = 2000,
-    n_top_peaks: int | None = 5000,
-    subset: bool = True,
-) -> dict[str, int]:
-    """Highly variable genes (scanpy ``seurat_v3`` on counts) and most accessible peaks.
-
-    Peaks are ranked by the number of cells in which they are open (the
-    usual choice for sparse ATAC; variance is dominated by depth there).
-    Returns ``{modality: n_kept}``; with ``subset`` the data is subset in place.
-    Warns when a cell keeps no counts in a modality's selected features:
-    such cells share one all-zero profile (muon's WNN then computes NaN
-    weights for them); drop them with :func:`qc_filter`.
-    """
-    import scanpy as sc
-
-    mods = dict(data.mod) if isinstance(data, md.MuData) else {"rna": data}
-    kept = {}
-    for m, a in mods.items():
-        n = n_top_genes if m == "rna" else n_top_peaks
-        if n is None or n >= a.n_vars:
-            a.var["highly_variable"] = True
-        elif m == "rna":
-            sc.pp.highly_variable_genes(a, n_top_genes=n, flavor="seurat_v3", layer="counts")
-        else:
-            det = np.asarray((_matrix(a, "counts") > 0).sum(0)).ravel()
-            top = np.zeros(a.n_vars, dtype=bool)
-            top[np.argsort(-det, kind="stable")[:n]] = True
-            a.var["highly_variable"] = top
-        kept[m] = int(a.var["highly_variable"].sum())
-    if subset:
-        for a in mods.values():
-            if not a.var["highly_variable"].all():
-                a._inplace_subset_var(a.var["highly_variable"].values)
-        if isinstance(data, md.MuData):
-            data.update()
-        for m, a in mods.items():
-            n_empty = int((_detected_per_cell(a) == 0).sum())
-            if n_empty:
-                warnings.warn(
-                    f"{n_empty} cells have no counts in the {kept[m]} selected {m} features; "
-                    "remove them with sci2cl.data.qc_filter(data) before clustering or WNN",
-                    UserWarning,
-                    stacklevel=2,
-                )
-    return kept
-
-
-def log_normalize(adata: ad.AnnData, target_sum: float = 1e4) -> None:
-    """``normalize_total`` + ``log1p`` (scanpy) of the raw counts into ``.X``."""
-    import scanpy as sc
-
-    adata.X = _matrix(adata, "counts").copy()
-    sc.pp.normalize_total(adata, target_sum=target_sum)
-    sc.pp.log1p(adata)
-
-
-def tfidf_lsi(atac: ad.AnnData, n_comps: int = 30) -> None:
-    """TF-IDF (muon) of raw ATAC counts into ``.X`` and LSI into ``.obsm["X_lsi"]``.
-
-    The first LSI component, which tracks depth, is dropped as is customary.
-    Cells without any count in the selected peaks (common after feature
-    selection on very sparse data such as sci-CAR kidney) would make TF-IDF
-    divide by zero; they are left out of the decomposition and get an
-    all-zero LSI row, with a warning.
-    """
-    import warnings
-
-    from muon import atac as ac
-
-    counts = _matrix(atac, "counts")
-    empty = np.asarray((counts != 0).sum(1)).ravel() == 0
-    sub = atac[~empty].copy() if empty.any() else atac
-    if empty.any():
-        warnings.warn(
-            f"{int(empty.sum())} cells have no ATAC counts in the selected peaks; their LSI is 0",
-            stacklevel=2,
-        )
-    sub.X = _matrix(sub, "counts").copy()
-    ac.pp.tfidf(sub, scale_factor=1e4)
-    ac.tl.lsi(sub, n_comps=min(n_comps + 1, min(sub.shape) - 1))
-    lsi = np.zeros((atac.n_obs, sub.obsm["X_lsi"].shape[1] - 1), dtype=np.float32)
-    lsi[~empty] = sub.obsm["X_lsi"][:, 1:]
-    if empty.any():
-        atac.X = _matrix(atac, "counts").copy()
-    else:
-        atac.X = sub.X
-    atac.obsm["X_lsi"] = lsi
 
 
 # --------------------------------------------------------------------------- simulator
@@ -863,10 +628,3 @@ def simulate_multiome(
         "count_modalities": ["rna", "atac"],
     }
     return mdata
-
-
-def load_timed(name: str, **kwargs) -> tuple[md.MuData | ad.AnnData, float]:
-    """:func:`load` and its wall time in seconds."""
-    t = time.perf_counter()
-    data = load(name, **kwargs)
-    return data, time.perf_counter() - t

@@ -10,8 +10,10 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from sci2cl import data
-from sci2cl.data import DatasetUnavailableError, DataValidationError, RemoteFile
+from sci2cl import datasets as data
+from sci2cl import pp
+from sci2cl.datasets import DatasetUnavailableError, RemoteFile
+from sci2cl.pp import DataValidationError
 
 
 @pytest.fixture
@@ -105,41 +107,41 @@ def _pair(n=30, seed=0):
 
 def test_validation_errors():
     m = _pair()
-    data.validate(m, label_key=None)
+    pp.validate(m, label_key=None)
     bad = _pair()
     bad["rna"].layers["counts"].data[0] = -1
     with pytest.raises(DataValidationError, match="negative"):
-        data.validate(bad)
+        pp.validate(bad)
     bad = _pair()
     bad["rna"].layers["counts"].data[0] = 1.5
     with pytest.raises(DataValidationError, match="non-integer"):
-        data.validate(bad)
+        pp.validate(bad)
     bad = _pair()
     bad["atac"].layers["counts"].data[0] = np.nan
     with pytest.raises(DataValidationError, match="NaN"):
-        data.validate(bad)
+        pp.validate(bad)
     with pytest.raises(DataValidationError, match="label column 'cell_type' not found"):
-        data.validate(m, label_key="cell_type")
+        pp.validate(m, label_key="cell_type")
     bad = _pair()
     bad["rna"].var_names = ["g"] * 40
     with pytest.raises(DataValidationError, match="duplicated feature names"):
-        data.validate(bad)
+        pp.validate(bad)
     bad = _pair()
     bad["rna"].layers["counts"] = sp.csr_matrix(bad["rna"].shape, dtype=np.float32)
     with pytest.raises(DataValidationError, match="empty cells"):
-        data.validate(bad, allow_empty=False)
+        pp.validate(bad, allow_empty=False)
 
 
 def test_align_modalities():
     m = _pair()
     shuffled = md.MuData({"rna": m["rna"][::-1].copy(), "atac": m["atac"][5:].copy()})
     with pytest.raises(DataValidationError, match="differently ordered"):
-        data.validate(shuffled)
-    al = data.align_modalities(shuffled)
+        pp.validate(shuffled)
+    al = pp.align_modalities(shuffled)
     assert al["rna"].obs_names.equals(al["atac"].obs_names) and al.n_obs == 25
     few = md.MuData({"rna": m["rna"][:10].copy(), "atac": m["atac"][10:].copy()})
     with pytest.raises(DataValidationError, match="only 0 cells are shared"):
-        data.align_modalities(few)
+        pp.align_modalities(few)
 
 
 def test_preprocessing_reports():
@@ -149,9 +151,9 @@ def test_preprocessing_reports():
     m["rna"].layers["counts"] = sp.csr_matrix(c)
     m["rna"].X = m["rna"].layers["counts"].copy()
     zero_cols = int((np.asarray(m["rna"].layers["counts"].sum(0)).ravel() == 0).sum())
-    rep = data.qc_filter(m)
+    rep = pp.qc_filter(m)
     assert zero_cols >= 1 and rep["rna"]["features_dropped"] == zero_cols
-    kept = data.select_features(m, n_top_genes=5, n_top_peaks=7)
+    kept = pp.select_features(m, n_top_genes=5, n_top_peaks=7)
     assert kept == {"rna": 5, "atac": 7} and m["rna"].n_vars == 5 and m["atac"].n_vars == 7
 
 
@@ -201,6 +203,7 @@ def test_simulator_integration_beats_single_modality():
 
 MIRROR = {
     "scicar_kidney": ((4747, 5000, 9998), 14),
+    "snare_adbrain": ((5232, 1677, 25734), 15),
     "bmmc_a": ((500, 600, 600), 21),
     "bmmc_b": ((500, 600, 600), 21),
     "a549_dex": ((2641, 1185, 52761), 3),
@@ -256,7 +259,7 @@ def test_tfidf_lsi_handles_empty_cells():
     c[:3] = 0
     m["atac"].layers["counts"] = sp.csr_matrix(c)
     with pytest.warns(UserWarning, match="3 cells have no ATAC counts"):
-        data.tfidf_lsi(m["atac"], n_comps=5)
+        pp.tfidf_lsi(m["atac"], n_comps=5)
     lsi = m["atac"].obsm["X_lsi"]
     assert lsi.shape == (40, 5) and np.isfinite(lsi).all() and (lsi[:3] == 0).all()
 
@@ -270,5 +273,5 @@ def test_select_features_warns_about_cells_left_empty():
     c[0, 0] = 1  # cell 0: one count, in the least open peak
     m["atac"].layers["counts"] = sp.csr_matrix(c)
     with pytest.warns(UserWarning, match="1 cells have no counts in the .* selected atac"):
-        data.select_features(m, n_top_genes=None, n_top_peaks=m["atac"].n_vars - 1)
-    assert data.qc_filter(m)["atac"]["cells_dropped"] == 1 and m.n_obs == 39
+        pp.select_features(m, n_top_genes=None, n_top_peaks=m["atac"].n_vars - 1)
+    assert pp.qc_filter(m)["atac"]["cells_dropped"] == 1 and m.n_obs == 39

@@ -1,0 +1,37 @@
+"""One configuration of the benchmarks: datasets, seeds and smoke settings.
+
+The runners (``python -m benchmarks.<name>``) and the book's notebooks read it,
+so that a table and the chapter that shows it cannot disagree on what was run.
+"""
+
+from __future__ import annotations
+
+#: paired sets of the mirror, in the order of the tables
+PAIRED = ["scicar_kidney", "snare_adbrain", "bmmc_a", "bmmc_b", "a549_dex", "simulated"]
+#: the paper's paired sets, run whenever a local copy is present (never downloaded by a benchmark)
+PAPER = ["pbmc10k", "pbmc3k", "ma2020", "cellmix"]
+#: labelled scRNA-seq sets of the scRCL benchmark
+SCRNA = ["baron_human", "ifnb_pbmc", "pbmc4k", "cbmc", "mouse_bladder", "cellmix_rna", "camp2015"]
+#: obs column that scores a dataset when it is not ``cell_type``
+LABEL = {"a549_dex": "dex_time_h", "simulated": "true_cell_type"}
+#: seeds of every trained model in the scI2CL benchmarks; scRCL's follow the authors' seeds
+SEEDS = [0, 1, 2]
+SCRCL_SEEDS = [5, 15, 25, 35, 45]
+#: features kept per modality before any method runs
+N_GENES, N_PEAKS = 2000, 5000
+#: scI2CL's epochs in the clustering benchmark; MultiVI's cap (its early stopping acts first)
+MAX_EPOCHS, MULTIVI_EPOCHS = 40, 200
+#: small, fast settings of the smoke runs (CI, ``--smoke``, the notebooks' SMOKE mode)
+SMOKE = {
+    "datasets": ["bmmc_a"],
+    "seeds": [0],
+    "max_cells": 400,
+    "max_epochs": 3,
+    "multivi_epochs": 5,
+    "paper_repeats": 1,
+}
+
+
+def label_key(name: str) -> str:
+    """Column holding the truth used to score a dataset."""
+    return LABEL.get(name, "cell_type")

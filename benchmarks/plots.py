@@ -1,0 +1,101 @@
+"""Figures of the benchmark tables (dataset x method), used by the runners and chapter 03."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+__all__ = ["benchmark_heatmap", "benchmark_bars", "time_vs_quality"]
+
+
+def _agg(df: pd.DataFrame, metric: str, protocol: str) -> pd.DataFrame:
+    d = df[df["protocol"] == protocol]
+    return d.groupby(["dataset", "method"])[metric].mean().unstack("method")
+
+
+def benchmark_heatmap(df: pd.DataFrame, metric: str = "nmi", protocol: str = "kmeans", ax=None):
+    """Dataset x method heat map of a metric (mean over seeds), values annotated."""
+    t = _agg(df, metric, protocol)
+    ax = ax or plt.subplots(figsize=(1.1 * t.shape[1] + 2, 0.55 * t.shape[0] + 1.5))[1]
+    im = ax.imshow(t.values, cmap="viridis", vmin=0, vmax=1, aspect="auto")
+    ax.set_xticks(range(t.shape[1]), t.columns, rotation=40, ha="right")
+    ax.set_yticks(range(t.shape[0]), t.index)
+    for i in range(t.shape[0]):
+        for j in range(t.shape[1]):
+            v = t.values[i, j]
+            if np.isfinite(v):
+                ax.text(
+                    j,
+                    i,
+                    f"{v:.2f}",
+                    ha="center",
+                    va="center",
+                    color="w" if v < 0.6 else "k",
+                    fontsize=8,
+                )
+    ax.figure.colorbar(im, ax=ax, label=metric.upper())
+    ax.set(
+        xlabel="method",
+        ylabel="dataset",
+        title=f"{metric.upper()} ({protocol} protocol, mean over seeds)",
+    )
+    return ax
+
+
+def benchmark_bars(df: pd.DataFrame, protocol: str = "kmeans", metrics=("nmi", "ari")):
+    """Bars of each metric per dataset and method, with the min-max spread over seeds."""
+    d = df[df["protocol"] == protocol]
+    datasets = list(dict.fromkeys(d["dataset"]))
+    methods = list(dict.fromkeys(d["method"]))
+    fig, axes = plt.subplots(
+        len(metrics), 1, figsize=(max(6, 1.6 * len(datasets)), 3 * len(metrics)), squeeze=False
+    )
+    w = 0.8 / len(methods)
+    for ax, m in zip(axes[:, 0], metrics):
+        g = d.groupby(["dataset", "method"])[m].agg(["mean", "min", "max"])
+        for j, meth in enumerate(methods):
+            x = np.arange(len(datasets)) + j * w
+            mean = [
+                g.loc[(ds, meth), "mean"] if (ds, meth) in g.index else np.nan for ds in datasets
+            ]
+            lo = [
+                mean[i] - g.loc[(ds, meth), "min"] if (ds, meth) in g.index else 0
+                for i, ds in enumerate(datasets)
+            ]
+            hi = [
+                g.loc[(ds, meth), "max"] - mean[i] if (ds, meth) in g.index else 0
+                for i, ds in enumerate(datasets)
+            ]
+            ax.bar(x, mean, w, yerr=[lo, hi], capsize=2, label=meth)
+        ax.set_xticks(np.arange(len(datasets)) + 0.4 - w / 2, datasets)
+        ax.set(
+            ylabel=m.upper(),
+            ylim=(0, 1),
+            title=f"{m.upper()} per dataset ({protocol}; bars: mean, whiskers: seed range)",
+        )
+    axes[0, 0].legend(fontsize=7, ncol=4, loc="upper right")
+    axes[-1, 0].set_xlabel("dataset")
+    fig.tight_layout()
+    return fig
+
+
+def time_vs_quality(df: pd.DataFrame, metric: str = "nmi", protocol: str = "kmeans", ax=None):
+    """Scatter of wall time (log) against a metric, one point per dataset and method."""
+    d = (
+        df[df["protocol"] == protocol]
+        .groupby(["dataset", "method"])[[metric, "seconds"]]
+        .mean()
+        .reset_index()
+    )
+    ax = ax or plt.subplots(figsize=(6, 4))[1]
+    for meth, g in d.groupby("method"):
+        ax.scatter(g["seconds"].clip(lower=0.01), g[metric], label=meth, s=30)
+    ax.set_xscale("log")
+    ax.set(
+        xlabel="wall time (s, log scale)",
+        ylabel=metric.upper(),
+        title=f"Time vs. {metric.upper()} ({protocol})",
+    )
+    ax.legend(fontsize=7)
+    return ax

@@ -1,0 +1,163 @@
+"""Graph primitives of the models and analyses: kNN graphs, normalised adjacency, Leiden, WNN weights.
+
+Private: the public entry points are :func:`sci2cl.tl.leiden` and
+:func:`sci2cl.tl.modality_weights`.
+"""
+
+from __future__ import annotations
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+
+def knn_indices(X: np.ndarray, n_neighbors: int, metric: str = "euclidean") -> np.ndarray:
+    """Indices ``(n, k)`` of each row's ``k = min(n_neighbors, n - 1)`` nearest other rows (sklearn)."""
+    from sklearn.neighbors import NearestNeighbors
+
+    X = np.asarray(X)
+    if X.ndim != 2 or X.shape[0] < 2:
+        raise ValueError(f"need a 2-D array of at least 2 rows, got shape {X.shape}")
+    k = min(n_neighbors, X.shape[0] - 1)
+    idx = (
+        NearestNeighbors(n_neighbors=k + 1, metric=metric)
+        .fit(X)
+        .kneighbors(X, return_distance=False)
+    )
+    # a row is its own nearest neighbour unless duplicates tie with it: drop itself, keep k others
+    keep = idx != np.arange(len(idx))[:, None]
+    keep[keep.sum(1) == k + 1, -1] = False
+    return idx[keep].reshape(len(idx), k)
+
+
+def knn_adjacency(X: np.ndarray, n_neighbors: int = 15, metric: str = "euclidean") -> sp.csr_matrix:
+    """Symmetric binary kNN adjacency ``(n, n)`` of the rows of ``X`` (no self loops)."""
+    idx = knn_indices(X, n_neighbors, metric)
+    n, k = idx.shape
+    A = sp.csr_matrix(
+        (np.ones(n * k, np.float32), (np.repeat(np.arange(n), k), idx.ravel())), shape=(n, n)
+    )
+    return ((A + A.T) > 0).astype(np.float32).tocsr()
+
+
+def normalised_adjacency(A: sp.spmatrix) -> sp.csr_matrix:
+    """``D^-1/2 (A + I) D^-1/2`` of a symmetric 0/1 graph (the GCN propagation matrix)."""
+    A = A + sp.eye(A.shape[0], format="csr")
+    d = np.asarray(A.sum(1)).ravel()
+    dinv = sp.diags(1.0 / np.sqrt(d))
+    return (dinv @ A @ dinv).tocsr().astype(np.float32)
+
+
+def leiden_labels(
+    X: np.ndarray | None = None,
+    resolution: float = 1.0,
+    n_neighbors: int = 15,
+    seed: int = 0,
+    adjacency: sp.spmatrix | None = None,
+) -> np.ndarray:
+    """Leiden clusters (scanpy/leidenalg) on the kNN graph of ``X`` or a given adjacency."""
+    import scanpy as sc
+
+    if X is None and adjacency is None:
+        raise ValueError("pass an embedding X or an adjacency")
+    A = knn_adjacency(X, n_neighbors) if adjacency is None else adjacency
+    tmp = ad.AnnData(obs=pd.DataFrame(index=[str(i) for i in range(A.shape[0])]))
+    sc.tl.leiden(
+        tmp,
+        resolution=resolution,
+        adjacency=A,
+        random_state=seed,
+        key_added="c",
+        flavor="igraph",
+        n_iterations=2,
+        directed=False,
+    )
+    return tmp.obs["c"].astype(int).to_numpy()
+
+
+def modality_weights(
+    embeddings: dict[str, np.ndarray],
+    n_neighbors: int = 20,
+    n_bandwidth_neighbors: int = 20,
+    eps: float = 1e-4,
+) -> pd.DataFrame:
+    """Per-cell modality weights of weighted nearest neighbours (WNN; Hao et al. 2021).
+
+    For each cell and modality ``m``, the embedding of the cell in ``m`` is
+    predicted by averaging it over the cell's nearest neighbours in ``m``
+    (within-modality) and over its nearest neighbours in each other modality
+    (cross-modality). Each prediction error becomes an affinity
+    ``exp(-max(d - d_1, 0) / (sigma - d_1))`` with ``d_1`` the distance to the
+    nearest neighbour and ``sigma`` the mean distance to the
+    ``n_bandwidth_neighbors`` cells that share the fewest neighbours with the
+    cell among those sharing any (smallest non-zero Jaccard index, ties broken
+    by larger distance), as in Seurat and muon. The weights are the softmax over
+    modalities of ``within / (max cross + eps)``. No labels are used: a
+    modality gets weight where its neighbours describe the cell better than
+    the other modality's neighbours do.
+
+    This is the rule of :func:`muon.pp.neighbors` computed with exact
+    neighbours and without building the WNN graph (``tests/test_graph.py``
+    compares the two); it is deterministic.
+
+    Parameters
+    ----------
+    embeddings
+        ``{modality: (n_cells, d_m)}``, the same cells in the same order.
+    n_neighbors
+        Neighbourhood size (the cell itself included, as in scanpy).
+    n_bandwidth_neighbors
+        Cells averaged for the kernel bandwidth ``sigma``.
+    eps
+        Added to the cross-modality affinity in the ratio.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``(n_cells, n_modalities)``, rows sum to 1.
+    """
+    from scipy.special import softmax
+    from sklearn.neighbors import NearestNeighbors
+
+    names = list(embeddings)
+    Z = {m: np.asarray(embeddings[m], dtype=np.float64) for m in names}
+    n = {Z[m].shape[0] for m in names}
+    if len(names) < 2 or len(n) != 1:
+        raise ValueError("need two or more modalities with the same number of cells")
+    n = n.pop()
+    k = min(n_neighbors, n) - 1  # neighbours besides the cell itself
+    if k < 1:
+        raise ValueError(f"need at least 2 cells, got {n}")
+    nbrs, d1, sigma = {}, {}, {}
+    for m in names:
+        X = Z[m]
+        dist, idx = NearestNeighbors(n_neighbors=k + 1).fit(X).kneighbors(X)
+        nbrs[m], d1[m] = idx[:, 1:], dist[:, 1]
+        G = sp.csr_matrix(
+            (np.ones(n * k), idx[:, 1:].ravel(), np.arange(0, n * k + 1, k)), shape=(n, n)
+        )
+        shared = (G @ G.T).tocsr()
+        shared.setdiag(0)
+        shared.eliminate_zeros()
+        sig = np.empty(n)
+        for i in range(n):
+            lo, hi = shared.indptr[i], shared.indptr[i + 1]
+            j, s = shared.indices[lo:hi], shared.data[lo:hi]
+            e = np.linalg.norm(X[j] - X[i], axis=1)
+            pick = np.lexsort((-e, s / (2 * k - s)))[:n_bandwidth_neighbors]
+            sig[i] = e[pick].mean() if len(pick) else d1[m][i]
+        sigma[m] = sig
+    ratios = []
+    for m in names:
+        width = np.maximum(sigma[m] - d1[m], 1e-12)
+        theta = {
+            src: np.exp(
+                -np.maximum(np.linalg.norm(Z[m] - Z[m][nbrs[src]].mean(1), axis=1) - d1[m], 0)
+                / width
+            )
+            for src in names
+        }
+        cross = np.max([theta[src] for src in names if src != m], axis=0)
+        ratios.append(theta[m] / (cross + eps))
+    return pd.DataFrame(softmax(np.stack(ratios, 1), axis=1), columns=names)

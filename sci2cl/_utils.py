@@ -1,0 +1,69 @@
+"""Small private helpers shared by the package's modules (no public API)."""
+
+from __future__ import annotations
+
+import anndata as ad
+import numpy as np
+import scipy.sparse as sp
+
+
+def dense(X) -> np.ndarray:
+    """A dense ``numpy`` copy (or view) of a dense or sparse matrix."""
+    return X.toarray() if sp.issparse(X) else np.asarray(X)
+
+
+def get_matrix(adata: ad.AnnData, layer: str | None, what: str = "data"):
+    """``adata.layers[layer]``, or ``adata.X`` when ``layer`` is ``None``.
+
+    Raises
+    ------
+    KeyError
+        ``layer`` is not a layer of ``adata``; the message lists the layers there are.
+    """
+    if layer is None:
+        return adata.X
+    if layer not in adata.layers:
+        raise KeyError(
+            f"layer {layer!r} not found in the {what} (layers: {list(adata.layers) or 'none'}); "
+            "pass layer=None to use .X, or store the raw counts there "
+            "(adata.layers['counts'] = adata.X.copy())"
+        )
+    return adata.layers[layer]
+
+
+def check_choice(name: str, value, allowed) -> None:
+    """Raise ``ValueError`` naming ``name`` when ``value`` is not one of ``allowed``."""
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {list(allowed)}, got {value!r}")
+
+
+def check_range(
+    name: str,
+    value,
+    lo=None,
+    hi=None,
+    *,
+    lo_open: bool = False,
+    hi_open: bool = False,
+    integer: bool = False,
+) -> None:
+    """Raise ``ValueError`` (``TypeError`` for a wrong type) unless ``lo <= value <= hi``.
+
+    ``lo_open``/``hi_open`` make a bound strict; ``integer`` requires an ``int``
+    (``bool`` is refused). The message states the allowed range.
+    """
+    if integer:
+        if isinstance(value, bool) or not isinstance(value, int | np.integer):
+            raise TypeError(f"{name} must be an integer, got {value!r}")
+    elif isinstance(value, bool) or not isinstance(value, int | float | np.number):
+        raise TypeError(f"{name} must be a number, got {value!r}")
+    if not np.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    left = "(" if lo_open else "["
+    right = ")" if hi_open else "]"
+    rng = f"{left}{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}{right}"
+    bad = (lo is not None and (value <= lo if lo_open else value < lo)) or (
+        hi is not None and (value >= hi if hi_open else value > hi)
+    )
+    if bad:
+        raise ValueError(f"{name} must be in {rng}, got {value}")

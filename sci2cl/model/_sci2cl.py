@@ -1,0 +1,627 @@
+"""scI2CL: integration of paired RNA + ATAC by intra- and inter-omics contrastive learning."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import mudata as md
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .._graph import modality_weights
+from .._utils import check_choice, check_range, get_matrix
+from ..module import COUNT_LIKELIHOODS, LIKELIHOODS, SCI2CLModule
+from ..pp import DataValidationError, validate
+from ._base import BaseModel, TrainingError, resolve_device
+
+__all__ = ["SCI2CL"]
+
+ROLES = ("rna", "atac")
+SETUP_KEY = "_sci2cl_setup"
+MIN_CELLS = 10
+LOSS_WEIGHTS = ("rec", "mse", "moc", "mom")
+
+
+def _rows(X, idx: np.ndarray) -> np.ndarray:
+    rows = X[idx]
+    return rows.toarray() if sp.issparse(rows) else np.asarray(rows)
+
+
+class SCI2CL(BaseModel):
+    """scI2CL: intra- and inter-omics contrastive learning of paired RNA + ATAC.
+
+    Call :meth:`setup_mudata` on the data first; it records which layer holds
+    the raw counts, which modalities are RNA and ATAC, and each modality's
+    likelihood.
+
+    Parameters
+    ----------
+    mdata
+        MuData set up with :meth:`setup_mudata`; every feature of both
+        modalities is used (select them first, e.g. with
+        :func:`sci2cl.pp.select_features`).
+    n_latent
+        Embedding size ``E`` (>= 2).
+    n_hidden
+        Hidden layer size of encoders and decoders (>= 4).
+    n_views
+        Number ``T`` of masked views in the intra-omics module (0 disables it).
+    n_heads
+        Heads of the view self-attention (must divide ``n_latent``).
+    mask_rate
+        Probability that a feature is masked in a view, in ``[0, 1)``.
+    temperature
+        Temperature of the contrastive loss ``L_MOC`` (> 0).
+    n_negatives
+        Unpaired combinations per cell in ``L_MOM`` (0 disables it).
+    hard_negatives
+        Draw matching negatives in proportion to embedding similarity
+        instead of uniformly (no labels are used either way).
+    weights
+        Loss weights ``{"rec": l1, "mse": l2, "moc": l3, "mom": l4}`` (>= 0,
+        not all 0); missing keys keep their default of 1.
+    use_rna_only
+        Ablation: ignore ATAC (its input is replaced by zeros).
+    joint_rec
+        In the joint stage, reconstruct both modalities from the joint
+        embedding (default) instead of each from its own encoder.
+    seed
+        Seed of initialisation, masking, negatives and batch order.
+    device
+        ``"auto"`` (CUDA, then MPS, then CPU), ``"cpu"``, ``"cuda"``, ...
+    """
+
+    _train_state = ("history", "is_trained", "validation_indices_")
+
+    def __init__(
+        self,
+        mdata: md.MuData,
+        n_latent: int = 32,
+        n_hidden: int = 128,
+        n_views: int = 3,
+        n_heads: int = 4,
+        mask_rate: float = 0.4,
+        temperature: float = 0.2,
+        n_negatives: int = 3,
+        hard_negatives: bool = False,
+        weights: dict | None = None,
+        use_rna_only: bool = False,
+        joint_rec: bool = True,
+        seed: int = 0,
+        device: str = "auto",
+    ):
+        if not isinstance(mdata, md.MuData):
+            raise TypeError(
+                f"SCI2CL needs a MuData with RNA and ATAC modalities, got {type(mdata).__name__}"
+            )
+        self._init_common(locals(), "mdata", seed, device)
+        check_range("n_latent", n_latent, 2, integer=True)
+        check_range("n_hidden", n_hidden, 4, integer=True)
+        check_range("n_views", n_views, 0, integer=True)
+        check_range("n_heads", n_heads, 1, integer=True)
+        if n_latent % n_heads:
+            raise ValueError(f"n_heads={n_heads} must divide n_latent={n_latent}")
+        check_range("mask_rate", mask_rate, 0, 1, hi_open=True)
+        check_range("temperature", temperature, 0, lo_open=True)
+        check_range("n_negatives", n_negatives, 0, integer=True)
+        for name, flag in (
+            ("hard_negatives", hard_negatives),
+            ("use_rna_only", use_rna_only),
+            ("joint_rec", joint_rec),
+        ):
+            if not isinstance(flag, bool):
+                raise TypeError(f"{name} must be True or False, got {flag!r}")
+        w = dict.fromkeys(LOSS_WEIGHTS, 1.0)
+        if weights is not None:
+            if not isinstance(weights, dict):
+                raise TypeError(f"weights must be a dict with keys {list(LOSS_WEIGHTS)}")
+            unknown = set(weights) - set(w)
+            if unknown:
+                raise ValueError(
+                    f"unknown loss weights {sorted(unknown)}; use {list(LOSS_WEIGHTS)}"
+                )
+            for k, v in weights.items():
+                check_range(f"weights[{k!r}]", v, 0)
+            w.update({k: float(v) for k, v in weights.items()})
+        if w["rec"] == 0 and (w["mse"] == 0 or n_views == 0):
+            raise ValueError(
+                "with weights['rec'] = 0 and no intra-omics term (weights['mse'] = 0 or n_views = 0) "
+                "the pretraining stage has nothing to learn; give 'rec' or 'mse' a weight > 0"
+            )
+        self.weights = w
+        self.setup = self._get_setup(mdata)
+        self.likelihoods = dict(self.setup["likelihood"])
+        self._check_data(mdata)
+        if mdata.n_obs < MIN_CELLS:
+            raise DataValidationError(
+                f"SCI2CL needs at least {MIN_CELLS} cells, the data have {mdata.n_obs}"
+            )
+        self.mdata = mdata
+        self.n_features = {r: self._mod(mdata, r).n_vars for r in ROLES}
+        self.feature_names = {r: self._mod(mdata, r).var_names.tolist() for r in ROLES}
+        self.validation_indices_ = np.array([], dtype=np.int64)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            self.module = SCI2CLModule(
+                self.n_features,
+                self.likelihoods,
+                n_hidden=n_hidden,
+                n_latent=n_latent,
+                n_heads=n_heads,
+            ).to(self.device)
+        self._set_input_scaling(mdata)
+
+    # ------------------------------------------------------------------ set-up
+    @classmethod
+    def setup_mudata(
+        cls,
+        mdata: md.MuData,
+        layer: str | None = "counts",
+        modalities: dict[str, str] | None = None,
+        likelihood: str | dict[str, str] = "zinb",
+    ) -> None:
+        """Record how :class:`SCI2CL` reads ``mdata`` (in ``mdata.uns["_sci2cl_setup"]``).
+
+        Parameters
+        ----------
+        mdata
+            Paired data, the same cells in the same order in both modalities.
+        layer
+            Layer of every modality that holds the raw data (counts for count
+            likelihoods); ``None`` uses ``.X``. A layer that is not there is an
+            error, never a silent fall-back to ``.X``.
+        modalities
+            ``{"rna": name, "atac": name}``: which modalities of ``mdata`` are
+            RNA and ATAC (default: the modalities named ``rna`` and ``atac``).
+        likelihood
+            One likelihood for both, or ``{"rna": ..., "atac": ...}``: ``"zinb"``
+            (default), ``"nb"``, ``"bernoulli"`` (binarised accessibility) or
+            ``"gaussian"`` (normalised, non-count data such as the A549 ATAC).
+
+        Raises
+        ------
+        DataValidationError
+            A modality or the layer is missing, or the values do not suit the
+            likelihood (e.g. non-integers for ``"zinb"``).
+        """
+        if not isinstance(mdata, md.MuData):
+            raise TypeError(f"setup_mudata needs a MuData, got {type(mdata).__name__}")
+        mods = {r: r for r in ROLES} if modalities is None else dict(modalities)
+        if set(mods) != set(ROLES):
+            raise ValueError(
+                f"modalities must map exactly {list(ROLES)} to modality names, got {mods}"
+            )
+        lik = dict.fromkeys(ROLES, likelihood) if isinstance(likelihood, str) else dict(likelihood)
+        unknown = set(lik) - set(ROLES)
+        if unknown:
+            raise ValueError(f"likelihood keys must be among {list(ROLES)}, got {sorted(unknown)}")
+        for r in ROLES:
+            lik.setdefault(r, "zinb")
+            check_choice(f"likelihood[{r!r}]", lik[r], LIKELIHOODS)
+        setup = {"layer": layer, "modalities": mods, "likelihood": lik}
+        cls._validate(mdata, setup)
+        mdata.uns[SETUP_KEY] = setup
+
+    @staticmethod
+    def _validate(mdata: md.MuData, setup: dict, features: dict | None = None) -> None:
+        mods = setup["modalities"]
+        missing = [m for m in mods.values() if m not in mdata.mod]
+        if missing:
+            raise DataValidationError(
+                f"MuData lacks modalities {missing}; it has {list(mdata.mod)}. Name them in "
+                "SCI2CL.setup_mudata(mdata, modalities={'rna': ..., 'atac': ...})."
+            )
+        counts = tuple(mods[r] for r in ROLES if setup["likelihood"][r] in COUNT_LIKELIHOODS)
+        validate(
+            mdata,
+            modalities=tuple(mods[r] for r in ROLES),
+            count_modalities=counts,
+            layer=setup["layer"],
+        )
+        for r in ROLES:
+            a = mdata[mods[r]]
+            if features is not None and a.var_names.tolist() != features[r]:
+                raise DataValidationError(
+                    f"modality {mods[r]!r} ({r}) has {a.n_vars} features, not the "
+                    f"{len(features[r])} features the model was built with (in that order); "
+                    "select the same features, or build the model again after select_features"
+                )
+            X = get_matrix(a, setup["layer"])
+            if np.asarray((X != 0).sum(0)).ravel().max() == 0:
+                raise DataValidationError(f"every value of modality {mods[r]!r} ({r}) is zero")
+
+    def _get_setup(self, mdata: md.MuData) -> dict:
+        setup = mdata.uns.get(SETUP_KEY)
+        if setup is None:
+            raise DataValidationError(
+                "the MuData is not set up: call sci2cl.SCI2CL.setup_mudata(mdata, layer='counts') "
+                "first (it records the layer of raw counts, the modality names and the likelihoods)"
+            )
+        return {
+            "layer": setup["layer"],
+            "modalities": dict(setup["modalities"]),
+            "likelihood": dict(setup["likelihood"]),
+        }
+
+    def _mod(self, mdata: md.MuData, role: str):
+        return mdata[self.setup["modalities"][role]]
+
+    def _check_data(self, mdata: md.MuData) -> None:
+        self._validate(mdata, self.setup, getattr(self, "feature_names", None))
+
+    @torch.no_grad()
+    def _set_input_scaling(self, mdata: md.MuData, chunk: int = 2048) -> None:
+        """Per-feature mean/std of the normalised input over all cells (no labels)."""
+        X = self._matrices(mdata)
+        for m in ROLES:
+            ae = self.module.ae[m]
+            s1 = torch.zeros(self.n_features[m], dtype=torch.float64)
+            s2 = torch.zeros_like(s1)
+            for s in range(0, mdata.n_obs, chunk):
+                idx = np.arange(s, min(s + chunk, mdata.n_obs))
+                h = ae.normalise(torch.from_numpy(_rows(X[m], idx))).double()
+                s1 += h.sum(0)
+                s2 += (h**2).sum(0)
+            mean = s1 / mdata.n_obs
+            std = (s2 / mdata.n_obs - mean**2).clamp(min=0).sqrt()
+            ae.input_mean.copy_(mean.float())
+            ae.input_std.copy_(std.float().clamp(min=1e-2))
+
+    def _matrices(self, mdata: md.MuData) -> dict:
+        out = {}
+        for r in ROLES:
+            X = get_matrix(self._mod(mdata, r), self.setup["layer"])
+            out[r] = (
+                sp.csr_matrix(X, dtype=np.float32) if sp.issparse(X) else np.asarray(X, np.float32)
+            )
+        return out
+
+    def _batch(self, X: dict, idx: np.ndarray) -> dict[str, torch.Tensor]:
+        b = {m: torch.from_numpy(_rows(X[m], idx)).to(self.device) for m in X}
+        if self.init_params["use_rna_only"]:
+            b["atac"] = torch.zeros_like(b["atac"])
+        return b
+
+    # ------------------------------------------------------------------ training
+    def train(
+        self,
+        max_epochs: int = 60,
+        pretrain_epochs: int | None = None,
+        batch_size: int = 256,
+        lr: float = 2e-3,
+        weight_decay: float = 1e-5,
+        early_stopping: bool = True,
+        patience: int = 8,
+        min_epochs: int | None = None,
+        validation_fraction: float = 0.1,
+        progress_bar: bool = True,
+    ) -> SCI2CL:
+        """Train in two stages: per-modality pretraining, then joint training.
+
+        Training is a transaction: if it diverges, is interrupted or fails in
+        any way, the model returns to its state before the call (weights,
+        read-out, history, ``is_trained``) and the error says so.
+
+        Parameters
+        ----------
+        max_epochs
+            Epochs of the joint stage (>= 1).
+        pretrain_epochs
+            Epochs of the per-modality stage (>= 0; default ``max(1, max_epochs // 4)``).
+        batch_size
+            Mini-batch size in cells (>= 2).
+        lr, weight_decay
+            AdamW settings (``lr > 0``, ``weight_decay >= 0``).
+        early_stopping
+            Stop the joint stage when the held-out loss (on
+            ``validation_fraction`` of the cells, never labels) has not
+            improved for ``patience`` epochs, and restore the weights of the
+            best held-out epoch.
+        patience
+            Epochs without improvement before stopping (>= 1).
+        min_epochs
+            Joint epochs always run before early stopping may act (default
+            ``max_epochs // 2``). The held-out loss first drops while the
+            contrastive terms settle and then drifts up as the count decoders
+            start to overfit, which on a few hundred cells would stop training
+            before the joint embedding has formed; the best epoch is therefore
+            picked only among epochs ``>= min_epochs``.
+        validation_fraction
+            Fraction of cells held out for early stopping, in ``[0, 1)``; at
+            least 2 cells must remain for training.
+        progress_bar
+            Show a tqdm bar with the current losses.
+
+        Returns
+        -------
+        SCI2CL
+            ``self``, for chaining.
+
+        Raises
+        ------
+        TrainingError
+            The loss became non-finite, or no optimisation step was taken.
+        DataValidationError
+            The data changed since the model was built (e.g. ``select_features``
+            after the model).
+        """
+        check_range("max_epochs", max_epochs, 1, integer=True)
+        if pretrain_epochs is not None:
+            check_range("pretrain_epochs", pretrain_epochs, 0, integer=True)
+        check_range("batch_size", batch_size, 2, integer=True)
+        check_range("lr", lr, 0, lo_open=True)
+        check_range("weight_decay", weight_decay, 0)
+        check_range("patience", patience, 1, integer=True)
+        if min_epochs is not None:
+            check_range("min_epochs", min_epochs, 0, integer=True)
+        check_range("validation_fraction", validation_fraction, 0, 1, hi_open=True)
+        self._check_data(self.mdata)
+        n = self.mdata.n_obs
+        n_val = int(round(validation_fraction * n)) if early_stopping and n >= 50 else 0
+        if n - n_val < 2:
+            raise ValueError(
+                f"validation_fraction={validation_fraction} leaves {n - n_val} of {n} cells for "
+                "training; at least 2 are needed"
+            )
+        pretrain_epochs = max(1, max_epochs // 4) if pretrain_epochs is None else pretrain_epochs
+        min_epochs = max_epochs // 2 if min_epochs is None else min_epochs
+        with self._transaction(), torch.random.fork_rng(devices=self._rng_devices()):
+            torch.manual_seed(self.seed)
+            self._train(
+                max_epochs, pretrain_epochs, batch_size, lr, weight_decay, early_stopping,
+                patience, min_epochs, n_val, progress_bar,
+            )  # fmt: skip
+        return self
+
+    def _rng_devices(self) -> list:
+        return [self.device] if self.device.type == "cuda" else []
+
+    def _train(
+        self, max_epochs, pretrain_epochs, batch_size, lr, weight_decay, early_stopping,
+        patience, min_epochs, n_val, progress_bar,
+    ) -> None:  # fmt: skip
+        rng = np.random.default_rng(self.seed)
+        X = self._matrices(self.mdata)
+        n = self.mdata.n_obs
+        perm = rng.permutation(n)
+        val_idx, train_idx = perm[:n_val], perm[n_val:]
+        batch_size = min(batch_size, len(train_idx))
+        opt = torch.optim.AdamW(self.module.parameters(), lr=lr, weight_decay=weight_decay)
+        records, steps = [], 0
+        total = pretrain_epochs + max_epochs
+        best, best_state, bad = np.inf, None, 0
+        t0 = time.perf_counter()
+        with tqdm(total=total, desc="scI2CL", disable=not progress_bar, unit="epoch") as bar:
+            for epoch in range(total):
+                stage = "pretrain" if epoch < pretrain_epochs else "joint"
+                self.module.train()
+                order = rng.permutation(train_idx)
+                sums: dict[str, float] = {}
+                nb = 0
+                for s in range(0, len(order), batch_size):
+                    idx = order[s : s + batch_size]
+                    if len(idx) < 2:
+                        continue
+                    out = self._loss(self._batch(X, idx), stage)
+                    if not out["loss"].requires_grad:
+                        continue
+                    opt.zero_grad(set_to_none=True)
+                    out["loss"].backward()
+                    torch.nn.utils.clip_grad_norm_(self.module.parameters(), 10.0)
+                    opt.step()
+                    steps += 1
+                    for k, v in out.items():
+                        sums[k] = sums.get(k, 0.0) + float(v.detach() if torch.is_tensor(v) else v)
+                    nb += 1
+                rec = {
+                    "epoch": epoch,
+                    "stage": stage,
+                    **{k: v / max(nb, 1) for k, v in sums.items()},
+                }
+                if n_val and stage == "joint":
+                    rec["val_loss"] = self._eval_loss(X, val_idx, batch_size)
+                rec["seconds"] = time.perf_counter() - t0
+                records.append(rec)
+                bar.set_postfix({k: f"{rec[k]:.3g}" for k in ("loss", "val_loss") if k in rec})
+                bar.update()
+                self._check_finite_epoch(rec, epoch, lr)
+                eligible = early_stopping and n_val and stage == "joint"
+                if eligible and epoch - pretrain_epochs + 1 >= min_epochs:
+                    if not np.isfinite(best) or rec["val_loss"] < best - 1e-4 * abs(best):
+                        best, bad = rec["val_loss"], 0
+                        best_state = {
+                            k: v.detach().clone() for k, v in self.module.state_dict().items()
+                        }
+                    else:
+                        bad += 1
+                        if bad >= patience:
+                            break
+        if steps == 0:
+            raise TrainingError(
+                "training took no optimisation step (no mini-batch of at least 2 cells, or no "
+                "loss term with a gradient); the model was not changed"
+            )
+        if best_state is not None:
+            self.module.load_state_dict(best_state)
+        self._fit_readout(X, rng)
+        self.history = pd.DataFrame(records)
+        self.validation_indices_ = np.sort(val_idx)
+        self.is_trained = True
+
+    @torch.no_grad()
+    def _fit_readout(self, X: dict, rng: np.random.Generator, max_cells: int = 5000) -> None:
+        """Fix the joint read-out from the training data (no labels).
+
+        Modality weights: mean WNN weights (:func:`sci2cl.tl.modality_weights`)
+        of the per-modality embeddings of up to ``max_cells`` cells; then the
+        principal axes of the weighted concatenation of all cells.
+        """
+        from sklearn.decomposition import PCA
+
+        n = self.mdata.n_obs
+        out = self._map_batches(X, n, self.module.encode, 2048)
+        z = {m: torch.cat([o[m] for o in out]) for m in self.module.modalities}
+        if not all(torch.isfinite(v).all() for v in z.values()):
+            raise TrainingError(
+                "the trained encoders give non-finite embeddings; lower the learning rate"
+            )
+        sub = np.sort(rng.choice(n, max_cells, replace=False)) if n > max_cells else np.arange(n)
+        w = modality_weights({m: F.normalize(v[sub], dim=1).cpu().numpy() for m, v in z.items()})
+        mod = self.module
+        mod.readout_weights.copy_(torch.as_tensor(w.mean().to_numpy(), dtype=torch.float32))
+        Y = mod.weighted_concat(z).cpu().numpy().astype(np.float64)
+        pca = PCA(n_components=min(mod.readout_components.shape[1], *Y.shape), svd_solver="full")
+        pca.fit(Y)
+        comps = np.zeros(tuple(mod.readout_components.shape))
+        comps[:, : pca.n_components_] = pca.components_.T
+        mod.readout_mean.copy_(torch.as_tensor(pca.mean_, dtype=torch.float32))
+        mod.readout_components.copy_(torch.as_tensor(comps, dtype=torch.float32))
+
+    @torch.no_grad()
+    def _map_batches(self, X: dict, n: int, fn, batch_size: int) -> list:
+        """``fn`` (in eval mode) on the mini-batches of the first ``n`` cells of ``X``, in order."""
+        self.module.eval()
+        return [
+            fn(self._batch(X, np.arange(s, min(s + batch_size, n))))
+            for s in range(0, n, batch_size)
+        ]
+
+    @property
+    def modality_weights_(self) -> dict[str, float]:
+        """Weights of the modalities in the joint embedding (set by :meth:`train`)."""
+        w = self.module.readout_weights.cpu().numpy()
+        return {m: float(w[i]) for i, m in enumerate(self.module.modalities)}
+
+    def _loss(self, x: dict[str, torch.Tensor], stage: str) -> dict:
+        p = self.init_params
+        if stage == "pretrain":
+            return self.module.pretrain_loss(x, p["n_views"], p["mask_rate"], self.weights)
+        return self.module.joint_loss(
+            x,
+            p["n_views"],
+            p["mask_rate"],
+            self.weights,
+            p["temperature"],
+            p["n_negatives"],
+            p["hard_negatives"],
+            p["joint_rec"],
+        )
+
+    @torch.no_grad()
+    def _eval_loss(self, X, idx, batch_size) -> float:
+        """Joint-stage loss of the cells ``idx`` in eval mode, with fixed masks and negatives."""
+        self.module.eval()
+        tot, nb = 0.0, 0
+        with torch.random.fork_rng(devices=self._rng_devices()):
+            torch.manual_seed(self.seed + 1)  # the same masks/negatives every epoch
+            for s in range(0, len(idx), batch_size):
+                b = idx[s : s + batch_size]
+                if len(b) < 2:
+                    continue
+                tot += float(self._loss(self._batch(X, b), "joint")["loss"])
+                nb += 1
+        return tot / max(nb, 1)
+
+    # ------------------------------------------------------------------ inference
+    @torch.no_grad()
+    def get_latent_representation(
+        self,
+        mdata: md.MuData | None = None,
+        batch_size: int = 1024,
+        key_added: str | None = "X_sci2cl",
+        kind: str = "joint",
+    ) -> np.ndarray:
+        """Cell embeddings, shape ``(n_cells, n_latent)`` (``2 * n_latent`` for ``"concat"``).
+
+        Parameters
+        ----------
+        mdata
+            Data to embed (default: the training data); new data are checked
+            like training data: the same layer, modalities and features in the
+            same order, counts where the likelihood needs counts, finite values.
+        batch_size
+            Cells per forward pass (the result does not depend on it).
+        key_added
+            Also write the embedding to ``mdata.obsm[key_added]`` (``None``: do not).
+        kind
+            ``"joint"`` (default): the L2-normalised RNA and ATAC embeddings
+            side by side, each scaled by the square root of its modality weight
+            (:attr:`modality_weights_`, label-free WNN weights fixed after
+            training), projected on the principal axes of the training cells;
+            ``"fused"``: the cross-attended embeddings concatenated and projected
+            by the fusion network (the paper's read-out); ``"rna"`` or
+            ``"atac"`` (per-modality encoders); ``"concat"`` (both
+            L2-normalised encoder outputs side by side, equal weights).
+
+        Raises
+        ------
+        RuntimeError
+            The model is not trained, or the embedding is not finite.
+        DataValidationError
+            ``mdata`` does not match the model or holds values its likelihood cannot take.
+        """
+        if not self.is_trained:
+            raise RuntimeError("the model is not trained; call .train() first")
+        mod = self.module
+        embed = {
+            "joint": mod.joint_embedding,
+            "fused": mod.fused_embedding,
+            "rna": lambda b: mod.ae["rna"].encode(b["rna"]),
+            "atac": lambda b: mod.ae["atac"].encode(b["atac"]),
+            "concat": lambda b: torch.cat(
+                [F.normalize(v, dim=1) for v in mod.encode(b).values()], 1
+            ),
+        }
+        check_choice("kind", kind, sorted(embed))
+        check_range("batch_size", batch_size, 1, integer=True)
+        mdata = self.mdata if mdata is None else mdata
+        if not isinstance(mdata, md.MuData):
+            raise TypeError(f"mdata must be a MuData, got {type(mdata).__name__}")
+        self._check_data(mdata)
+        out = self._map_batches(self._matrices(mdata), mdata.n_obs, embed[kind], batch_size)
+        z = torch.cat(out).cpu().numpy().astype(np.float32)
+        if not np.isfinite(z).all():
+            raise RuntimeError(
+                f"the embedding has {int((~np.isfinite(z)).any(1).sum())} cells with non-finite "
+                "values; nothing was written. Check the input values (raw counts?)."
+            )
+        if key_added:
+            mdata.obsm[key_added] = z
+        return z
+
+    # ------------------------------------------------------------------ persistence
+    def _checkpoint_extra(self) -> dict:
+        return {"feature_names": self.feature_names, "setup": self.setup}
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, mdata: md.MuData, device: str = "auto") -> SCI2CL:
+        """Load a model saved with :meth:`save` and attach it to ``mdata``.
+
+        ``mdata`` is set up as at training (layer, modalities, likelihoods) and
+        must hold the model's features in the same order.
+        """
+        meta, state = cls._read_checkpoint(path, resolve_device(device))
+        path = Path(path)
+        setup = meta.get("setup")
+        if setup is None:
+            raise ValueError(f"{path / 'model.json'} has no set-up record: save the model again")
+        cls.setup_mudata(mdata, setup["layer"], setup["modalities"], setup["likelihood"])
+        for r, names in meta["feature_names"].items():
+            if mdata[setup["modalities"][r]].var_names.tolist() != names:
+                raise DataValidationError(
+                    f"modality {setup['modalities'][r]!r} ({r}) features differ from the saved "
+                    f"model's {len(names)} features"
+                )
+        init = dict(meta["init"])
+        init["device"] = device
+        model = cls(mdata, **init)
+        model._load_weights(state, path)
+        model.history = cls._read_history(path)
+        model.is_trained = True
+        return model

@@ -1,0 +1,378 @@
+"""scRCL: unsupervised cell typing by refinement contrastive learning of cell-gene associations."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .._graph import knn_adjacency, leiden_labels, normalised_adjacency
+from .._utils import check_choice, check_range, get_matrix
+from ..module import SCRCLModule, neighbourhood_contrastive, refinement_consistency, symmetric_kl
+from ..pp import DataValidationError, validate
+from ._base import BaseModel, resolve_device
+
+__all__ = ["SCRCL"]
+
+SETUP_KEY = "_scrcl_setup"
+
+
+def _to_torch_sparse(A: sp.csr_matrix, device) -> torch.Tensor:
+    A = A.tocoo()
+    idx = torch.from_numpy(np.vstack([A.row, A.col]).astype(np.int64))
+    values = torch.from_numpy(A.data.astype(np.float32))
+    return (
+        torch.sparse_coo_tensor(idx, values, A.shape, check_invariants=False).coalesce().to(device)
+    )
+
+
+class SCRCL(BaseModel):
+    """scRCL: refinement contrastive learning of cell-gene associations.
+
+    Call :meth:`setup_anndata` on the data first (it records the layer of raw counts).
+
+    Parameters
+    ----------
+    adata
+        scRNA-seq AnnData set up with :meth:`setup_anndata`.
+    n_clusters
+        Number of cell types (``2 <= n_clusters < n_cells``); ``None`` estimates
+        it by Leiden (resolution 1) on a kNN graph of the learned embedding.
+    n_top_genes
+        Highly variable genes (scanpy ``seurat`` flavour on log-normalised data).
+    n_neighbors
+        ``k`` of the cosine cell kNN graph (on 50 PCs of the log-normalised HVGs).
+    n_gene_neighbors
+        ``k`` of the gene kNN graph (cosine on gene loadings of the 50 PCs).
+    smoothing
+        Number of low-pass filtering steps ``(t1, t2)`` of the two views (>= 0 each).
+    scale
+        Z-score each gene (clipped at 10, ``sc.pp.scale``) before filtering;
+        otherwise use the log-normalised values.
+    spatial_key
+        Use a spatial kNN on ``adata.obsm[spatial_key]`` as the cell graph.
+    n_hidden, n_latent
+        Hidden and output sizes of the cell encoders (>= 2).
+    lambda1, lambda2
+        Weights of the neighbourhood and refinement losses (>= 0).
+    temperature
+        Softmax temperature of the distribution-alignment and neighbourhood
+        divergences (> 0; 0.1 is the authors' default).
+    batch_cells
+        Cells per step in the ``O(B^2)`` neighbourhood and refinement losses
+        (memory ``~ 4 B^2`` bytes per matrix: 4096 cells -> 64 MB).
+    seed, device
+        Seed and device (``"auto"``).
+    """
+
+    def __init__(
+        self,
+        adata: ad.AnnData,
+        n_clusters: int | None = None,
+        n_top_genes: int = 2000,
+        n_neighbors: int = 15,
+        n_gene_neighbors: int = 5,
+        smoothing: tuple[int, int] = (3, 0),
+        scale: bool = True,
+        spatial_key: str | None = None,
+        n_hidden: int = 256,
+        n_latent: int = 64,
+        lambda1: float = 1.0,
+        lambda2: float = 1.0,
+        temperature: float = 0.1,
+        batch_cells: int = 2048,
+        seed: int = 0,
+        device: str = "auto",
+    ):
+        if not isinstance(adata, ad.AnnData):
+            raise TypeError(f"SCRCL needs an AnnData, got {type(adata).__name__}")
+        smoothing = tuple(smoothing) if isinstance(smoothing, list | tuple) else smoothing
+        self._init_common(locals(), "adata", seed, device)
+        self.init_params["smoothing"] = list(smoothing)
+        setup = adata.uns.get(SETUP_KEY)
+        if setup is None:
+            raise DataValidationError(
+                "the AnnData is not set up: call sci2cl.SCRCL.setup_anndata(adata, layer='counts') "
+                "first (it records the layer of raw counts)"
+            )
+        self.setup = {"layer": setup["layer"]}
+        validate(adata, count_modalities=("rna",), layer=self.setup["layer"])
+        if n_clusters is not None:
+            check_range("n_clusters", n_clusters, 2, adata.n_obs, hi_open=True, integer=True)
+        check_range("n_top_genes", n_top_genes, 2, integer=True)
+        check_range("n_neighbors", n_neighbors, 1, integer=True)
+        check_range("n_gene_neighbors", n_gene_neighbors, 1, integer=True)
+        if not isinstance(smoothing, tuple) or len(smoothing) != 2:
+            raise ValueError(
+                f"smoothing must be a pair (t1, t2) of integers >= 0, got {smoothing!r}"
+            )
+        for i, t in enumerate(smoothing):
+            check_range(f"smoothing[{i}]", t, 0, integer=True)
+        check_range("n_hidden", n_hidden, 2, integer=True)
+        check_range("n_latent", n_latent, 2, integer=True)
+        check_range("lambda1", lambda1, 0)
+        check_range("lambda2", lambda2, 0)
+        check_range("temperature", temperature, 0, lo_open=True)
+        check_range("batch_cells", batch_cells, 2, integer=True)
+        if spatial_key is not None and spatial_key not in adata.obsm:
+            raise DataValidationError(
+                f"obsm[{spatial_key!r}] not found for the spatial graph; obsm has {list(adata.obsm)}"
+            )
+        if adata.n_obs < max(n_neighbors + 1, 10):
+            raise DataValidationError(f"too few cells ({adata.n_obs}) for a {n_neighbors}-NN graph")
+        self.adata, self.n_clusters = adata, n_clusters
+        self._build_inputs(adata)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            self.module = SCRCLModule(
+                len(self.genes), self._gene_x.shape[1], n_hidden=n_hidden, n_latent=n_latent
+            ).to(self.device)
+
+    @classmethod
+    def setup_anndata(cls, adata: ad.AnnData, layer: str | None = "counts") -> None:
+        """Record the layer of raw counts (``None``: ``.X``) in ``adata.uns["_scrcl_setup"]``.
+
+        Raises
+        ------
+        DataValidationError
+            The layer is missing or does not hold counts.
+        """
+        if not isinstance(adata, ad.AnnData):
+            raise TypeError(f"setup_anndata needs an AnnData, got {type(adata).__name__}")
+        validate(adata, count_modalities=("rna",), layer=layer)
+        adata.uns[SETUP_KEY] = {"layer": layer}
+
+    def _build_inputs(self, adata: ad.AnnData) -> None:
+        """Features, cell graph and gene graph of the two views (label-free)."""
+        import scanpy as sc
+
+        p = self.init_params
+        X = sp.csr_matrix(get_matrix(adata, self.setup["layer"]), dtype=np.float32)
+        if (np.asarray(X.sum(1)).ravel() == 0).any():
+            raise DataValidationError(
+                "some cells have no counts; filter them (sci2cl.pp.qc_filter)"
+            )
+        a = ad.AnnData(X, obs=adata.obs[[]], var=adata.var[[]])
+        sc.pp.filter_genes(a, min_cells=1)
+        sc.pp.normalize_total(a, target_sum=1e4)
+        sc.pp.log1p(a)
+        if p["n_top_genes"] < a.n_vars:
+            sc.pp.highly_variable_genes(
+                a, n_top_genes=p["n_top_genes"], flavor="seurat", subset=True
+            )
+        self.genes = a.var_names.tolist()
+        Xl = a.X.toarray()
+        a.X = Xl.copy()
+        sc.pp.scale(a, max_value=10)
+        Xs = np.asarray(a.X)
+        sc.tl.pca(a, n_comps=min(50, min(a.shape) - 1), random_state=self.seed)
+        pcs = a.obsm["X_pca"]
+        if p["spatial_key"] is not None:
+            cell_A = knn_adjacency(
+                np.asarray(adata.obsm[p["spatial_key"]], float), p["n_neighbors"]
+            )
+        else:
+            cell_A = knn_adjacency(pcs, p["n_neighbors"], "cosine")
+        singular = np.sqrt(a.uns["pca"]["variance"] * (a.n_obs - 1))
+        gene_feat = (a.varm["PCs"] * singular).astype(np.float32)  # (G, n_pcs)
+        gene_A = knn_adjacency(gene_feat, p["n_gene_neighbors"], "cosine")
+        S = normalised_adjacency(cell_A)
+        views = []
+        for t in p["smoothing"]:
+            v = (Xs if p["scale"] else Xl).copy()
+            for _ in range(t):
+                v = S @ v
+            views.append(v.astype(np.float32))
+        self.cell_graph = cell_A
+        dev = self.device
+        self._x1, self._x2 = (torch.from_numpy(v).to(dev) for v in views)
+        self._S = _to_torch_sparse(S, dev)
+        self._gene_x = torch.from_numpy(gene_feat).to(dev)
+        self._gene_S = _to_torch_sparse(normalised_adjacency(gene_A), dev)
+
+    def _losses(self, idx: torch.Tensor) -> dict:
+        p = self.init_params
+        tau = p["temperature"]
+        h1, h2 = self.module.encode(self._x1, self._x2, self._S)
+        out = {
+            "align": symmetric_kl(h1 / tau, h2 / tau, dim=1).mean()
+            + symmetric_kl(h1 / tau, h2 / tau, dim=0).mean()
+        }
+        sel = idx.numpy()
+        A = torch.from_numpy(self.cell_graph[sel][:, sel].toarray()).to(self.device)
+        b1, b2 = h1[idx.to(self.device)], h2[idx.to(self.device)]
+        out["neighbour"] = 0.5 * (
+            neighbourhood_contrastive(b1, b2, A, tau) + neighbourhood_contrastive(b2, b1, A, tau)
+        )
+        r1, r2 = self.module.refine(b1, b2, self._gene_x, self._gene_S)
+        out["refine"] = refinement_consistency(r1, r2, A)
+        out["loss"] = out["align"] + p["lambda1"] * out["neighbour"] + p["lambda2"] * out["refine"]
+        return out
+
+    def train(
+        self,
+        max_epochs: int = 50,
+        lr: float = 1e-3,
+        weight_decay: float = 1e-4,
+        patience: int = 30,
+        tol: float = 1e-3,
+        min_epochs: int = 20,
+        progress_bar: bool = True,
+    ) -> SCRCL:
+        """Full-batch training with a label-free stopping rule (a transaction, as :meth:`SCI2CL.train`).
+
+        Each epoch draws ``batch_cells`` cells for the ``O(B^2)`` losses.
+        Training stops when the best smoothed loss (mean of the last 10
+        epochs) has not improved by a relative ``tol`` for ``patience``
+        epochs, once ``min_epochs`` epochs have run. No labels are read.
+
+        Parameters
+        ----------
+        max_epochs
+            Upper bound on the number of epochs (>= 1). On the development sets
+            (``benchmarks/scrcl_dev.py``) NMI stops rising long before the
+            loss does, so the default keeps training short.
+        lr, weight_decay
+            AdamW settings (``lr > 0``, ``weight_decay >= 0``).
+        patience, tol
+            Epochs (>= 1) without a relative improvement of ``tol`` (>= 0) of
+            the smoothed loss before stopping.
+        min_epochs
+            Epochs always trained before the rule may stop training (>= 0).
+        progress_bar
+            Show a tqdm bar.
+
+        Returns
+        -------
+        SCRCL
+            ``self``.
+        """
+        check_range("max_epochs", max_epochs, 1, integer=True)
+        check_range("lr", lr, 0, lo_open=True)
+        check_range("weight_decay", weight_decay, 0)
+        check_range("patience", patience, 1, integer=True)
+        check_range("tol", tol, 0)
+        check_range("min_epochs", min_epochs, 0, integer=True)
+        with self._transaction(), torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            self._train(max_epochs, lr, weight_decay, patience, tol, min_epochs, progress_bar)
+        return self
+
+    def _train(self, max_epochs, lr, weight_decay, patience, tol, min_epochs, progress_bar):
+        gen = torch.Generator().manual_seed(self.seed)
+        opt = torch.optim.AdamW(self.module.parameters(), lr=lr, weight_decay=weight_decay)
+        n = self.adata.n_obs
+        B = min(self.init_params["batch_cells"], n)
+        records, best, bad = [], np.inf, 0
+        t0 = time.perf_counter()
+        with tqdm(total=max_epochs, desc="scRCL", disable=not progress_bar, unit="epoch") as bar:
+            for epoch in range(max_epochs):
+                self.module.train()
+                idx = torch.randperm(n, generator=gen)[:B]
+                out = self._losses(idx)
+                opt.zero_grad(set_to_none=True)
+                out["loss"].backward()
+                opt.step()
+                rec = {
+                    "epoch": epoch,
+                    **{k: float(v.detach()) for k, v in out.items()},
+                    "seconds": time.perf_counter() - t0,
+                }
+                records.append(rec)
+                bar.set_postfix(loss=f"{rec['loss']:.4g}")
+                bar.update()
+                self._check_finite_epoch(rec, epoch, lr)
+                smooth = np.mean([r["loss"] for r in records[-10:]])
+                if not np.isfinite(best) or smooth < best - tol * abs(best):
+                    best, bad = smooth, 0
+                else:
+                    bad += 1
+                    if bad >= patience and epoch + 1 >= min_epochs:
+                        break
+        self.history = pd.DataFrame(records)
+        self.is_trained = True
+
+    @torch.no_grad()
+    def _embeddings(self) -> tuple[np.ndarray, np.ndarray]:
+        self.module.eval()
+        h1, h2 = self.module.encode(self._x1, self._x2, self._S)
+        r1, r2 = self.module.refine(h1, h2, self._gene_x, self._gene_S)
+        cell = torch.cat([h1, h2], 1).cpu().numpy()
+        refined = torch.cat([F.normalize(r1, dim=1), F.normalize(r2, dim=1)], 1)
+        return cell, refined.cpu().numpy()
+
+    def get_latent_representation(self, key_added: str | None = "X_scrcl") -> np.ndarray:
+        """Cell embedding ``(n_cells, 2 * n_latent)``: both views' L2-normalised embeddings."""
+        if not self.is_trained:
+            raise RuntimeError("the model is not trained; call .train() first")
+        z = self._embeddings()[0]
+        if key_added:
+            self.adata.obsm[key_added] = z
+        return z
+
+    def predict(self, key_added: str | None = "scrcl", use: str = "refined") -> np.ndarray:
+        """Cluster labels ``(n_cells,)``: k-means on the concatenated refined embeddings.
+
+        With ``n_clusters=None`` the number is Leiden's (resolution 1) on a
+        15-NN graph of the cell embedding (label-free); it is stored in
+        ``self.n_clusters_``. ``use`` picks what k-means reads: ``"refined"``
+        (the paper's read-out, ``(n_cells, 2 * n_genes)``), ``"cell"`` (the
+        views' embeddings, ``(n_cells, 2 * n_latent)``) or ``"both"``
+        (the two concatenated, each L2-normalised per cell).
+        """
+        from sklearn.cluster import KMeans
+        from sklearn.preprocessing import normalize
+
+        check_choice("use", use, ("refined", "cell", "both"))
+        if not self.is_trained:
+            raise RuntimeError("the model is not trained; call .train() first")
+        cell, refined = self._embeddings()
+        k = self.n_clusters
+        if k is None:
+            k = max(2, len(np.unique(leiden_labels(cell, resolution=1.0, seed=self.seed))))
+        self.n_clusters_ = k
+        X = {
+            "refined": refined,
+            "cell": cell,
+            "both": np.hstack([normalize(cell), normalize(refined)]),
+        }[use]
+        labels = KMeans(k, n_init=10, random_state=self.seed).fit_predict(X)
+        if key_added:
+            self.adata.obs[key_added] = pd.Categorical(labels.astype(str))
+        return labels
+
+    def _checkpoint_extra(self) -> dict:
+        return {
+            "genes": self.genes,
+            "obs_names": self.adata.obs_names.tolist(),
+            "setup": self.setup,
+        }
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, adata: ad.AnnData, device: str = "auto") -> SCRCL:
+        """Load a saved model for the same cells (scRCL is transductive: the graphs are rebuilt)."""
+        meta, state = cls._read_checkpoint(path, resolve_device(device))
+        path = Path(path)
+        if adata.obs_names.tolist() != meta["obs_names"]:
+            raise DataValidationError(
+                "scRCL is transductive: load it with the cells it was trained on"
+            )
+        cls.setup_anndata(adata, meta.get("setup", {}).get("layer", "counts"))
+        init = dict(meta["init"])
+        init["device"] = device
+        init["smoothing"] = tuple(init["smoothing"])
+        model = cls(adata, **init)
+        if model.genes != meta["genes"]:
+            raise DataValidationError("the rebuilt gene selection differs from the saved model's")
+        model._load_weights(state, path)
+        model.history = cls._read_history(path)
+        model.is_trained = True
+        return model
