@@ -259,19 +259,17 @@ class BaseModel:
         return meta, state
 
     def _load_weights(self, state: dict, path: Path) -> None:
-        missing, unexpected = self.module.load_state_dict(state, strict=False)
+        try:
+            missing, unexpected = self.module.load_state_dict(state, strict=False)
+        except RuntimeError as e:  # tensors of the wrong shape
+            raise CheckpointError(
+                f"{path / 'model.pt'} does not match this model's architecture ({e})"
+            ) from None
         if missing or unexpected:
             raise CheckpointError(
                 f"{path / 'model.pt'} does not match this version of {type(self).__name__} "
                 f"(missing {missing}, unexpected {unexpected})"
             )
-        wrong = [
-            k
-            for k, v in self.module.state_dict().items()
-            if k in state and tuple(state[k].shape) != tuple(v.shape)
-        ]
-        if wrong:  # pragma: no cover - load_state_dict raises first
-            raise CheckpointError(f"{path / 'model.pt'}: tensors of the wrong shape: {wrong}")
 
     @staticmethod
     def _read_history(path: Path) -> pd.DataFrame:
