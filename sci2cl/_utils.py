@@ -67,3 +67,25 @@ def check_range(
     )
     if bad:
         raise ValueError(f"{name} must be in {rng}, got {value}")
+
+
+def check_weights(weights: dict | None, keys: tuple[str, ...]) -> dict[str, float]:
+    """Loss weights ``{key: w >= 0}``, missing keys at 1; refuses unknown keys and all zeros.
+
+    Raises ``TypeError`` when ``weights`` is not a dict and ``ValueError`` naming
+    the key at fault otherwise.
+    """
+    w = dict.fromkeys(keys, 1.0)
+    if weights is None:
+        return w
+    if not isinstance(weights, dict):
+        raise TypeError(f"weights must be a dict with keys among {list(keys)}, got {weights!r}")
+    unknown = set(weights) - set(keys)
+    if unknown:
+        raise ValueError(f"unknown loss weights {sorted(unknown)}; use {list(keys)}")
+    for k, v in weights.items():
+        check_range(f"weights[{k!r}]", v, 0)
+    w.update({k: float(v) for k, v in weights.items()})
+    if not any(w.values()):
+        raise ValueError(f"all loss weights are 0; give at least one of {list(keys)} a weight > 0")
+    return w

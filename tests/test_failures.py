@@ -57,8 +57,11 @@ def test_train_refuses_settings_that_take_no_step(small, kwargs, match):
 
 
 def test_all_zero_loss_weights_are_refused(small):
-    with pytest.raises(ValueError, match="nothing to learn"):
+    with pytest.raises(ValueError, match="all loss weights are 0"):
         sci2cl.SCI2CL(small, weights=dict.fromkeys(("rec", "mse", "moc", "mom"), 0.0), **SMALL)
+    # only joint-stage terms: the pretraining stage would have no loss
+    with pytest.raises(ValueError, match="nothing to learn"):
+        sci2cl.SCI2CL(small, weights={"rec": 0.0, "mse": 0.0}, **SMALL)
 
 
 def test_scrcl_train_refuses_zero_epochs(small):
@@ -447,6 +450,9 @@ def test_scrcl_refuses_invalid_settings(small):
         ({"smoothing": (-1, 0)}, r"smoothing\[0\] must be in"),
         ({"temperature": 0}, "temperature must be in"),
         ({"spatial_key": "spatial"}, r"obsm\['spatial'\] not found"),
+        ({"weights": {"lambda1": 1.0}}, "unknown loss weights"),
+        ({"weights": {"refine": -1.0}}, r"weights\['refine'\] must be in"),
+        ({"weights": dict.fromkeys(("align", "neighbour", "refine"), 0)}, "all loss weights are 0"),
     ):
         with pytest.raises((ValueError, DataValidationError), match=match):
             sci2cl.SCRCL(a, **kwargs)

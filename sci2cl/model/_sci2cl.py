@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .._graph import modality_weights
-from .._utils import check_choice, check_range, get_matrix
+from .._utils import check_choice, check_range, check_weights, get_matrix
 from ..module import COUNT_LIKELIHOODS, LIKELIHOODS, SCI2CLModule
 from ..pp import DataValidationError, validate
 from ._base import BaseModel, TrainingError, resolve_device
@@ -117,18 +117,7 @@ class SCI2CL(BaseModel):
         ):
             if not isinstance(flag, bool):
                 raise TypeError(f"{name} must be True or False, got {flag!r}")
-        w = dict.fromkeys(LOSS_WEIGHTS, 1.0)
-        if weights is not None:
-            if not isinstance(weights, dict):
-                raise TypeError(f"weights must be a dict with keys {list(LOSS_WEIGHTS)}")
-            unknown = set(weights) - set(w)
-            if unknown:
-                raise ValueError(
-                    f"unknown loss weights {sorted(unknown)}; use {list(LOSS_WEIGHTS)}"
-                )
-            for k, v in weights.items():
-                check_range(f"weights[{k!r}]", v, 0)
-            w.update({k: float(v) for k, v in weights.items()})
+        w = check_weights(weights, LOSS_WEIGHTS)
         if w["rec"] == 0 and (w["mse"] == 0 or n_views == 0):
             raise ValueError(
                 "with weights['rec'] = 0 and no intra-omics term (weights['mse'] = 0 or n_views = 0) "

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .._graph import knn_adjacency, leiden_labels, normalised_adjacency
-from .._utils import check_choice, check_range, get_matrix
+from .._utils import check_choice, check_range, check_weights, get_matrix
 from ..module import SCRCLModule, neighbourhood_contrastive, refinement_consistency, symmetric_kl
 from ..pp import DataValidationError, validate
 from ._base import BaseModel, resolve_device
@@ -23,6 +23,7 @@ from ._base import BaseModel, resolve_device
 __all__ = ["SCRCL"]
 
 SETUP_KEY = "_scrcl_setup"
+LOSS_WEIGHTS = ("align", "neighbour", "refine")
 
 
 def _to_torch_sparse(A: sp.csr_matrix, device) -> torch.Tensor:
@@ -61,8 +62,11 @@ class SCRCL(BaseModel):
         Use a spatial kNN on ``adata.obsm[spatial_key]`` as the cell graph.
     n_hidden, n_latent
         Hidden and output sizes of the cell encoders (>= 2).
-    lambda1, lambda2
-        Weights of the neighbourhood and refinement losses (>= 0).
+    weights
+        Loss weights ``{"align": w0, "neighbour": w1, "refine": w2}`` of the
+        distribution-alignment, neighbourhood-contrastive and refinement losses
+        (>= 0, not all 0; the paper's ``lambda1`` and ``lambda2`` are ``w1`` and
+        ``w2`` with ``w0 = 1``); missing keys keep their default of 1.
     temperature
         Softmax temperature of the distribution-alignment and neighbourhood
         divergences (> 0; 0.1 is the authors' default).
@@ -85,8 +89,7 @@ class SCRCL(BaseModel):
         spatial_key: str | None = None,
         n_hidden: int = 256,
         n_latent: int = 64,
-        lambda1: float = 1.0,
-        lambda2: float = 1.0,
+        weights: dict | None = None,
         temperature: float = 0.1,
         batch_cells: int = 2048,
         seed: int = 0,
@@ -118,8 +121,7 @@ class SCRCL(BaseModel):
             check_range(f"smoothing[{i}]", t, 0, integer=True)
         check_range("n_hidden", n_hidden, 2, integer=True)
         check_range("n_latent", n_latent, 2, integer=True)
-        check_range("lambda1", lambda1, 0)
-        check_range("lambda2", lambda2, 0)
+        self.weights = check_weights(weights, LOSS_WEIGHTS)
         check_range("temperature", temperature, 0, lo_open=True)
         check_range("batch_cells", batch_cells, 2, integer=True)
         if spatial_key is not None and spatial_key not in adata.obsm:
@@ -214,7 +216,7 @@ class SCRCL(BaseModel):
         )
         r1, r2 = self.module.refine(b1, b2, self._gene_x, self._gene_S)
         out["refine"] = refinement_consistency(r1, r2, A)
-        out["loss"] = out["align"] + p["lambda1"] * out["neighbour"] + p["lambda2"] * out["refine"]
+        out["loss"] = sum(self.weights[k] * out[k] for k in LOSS_WEIGHTS)
         return out
 
     def train(
