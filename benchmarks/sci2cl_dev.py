@@ -1,101 +1,189 @@
-"""Development sets for scI2CL design choices, kept apart from the quality table's test sets.
+"""Development log of scI2CL designs on the real paired development sets.
 
-Usage: python -m benchmarks.sci2cl_dev [--datasets a549_dex simulated_s1 simulated_s1_thin]
-                                       [--seeds 0 1 2] [--out build/bench/sci2cl_dev]
+Usage:
+  python -m benchmarks.sci2cl_dev --configs default pca_inputs [--datasets ...] [--seeds 0 1 2]
+  python -m benchmarks.sci2cl_dev --peers              # RNA PCA, ATAC LSI, muon WNN once per set
+  python -m benchmarks.sci2cl_dev --list               # the configurations
 
-The read-out of the joint embedding (``SCI2CL.get_latent_representation(kind=...)``)
-was chosen on paired sets that are *not* in ``sci2cl_speed.py quality`` (sci-CAR
-kidney, BMMC-a, BMMC-b, the simulator at seed 0): sci-CAR A549 (scored by treatment
-time), the simulator at seed 1 with 2,000 cells, and that simulation with its ATAC
-counts binomially thinned to 15% (an uninformative ATAC, as in sci-CAR kidney). One
-default model per dataset and seed; every read-out is scored on that same model
-with KMeans (true k) and label-free Leiden. Writes ``sci2cl_dev.csv``.
+Every configuration tried is a named entry of ``CONFIGS`` (constructor and
+``train`` arguments on top of the defaults). Each run trains one model per
+dataset and seed and scores every read-out of that same model (the joint
+embedding, each modality's encoder, the paper's fused read-out) with KMeans at
+the true k and label-free Leiden. The rows are appended to
+``results/sci2cl_dev_log.csv`` (losers included; a re-run of a configuration
+replaces its rows), with the label-free quantities a per-dataset choice may use:
+the best held-out loss and the read-out's modality weights. The labels only
+score; nothing here reads them before the model is trained.
 """
 
 from __future__ import annotations
 
+import argparse
+import fcntl
+import json
+import os
+import subprocess
 import sys
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
 
 from benchmarks import peers
-from benchmarks.common import dev_parser, label_key, prepare, report
-from sci2cl import SCI2CL, datasets, metrics, pp
+from benchmarks.common import label_key, prepare
+from sci2cl import SCI2CL, metrics
 
 ROOT = Path(__file__).resolve().parents[1]
+LOG = ROOT / "results" / "sci2cl_dev_log.csv"
 
-DEV = ["a549_dex", "simulated_s1", "simulated_s1_thin"]
-READOUTS = ["joint", "fused", "rna", "concat"]
+#: real paired development sets (issue 20)
+DEV = ["bmmc_a", "bmmc_b", "scicar_kidney", "snare_adbrain"]
+READOUTS = ["joint", "rna", "atac", "fused"]
+PEER_NAMES = ["RNA PCA", "ATAC LSI", "WNN (muon)"]
 
-
-def dev_set(name: str, thin: float = 0.15):
-    """A development MuData and the ``obs`` column that scores it."""
-    if name == "a549_dex":
-        return prepare(name), label_key(name)
-    m = datasets.simulate_multiome(n_cells=2000, seed=1)
-    if name == "simulated_s1_thin":
-        X = sp.csr_matrix(m["atac"].layers["counts"])
-        X.data = np.random.default_rng(1).binomial(X.data.astype(np.int64), thin).astype(np.float32)
-        X.eliminate_zeros()
-        m["atac"].X, m["atac"].layers["counts"] = X, X.copy()
-    pp.qc_filter(m)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        pp.select_features(m, n_top_genes=2000, n_top_peaks=5000)
-    pp.qc_filter(m)
-    return m, "true_cell_type"
+#: name -> {"init": SCI2CL(...) arguments, "train": SCI2CL.train(...) arguments}
+CONFIGS: dict[str, dict] = {
+    "default": {},
+    "pca_inputs": {"init": {"n_input_pcs": 50}},
+    "pca_inputs_latent64": {"init": {"n_input_pcs": 50, "n_latent": 64}},
+    "pca_inputs_no_joint_rec": {"init": {"n_input_pcs": 50, "joint_rec": False}},
+    "latent64": {"init": {"n_latent": 64}},
+}
 
 
-def run(datasets, seeds, readouts, out: Path) -> pd.DataFrame:
-    out.mkdir(parents=True, exist_ok=True)
-    rows = []
+def _commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "sci2cl"], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip()
+        return out.stdout.strip() + ("+dirty" if dirty else "")
+    except OSError:
+        return "unknown"
+
+
+def _write(rows: list[dict], log: Path) -> None:
+    """Append ``rows`` to ``log`` atomically, dropping old rows of the same (config, dataset, seed).
+
+    A lock file serialises runners that share the log (one per core).
+    """
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        new = pd.DataFrame(rows)
+        if log.exists():
+            old = pd.read_csv(log)
+            keys = ["config", "dataset", "seed"]
+            same = old.set_index(keys).index.isin(new.set_index(keys).index.unique())
+            new = pd.concat([old[~same], new], ignore_index=True)
+        tmp = log.with_suffix(f".{os.getpid()}.tmp")
+        new.to_csv(tmp, index=False)
+        tmp.replace(log)
+
+
+def _score(rows, base, z, y, seed, adjacency=None):
+    for res in metrics.cluster_embedding(z, y, seed=seed, adjacency=adjacency):
+        rows.append({**base, **res})
+
+
+def run_config(name: str, datasets, seeds, log: Path = LOG) -> None:
+    cfg = CONFIGS[name]
+    commit = _commit()
     for ds in datasets:
-        m, key = dev_set(ds)
-        y = m.obs[key].astype(str).to_numpy()
+        m = prepare(ds)
+        y = m.obs[label_key(ds)].astype(str).to_numpy()
         for seed in seeds:
             t = time.perf_counter()
-            model = SCI2CL(peers.setup_sci2cl(m), seed=seed).train(progress_bar=False)
+            model = SCI2CL(peers.setup_sci2cl(m), seed=seed, **cfg.get("init", {}))
+            model.train(progress_bar=False, **cfg.get("train", {}))
             sec = time.perf_counter() - t
-            for r in readouts:
+            h = model.history
+            val = h["val_loss"].min() if "val_loss" in h else np.nan
+            rows = []
+            for r in READOUTS:
                 z = model.get_latent_representation(key_added=None, kind=r)
-                for res in metrics.cluster_embedding(z, y, seed=seed):
-                    rows.append(
-                        {
-                            "dataset": ds,
-                            "readout": r,
-                            "seed": seed,
-                            "seconds": sec,
-                            "w_rna": model.modality_weights_["rna"],
-                            **res,
-                        }
-                    )
-            report(
-                rows,
-                2 * len(readouts),
-                ["dataset", "readout", "seed", "protocol", "nmi"],
-                out / "sci2cl_dev.csv",
-            )
-    return pd.DataFrame(rows)
+                base = {
+                    "config": name,
+                    "params": json.dumps(cfg, sort_keys=True),
+                    "dataset": ds,
+                    "seed": seed,
+                    "readout": r,
+                    "seconds": round(sec, 1),
+                    "epochs": len(h),
+                    "best_val_loss": val,
+                    "w_rna": model.modality_weights_["rna"],
+                    "commit": commit,
+                }
+                _score(rows, base, z, y, seed)
+            _write(rows, log)
+            summary = {(r["readout"], r["protocol"]): round(r["nmi"], 3) for r in rows}
+            print(name, ds, seed, f"{sec:.0f}s", f"w_rna={model.modality_weights_['rna']:.2f}",
+                  summary, flush=True)  # fmt: skip
+
+
+def run_peers(datasets, seeds, log: Path = LOG) -> None:
+    commit = _commit()
+    for ds in datasets:
+        m = prepare(ds)
+        y = m.obs[label_key(ds)].astype(str).to_numpy()
+        for seed in seeds:
+            rows = []
+            for p in PEER_NAMES:
+                r = peers.run_peer(p, m, seed=seed)
+                base = {
+                    "config": "peer",
+                    "params": "{}",
+                    "dataset": ds,
+                    "seed": seed,
+                    "readout": p,
+                    "seconds": round(r["seconds"], 1),
+                    "commit": commit,
+                }
+                _score(rows, base, r["embedding"], y, seed, r["adjacency"])
+            _write(rows, log)
+            print("peers", ds, seed, {(r["readout"], r["protocol"]): round(r["nmi"], 3)
+                                      for r in rows}, flush=True)  # fmt: skip
+
+
+def summary(log: Path = LOG) -> pd.DataFrame:
+    """Mean NMI over seeds per configuration, read-out, dataset and protocol."""
+    df = pd.read_csv(log)
+    return df.pivot_table(
+        index=["config", "readout"], columns=["protocol", "dataset"], values="nmi"
+    ).round(3)
 
 
 def main() -> int:
-    ap = dev_parser(__doc__, DEV, READOUTS)
-    ap.add_argument("--out", default=str(ROOT / "build" / "bench" / "sci2cl_dev"))
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--configs", nargs="*", default=[])
+    ap.add_argument("--peers", action="store_true")
+    ap.add_argument("--list", action="store_true")
+    ap.add_argument("--datasets", nargs="*", default=DEV)
+    ap.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--log", type=Path, default=LOG)
     a = ap.parse_args()
+    if a.list:
+        for k, v in CONFIGS.items():
+            print(f"{k}: {json.dumps(v)}")
+        return 0
+    unknown = set(a.configs) - set(CONFIGS)
+    if unknown:
+        ap.error(f"unknown configurations {sorted(unknown)}; see --list")
     import torch
 
     torch.set_num_threads(a.threads)
-    df = run(a.datasets, a.seeds, a.readouts, Path(a.out))
-    print(
-        df.pivot_table(index=["dataset", "protocol"], columns="readout", values="nmi")
-        .round(3)
-        .to_string()
-    )
+    if a.peers:
+        run_peers(a.datasets, a.seeds, a.log)
+    for c in a.configs:
+        run_config(c, a.datasets, a.seeds, a.log)
+    if a.log.exists():
+        print(summary(a.log).to_string())
     return 0
 
 

@@ -118,6 +118,11 @@ class ModalityAE(nn.Module):
         Heads of the view self-attention.
     dropout
         Dropout in the encoder.
+    n_input_pcs
+        Encode the projection of the standardised input on ``n_input_pcs``
+        fixed principal axes (buffers ``input_axes``, set from the data by the
+        model) instead of all ``D`` features; the decoder still reconstructs
+        all ``D`` features.
     """
 
     def __init__(
@@ -128,15 +133,22 @@ class ModalityAE(nn.Module):
         likelihood: str,
         n_heads: int,
         dropout: float = 0.1,
+        n_input_pcs: int | None = None,
     ):
         super().__init__()
         self.likelihood = likelihood
-        self.encoder = MLP(n_features, [n_hidden, n_hidden // 2, n_latent], dropout=dropout)
+        self.n_input_pcs = n_input_pcs
+        n_in = n_features if n_input_pcs is None else n_input_pcs
+        self.encoder = MLP(n_in, [n_hidden, n_hidden // 2, n_latent], dropout=dropout)
         self.decoder = CountDecoder(n_latent, n_hidden, n_features, likelihood)
         self.fusion = ViewFusion(n_latent, n_heads)
         # per-feature standardisation of the network input, set from the data by the model
         self.register_buffer("input_mean", torch.zeros(n_features))
         self.register_buffer("input_std", torch.ones(n_features))
+        if n_input_pcs is not None:
+            # fixed principal axes of the standardised input, set from the data by the model
+            self.register_buffer("input_axes", torch.zeros(n_features, n_input_pcs))
+            self.register_buffer("input_axes_mean", torch.zeros(n_input_pcs))
 
     def normalise(self, x: torch.Tensor) -> torch.Tensor:
         """``log1p`` of depth-normalised counts (1e4 per cell); identity for non-count data."""
@@ -145,9 +157,23 @@ class ModalityAE(nn.Module):
             return torch.log1p(x / lib * 1e4)
         return x
 
+    def standardise(self, h: torch.Tensor) -> torch.Tensor:
+        """Per-feature z-score of normalised values (clipped at +-10), ``(n, D) -> (n, D)``."""
+        return ((h - self.input_mean) / self.input_std).clamp(-10, 10)
+
+    def project(self, s: torch.Tensor) -> torch.Tensor:
+        """Encoder input from standardised values, ``(n, D) -> (n, K)``.
+
+        The projection on the fixed principal axes when ``n_input_pcs`` is set;
+        otherwise the values unchanged (``K = D``).
+        """
+        if self.n_input_pcs is None:
+            return s
+        return s @ self.input_axes - self.input_axes_mean
+
     def transform_input(self, x: torch.Tensor) -> torch.Tensor:
-        """Network input: :meth:`normalise`, then z-scored per feature (clipped at +-10)."""
-        return ((self.normalise(x) - self.input_mean) / self.input_std).clamp(-10, 10)
+        """Network input: :meth:`normalise`, :meth:`standardise`, :meth:`project`."""
+        return self.project(self.standardise(self.normalise(x)))
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Embedding of raw inputs ``(n_cells, D) -> (n_cells, E)``."""
@@ -159,13 +185,14 @@ class ModalityAE(nn.Module):
         Each view keeps every feature with probability ``1 - mask_rate``
         (masked entries set to 0, a fresh mask per cell and view), is encoded
         by the shared encoder, and the ``T`` view embeddings are fused by
-        :class:`~sci2cl.nn.ViewFusion`. Returns ``(n_cells, E)``.
+        :class:`~sci2cl.nn.ViewFusion`. Returns ``(n_cells, E)``. The mask acts
+        on the features, before any projection on principal axes.
         """
         h = self.normalise(x)
         keep = torch.rand((n_views, *h.shape), device=h.device) >= mask_rate
         # mask on the normalised scale (masked = not detected), then standardise
-        hv = ((h.unsqueeze(0) * keep - self.input_mean) / self.input_std).clamp(-10, 10)
-        z = self.encoder(hv.reshape(-1, h.shape[1]))
+        hv = self.project(self.standardise(h.unsqueeze(0) * keep))
+        z = self.encoder(hv.reshape(n_views * h.shape[0], -1))
         z = z.view(n_views, h.shape[0], -1).transpose(0, 1)  # (n, T, E)
         return self.fusion(z)
 
@@ -188,6 +215,10 @@ class SCI2CLModule(nn.Module):
         Hidden and embedding sizes.
     n_heads
         Heads of the view self-attention (must divide ``n_latent``).
+    n_input_pcs
+        Encoders read ``n_input_pcs`` principal components of each modality
+        (at most its number of features) instead of all features; see
+        :class:`ModalityAE`.
 
     Notes
     -----
@@ -205,13 +236,20 @@ class SCI2CLModule(nn.Module):
         n_hidden: int = 256,
         n_latent: int = 32,
         n_heads: int = 4,
+        n_input_pcs: int | None = None,
     ):
         super().__init__()
         self.modalities = tuple(n_features)
         self.ae = nn.ModuleDict(
             {
                 m: ModalityAE(
-                    n_features[m], n_hidden, n_latent, likelihoods[m], n_heads, self.dropout
+                    n_features[m],
+                    n_hidden,
+                    n_latent,
+                    likelihoods[m],
+                    n_heads,
+                    self.dropout,
+                    None if n_input_pcs is None else min(n_input_pcs, n_features[m]),
                 )
                 for m in self.modalities
             }

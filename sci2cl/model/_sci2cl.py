@@ -71,6 +71,13 @@ class SCI2CL(BaseModel):
     joint_rec
         In the joint stage, reconstruct both modalities from the joint
         embedding (default) instead of each from its own encoder.
+    n_input_pcs
+        Each encoder reads the first ``n_input_pcs`` principal components of
+        its modality's standardised log-normalised input (axes fixed from the
+        training cells before training, no labels; for RNA this is scanpy's
+        normalise-log-scale-PCA) instead of all features; the masked views mask
+        features before the projection and the decoders still reconstruct every
+        feature. ``None`` (default): all features.
     seed
         Seed of initialisation, masking, negatives and batch order.
     device
@@ -93,6 +100,7 @@ class SCI2CL(BaseModel):
         weights: dict | None = None,
         use_rna_only: bool = False,
         joint_rec: bool = True,
+        n_input_pcs: int | None = None,
         seed: int = 0,
         device: str = "auto",
     ):
@@ -110,6 +118,8 @@ class SCI2CL(BaseModel):
         check_range("mask_rate", mask_rate, 0, 1, hi_open=True)
         check_range("temperature", temperature, 0, lo_open=True)
         check_range("n_negatives", n_negatives, 0, integer=True)
+        if n_input_pcs is not None:
+            check_range("n_input_pcs", n_input_pcs, 2, integer=True)
         for name, flag in (
             ("hard_negatives", hard_negatives),
             ("use_rna_only", use_rna_only),
@@ -143,6 +153,7 @@ class SCI2CL(BaseModel):
                 n_hidden=n_hidden,
                 n_latent=n_latent,
                 n_heads=n_heads,
+                n_input_pcs=n_input_pcs,
             ).to(self.device)
         self._set_input_scaling(mdata)
 
@@ -245,22 +256,50 @@ class SCI2CL(BaseModel):
         self._validate(mdata, self.setup, getattr(self, "feature_names", None))
 
     @torch.no_grad()
-    def _set_input_scaling(self, mdata: md.MuData, chunk: int = 2048) -> None:
-        """Per-feature mean/std of the normalised input over all cells (no labels)."""
+    def _set_input_scaling(self, mdata: md.MuData, chunk: int = 2048, max_pca_cells: int = 20000):
+        """Per-feature mean/std of the normalised input over all cells, then the input axes.
+
+        With ``n_input_pcs``, the principal axes of the standardised input of up
+        to ``max_pca_cells`` cells (seeded subsample), scaled so that the
+        encoder's inputs have unit variance on average. No labels are used.
+        """
         X = self._matrices(mdata)
+        n = mdata.n_obs
         for m in ROLES:
             ae = self.module.ae[m]
             s1 = torch.zeros(self.n_features[m], dtype=torch.float64)
             s2 = torch.zeros_like(s1)
-            for s in range(0, mdata.n_obs, chunk):
-                idx = np.arange(s, min(s + chunk, mdata.n_obs))
+            for s in range(0, n, chunk):
+                idx = np.arange(s, min(s + chunk, n))
                 h = ae.normalise(torch.from_numpy(_rows(X[m], idx))).double()
                 s1 += h.sum(0)
                 s2 += (h**2).sum(0)
-            mean = s1 / mdata.n_obs
-            std = (s2 / mdata.n_obs - mean**2).clamp(min=0).sqrt()
+            mean = s1 / n
+            std = (s2 / n - mean**2).clamp(min=0).sqrt()
             ae.input_mean.copy_(mean.float())
             ae.input_std.copy_(std.float().clamp(min=1e-2))
+            if ae.n_input_pcs is None:
+                continue
+            from sklearn.decomposition import PCA
+
+            rng = np.random.default_rng(self.seed)
+            sub = (
+                np.sort(rng.choice(n, max_pca_cells, replace=False)) if n > max_pca_cells else None
+            )
+            sub = np.arange(n) if sub is None else sub
+            S = torch.cat(
+                [
+                    ae.standardise(ae.normalise(torch.from_numpy(_rows(X[m], sub[s : s + chunk]))))
+                    for s in range(0, len(sub), chunk)
+                ]
+            ).numpy()
+            k = min(ae.n_input_pcs, *S.shape)
+            pca = PCA(n_components=k, svd_solver="randomized", random_state=self.seed).fit(S)
+            scale = float(np.sqrt(pca.explained_variance_.mean()))
+            axes = np.zeros((self.n_features[m], ae.n_input_pcs), np.float32)
+            axes[:, :k] = pca.components_.T / scale
+            ae.input_axes.copy_(torch.from_numpy(axes))
+            ae.input_axes_mean.copy_(torch.from_numpy(pca.mean_.astype(np.float32) @ axes))
 
     def _matrices(self, mdata: md.MuData) -> dict:
         out = {}
