@@ -36,6 +36,8 @@ from sci2cl import SCI2CL, metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 LOG = ROOT / "results" / "sci2cl_dev_log.csv"
+#: per-modality encoder outputs of every run, for read-out rules tried after training
+EMB = ROOT / "build" / "dev" / "embeddings"
 
 #: real paired development sets (issue 20)
 DEV = ["bmmc_a", "bmmc_b", "scicar_kidney", "snare_adbrain"]
@@ -103,8 +105,10 @@ def run_config(name: str, datasets, seeds, log: Path = LOG) -> None:
             h = model.history
             val = h["val_loss"].min() if "val_loss" in h else np.nan
             rows = []
-            for r in READOUTS:
-                z = model.get_latent_representation(key_added=None, kind=r)
+            zs = {r: model.get_latent_representation(key_added=None, kind=r) for r in READOUTS}
+            EMB.mkdir(parents=True, exist_ok=True)
+            np.savez_compressed(EMB / f"{name}__{ds}__{seed}.npz", **zs)
+            for r, z in zs.items():
                 base = {
                     "config": name,
                     "params": json.dumps(cfg, sort_keys=True),
