@@ -42,6 +42,8 @@ EMB = ROOT / "build" / "dev" / "embeddings"
 #: real paired development sets (issue 20)
 DEV = ["bmmc_a", "bmmc_b", "scicar_kidney", "snare_adbrain"]
 READOUTS = ["joint", "rna", "atac", "fused"]
+#: label-free weightings of the joint read-out, each logged as ``joint_<name>`` besides the model's own
+MODALITY_WEIGHTINGS = ("modularity", "wnn")
 PEER_NAMES = ["RNA PCA", "ATAC LSI", "WNN (muon)"]
 
 #: name -> {"init": SCI2CL(...) arguments, "train": SCI2CL.train(...) arguments}
@@ -51,6 +53,11 @@ CONFIGS: dict[str, dict] = {
     "pca_inputs_latent64": {"init": {"n_input_pcs": 50, "n_latent": 64}},
     "pca_inputs_no_joint_rec": {"init": {"n_input_pcs": 50, "joint_rec": False}},
     "latent64": {"init": {"n_latent": 64}},
+    # ablations of the paper's parts on top of pca_inputs (issue 20, goal 2)
+    "pca_no_intra": {"init": {"n_input_pcs": 50, "n_views": 0}},
+    "pca_no_moc": {"init": {"n_input_pcs": 50, "weights": {"moc": 0}}},
+    "pca_no_mom": {"init": {"n_input_pcs": 50, "weights": {"mom": 0}}},
+    "pca_rna_only": {"init": {"n_input_pcs": 50, "use_rna_only": True}},
 }
 
 
@@ -106,6 +113,15 @@ def run_config(name: str, datasets, seeds, log: Path = LOG) -> None:
             val = h["val_loss"].min() if "val_loss" in h else np.nan
             rows = []
             zs = {r: model.get_latent_representation(key_added=None, kind=r) for r in READOUTS}
+            # the joint read-out under each label-free modality weighting, same encoders
+            w_rna = {"joint": model.modality_weights_["rna"]}
+            own = model.init_params["modality_weighting"]
+            for wt in MODALITY_WEIGHTINGS:
+                if wt != own:
+                    model.refit_readout(wt)
+                    zs[f"joint_{wt}"] = model.get_latent_representation(key_added=None)
+                    w_rna[f"joint_{wt}"] = model.modality_weights_["rna"]
+            model.refit_readout(own)
             EMB.mkdir(parents=True, exist_ok=True)
             np.savez_compressed(EMB / f"{name}__{ds}__{seed}.npz", **zs)
             for r, z in zs.items():
@@ -118,13 +134,13 @@ def run_config(name: str, datasets, seeds, log: Path = LOG) -> None:
                     "seconds": round(sec, 1),
                     "epochs": len(h),
                     "best_val_loss": val,
-                    "w_rna": model.modality_weights_["rna"],
+                    "w_rna": w_rna.get(r, np.nan),
                     "commit": commit,
                 }
                 _score(rows, base, z, y, seed)
             _write(rows, log)
             summary = {(r["readout"], r["protocol"]): round(r["nmi"], 3) for r in rows}
-            print(name, ds, seed, f"{sec:.0f}s", f"w_rna={model.modality_weights_['rna']:.2f}",
+            print(name, ds, seed, f"{sec:.0f}s", f"w_rna={w_rna}",
                   summary, flush=True)  # fmt: skip
 
 

@@ -65,3 +65,60 @@ def test_normalised_adjacency_rows_of_a_regular_graph():
     S = _graph.normalised_adjacency(A)
     np.testing.assert_allclose(np.asarray(S.sum(1)).ravel(), 1.0, rtol=1e-6)
     np.testing.assert_allclose(S.toarray(), S.toarray().T)
+
+
+def _clustered(rng, labels, groups, sep, d=12):
+    """Cells around the centre of their group ``groups[label]``, rows L2-normalised."""
+    centres = rng.normal(0, sep, (max(groups) + 1, d))
+    z = centres[np.asarray(groups)[labels]] + rng.normal(0, 1, (len(labels), d))
+    return z / np.linalg.norm(z, axis=1, keepdims=True)
+
+
+def test_modularity_weight_mixes_complementary_modalities_and_drops_noise():
+    from sklearn.metrics import normalized_mutual_info_score as nmi
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 8, 1200)
+    grid = np.linspace(0, 1, 11)
+    # RNA separates pairs of types that ATAC merges, and the other way round:
+    # only a mix of the two separates all 8 types
+    rna = _clustered(rng, y, [0, 0, 1, 1, 2, 2, 3, 3], 3)
+    atac = _clustered(rng, y, [0, 1, 0, 1, 2, 3, 2, 3], 3)
+    s = _graph.modularity_weight_scores(rna, atac, grid, n_components=12)
+    assert list(s.columns) == ["w_rna", "modularity"] and len(s) == 11
+    best = s.loc[s["modularity"].idxmax(), "w_rna"]
+    assert 0 < best < 1
+    assert s["modularity"].max() > s["modularity"].iloc[[0, -1]].max() + 0.05
+
+    def leiden_nmi(w):
+        Y = np.hstack([np.sqrt(w) * rna, np.sqrt(1 - w) * atac])
+        return nmi(y, _graph.leiden_labels(Y))
+
+    assert leiden_nmi(best) > max(leiden_nmi(0.0), leiden_nmi(1.0)) + 0.1
+    # an ATAC without structure scores far below the best on its own, and swapping the modalities mirrors the grid
+    noise = _clustered(rng, y, [0] * 8, 0)
+    s2 = _graph.modularity_weight_scores(rna, noise, grid, n_components=12)
+    assert s2.loc[s2["modularity"].idxmax(), "w_rna"] >= 0.5
+    assert s2["modularity"].iloc[0] < s2["modularity"].max() - 0.2
+    s3 = _graph.modularity_weight_scores(noise, rna, grid, n_components=12)
+    np.testing.assert_allclose(s3["modularity"].to_numpy()[::-1], s2["modularity"], atol=1e-6)
+    with pytest.raises(ValueError, match="same cells"):
+        _graph.modularity_weight_scores(rna, noise[:10], grid, 12)
+    with pytest.raises(ValueError, match="grid"):
+        _graph.modularity_weight_scores(rna, noise, [0.5, 1.5], 12)
+
+
+def test_leiden_modularity_is_igraphs_score_of_leidens_partition():
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 4, 300)
+    z = _clustered(rng, y, [0, 1, 2, 3], 4)
+    q = _graph.leiden_modularity(z)
+    noise = _graph.leiden_modularity(rng.normal(size=(300, 12)))
+    assert 0 < noise < q <= 1
+    # the partition found maximises modularity better than the true labels do, or ties them
+    import igraph as ig
+    import scipy.sparse as sp
+
+    A = sp.triu(_graph.knn_adjacency(z), k=1).tocoo()
+    g = ig.Graph(n=300, edges=np.column_stack([A.row, A.col]).tolist())
+    assert q >= g.modularity(y.tolist()) - 1e-3

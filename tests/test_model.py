@@ -1,4 +1,5 @@
 import numpy as np
+import pandas as pd
 import pytest
 
 import sci2cl
@@ -30,7 +31,32 @@ def test_end_to_end_and_latent(trained, tiny_mdata):
     np.testing.assert_allclose(c[:, :16], r / np.linalg.norm(r, axis=1, keepdims=True), atol=1e-5)
     w = trained.modality_weights_
     assert set(w) == {"rna", "atac"} and abs(sum(w.values()) - 1) < 1e-5
-    assert min(w.values()) > 0
+    assert min(w.values()) >= 0
+    # the read-out weight is the grid value of highest modularity, kept with its scores
+    sc = trained.readout_scores_
+    assert list(sc.columns) == ["w_rna", "modularity"] and len(sc) == 11
+    assert w["rna"] == pytest.approx(sc.loc[sc["modularity"].idxmax(), "w_rna"])
+
+
+def test_refit_readout_switches_weighting_without_touching_the_encoders(trained):
+    z = trained.get_latent_representation(key_added=None)
+    r = trained.get_latent_representation(kind="rna", key_added=None)
+    w_wnn = trained.refit_readout("wnn").modality_weights_
+    assert trained.init_params["modality_weighting"] == "wnn" and trained.readout_scores_.empty
+    zs = {}
+    for m in ("rna", "atac"):
+        e = trained.get_latent_representation(kind=m, key_added=None).astype(np.float64)
+        zs[m] = e / np.linalg.norm(e, axis=1, keepdims=True)
+    expect = sci2cl.tl.modality_weights(zs).mean()
+    assert w_wnn == pytest.approx(expect.to_dict(), abs=1e-4)
+    assert 0 < w_wnn["rna"] < 1
+    np.testing.assert_array_equal(trained.get_latent_representation(kind="rna", key_added=None), r)
+    # back to the default: the same embedding as after training, bit for bit
+    trained.refit_readout("modularity")
+    np.testing.assert_array_equal(trained.get_latent_representation(key_added=None), z)
+    with pytest.raises(ValueError, match="modality_weighting"):
+        trained.refit_readout("median")
+    assert trained.init_params["modality_weighting"] == "modularity"
 
 
 def test_reproducible_with_seed(tiny_mdata):
@@ -97,6 +123,7 @@ def test_save_load_roundtrip(trained, tiny_mdata, tmp_path):
             atol=1e-6,
         )
     assert len(m2.history) == len(trained.history) and m2.init_params == trained.init_params
+    pd.testing.assert_frame_equal(m2.readout_scores_, trained.readout_scores_)
 
 
 def test_bad_inputs_give_clear_errors(tiny_mdata):
