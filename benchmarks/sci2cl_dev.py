@@ -58,6 +58,24 @@ CONFIGS: dict[str, dict] = {
     "pca_no_moc": {"init": {"n_input_pcs": 50, "weights": {"moc": 0}}},
     "pca_no_mom": {"init": {"n_input_pcs": 50, "weights": {"mom": 0}}},
     "pca_rna_only": {"init": {"n_input_pcs": 50, "use_rna_only": True}},
+    # a linear path from the input PCs, initialised to the leading PCs (the MLP learns corrections)
+    "pca_skip": {"init": {"n_input_pcs": 50, "input_skip": True}},
+    # ablations of the paper's parts on top of pca_skip, one at a time and all three
+    "skip_no_intra": {"init": {"n_input_pcs": 50, "input_skip": True, "n_views": 0}},
+    "skip_no_moc": {"init": {"n_input_pcs": 50, "input_skip": True, "weights": {"moc": 0}}},
+    "skip_no_mom": {"init": {"n_input_pcs": 50, "input_skip": True, "weights": {"mom": 0}}},
+    # the parts with a measured gain on top of pca_skip (intra-omics), without L_MOC and L_MOM
+    "skip_no_moc_mom": {
+        "init": {"n_input_pcs": 50, "input_skip": True, "weights": {"moc": 0, "mom": 0}}
+    },
+    "skip_minimal": {
+        "init": {
+            "n_input_pcs": 50,
+            "input_skip": True,
+            "n_views": 0,
+            "weights": {"moc": 0, "mom": 0},
+        }
+    },
 }
 
 
@@ -74,8 +92,8 @@ def _commit() -> str:
         return "unknown"
 
 
-def _write(rows: list[dict], log: Path) -> None:
-    """Append ``rows`` to ``log`` atomically, dropping old rows of the same (config, dataset, seed).
+def _write(rows: list[dict], log: Path, keys=("config", "dataset", "seed")) -> None:
+    """Append ``rows`` to ``log`` atomically, dropping old rows with the same ``keys``.
 
     A lock file serialises runners that share the log (one per core).
     """
@@ -85,7 +103,7 @@ def _write(rows: list[dict], log: Path) -> None:
         new = pd.DataFrame(rows)
         if log.exists():
             old = pd.read_csv(log)
-            keys = ["config", "dataset", "seed"]
+            keys = list(keys)
             same = old.set_index(keys).index.isin(new.set_index(keys).index.unique())
             new = pd.concat([old[~same], new], ignore_index=True)
         tmp = log.with_suffix(f".{os.getpid()}.tmp")
@@ -144,6 +162,71 @@ def run_config(name: str, datasets, seeds, log: Path = LOG) -> None:
                   summary, flush=True)  # fmt: skip
 
 
+#: read-out rules scored from saved encoder outputs: name -> (row scaling, mixture margin);
+#: ``joint_gscale_tol`` is the model's default since it was chosen (``readout_scaling="global"``,
+#: ``MIXTURE_MARGIN``), ``joint`` rows before that used per-cell scaling without a margin
+READOUT_RULES = {
+    "joint_gscale": ("global", 0.0),
+    "joint_gscale_tol": ("global", 0.01),
+    "joint_l2_tol": ("cell", 0.01),
+}
+
+
+def _scaled(z: np.ndarray, how: str) -> np.ndarray:
+    """``"cell"``: every row L2-normalised; ``"global"``: ``z`` over its mean row norm (geometry kept)."""
+    norms = np.linalg.norm(z, axis=1, keepdims=True)
+    return z / (norms if how == "cell" else norms.mean())
+
+
+def rescore_readout(configs, datasets, seeds, log: Path = LOG) -> None:
+    """Score other read-out rules (:data:`READOUT_RULES`) on the saved encoder outputs of runs.
+
+    Each rule scales each modality's embedding (per cell, as the model's
+    ``joint``, or by one number per modality so that it keeps its own
+    geometry), picks the RNA weight on the model's grid by the same Leiden
+    modularity criterion, optionally demanding that a mixture beat the better
+    single modality by a tolerance, then takes the principal axes. No labels
+    are used to choose; they only score. Rows are added to ``log`` with the
+    rule's name as readout.
+    """
+    from sklearn.decomposition import PCA
+
+    from sci2cl._graph import choose_modality_weight, modularity_weight_scores
+    from sci2cl.model._sci2cl import WEIGHT_GRID
+
+    commit = _commit()
+    for ds in datasets:
+        y = None
+        for name in configs:
+            for seed in seeds:
+                f = EMB / f"{name}__{ds}__{seed}.npz"
+                if not f.exists():
+                    continue
+                if y is None:
+                    y = prepare(ds).obs[label_key(ds)].astype(str).to_numpy()
+                e = np.load(f)
+                n, d = len(y), e["rna"].shape[1]
+                rng = np.random.default_rng(seed)
+                sub = np.sort(rng.choice(n, 5000, replace=False)) if n > 5000 else np.arange(n)
+                scores, rows = {}, []
+                for rule, (how, tol) in READOUT_RULES.items():
+                    z = {k: _scaled(e[k].astype(np.float64), how) for k in ("rna", "atac")}
+                    if how not in scores:
+                        scores[how] = modularity_weight_scores(
+                            z["rna"][sub], z["atac"][sub], WEIGHT_GRID, d, seed
+                        )
+                    w = choose_modality_weight(scores[how], tol)
+                    Y = np.hstack([np.sqrt(w) * z["rna"], np.sqrt(1 - w) * z["atac"]])
+                    Y = PCA(n_components=min(d, *Y.shape), svd_solver="full").fit_transform(Y)
+                    base = {"config": name, "params": json.dumps(CONFIGS[name], sort_keys=True),
+                            "dataset": ds, "seed": seed, "readout": rule, "w_rna": w,
+                            "commit": commit}  # fmt: skip
+                    _score(rows, base, Y, y, seed)
+                _write(rows, log, keys=["config", "dataset", "seed", "readout"])
+                print(name, ds, seed, [(r["readout"], r["w_rna"], round(r["nmi"], 3)) for r in rows],
+                      flush=True)  # fmt: skip
+
+
 def run_peers(datasets, seeds, log: Path = LOG) -> None:
     commit = _commit()
     for ds in datasets:
@@ -168,6 +251,33 @@ def run_peers(datasets, seeds, log: Path = LOG) -> None:
                                       for r in rows}, flush=True)  # fmt: skip
 
 
+def paired(base: str, others, log: Path = LOG, readout: str = "joint") -> pd.DataFrame:
+    """Paired differences over seeds of ``readout`` NMI: each configuration minus ``base``.
+
+    One row per (configuration, dataset, protocol): the mean and SD over the
+    seeds both ran, and a verdict: ``gain`` when the mean exceeds the SD of
+    the differences, ``loss`` when it is below minus the SD, else ``tie``.
+    Over the datasets ("all"), the per-dataset means and their SD.
+    """
+    df = pd.read_csv(log)
+    df = df[df["readout"] == readout]
+    keys = ["dataset", "protocol", "seed"]
+    b = df[df["config"] == base].set_index(keys)["nmi"]
+    rows = []
+    for c in others:
+        d = (df[df["config"] == c].set_index(keys)["nmi"] - b).dropna()
+        if d.empty:
+            continue
+        g = d.groupby(level=["dataset", "protocol"]).agg(["mean", "std", "count"]).reset_index()
+        allds = g.groupby("protocol")["mean"].agg(["mean", "std", "count"]).reset_index()
+        allds["dataset"] = "all"
+        for r in pd.concat([g, allds], ignore_index=True).to_dict("records"):
+            sd = r["std"] if np.isfinite(r["std"]) else 0.0
+            verdict = "gain" if r["mean"] > sd else "loss" if r["mean"] < -sd else "tie"
+            rows.append({"config": c, "base": base, **r, "verdict": verdict})
+    return pd.DataFrame(rows).round(4)
+
+
 def summary(log: Path = LOG) -> pd.DataFrame:
     """Mean NMI over seeds per configuration, read-out, dataset and protocol."""
     df = pd.read_csv(log)
@@ -183,11 +293,22 @@ def main() -> int:
     ap.add_argument("--configs", nargs="*", default=[])
     ap.add_argument("--peers", action="store_true")
     ap.add_argument("--list", action="store_true")
+    ap.add_argument(
+        "--rescore", action="store_true",
+        help="score the joint_gscale read-out of --configs from their saved encoder outputs",
+    )  # fmt: skip
+    ap.add_argument(
+        "--paired", nargs="+", metavar="CONFIG",
+        help="BASE OTHER...: paired differences of the joint read-out over seeds, then exit",
+    )  # fmt: skip
     ap.add_argument("--datasets", nargs="*", default=DEV)
     ap.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--log", type=Path, default=LOG)
     a = ap.parse_args()
+    if a.paired:
+        print(paired(a.paired[0], a.paired[1:], a.log).to_string(index=False))
+        return 0
     if a.list:
         for k, v in CONFIGS.items():
             print(f"{k}: {json.dumps(v)}")
@@ -198,6 +319,9 @@ def main() -> int:
     import torch
 
     torch.set_num_threads(a.threads)
+    if a.rescore:
+        rescore_readout(a.configs, a.datasets, a.seeds, a.log)
+        a.configs = []
     if a.peers:
         run_peers(a.datasets, a.seeds, a.log)
     for c in a.configs:

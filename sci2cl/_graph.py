@@ -106,8 +106,9 @@ def modularity_weight_scores(
     """Leiden modularity of the joint embedding for each RNA weight ``w`` of ``grid``.
 
     For each ``w`` in ``[0, 1]``: ``[sqrt(w) z_rna, sqrt(1 - w) z_atac]``
-    (``(n_cells, d_rna + d_atac)``; pass L2-normalised rows so that squared
-    distances are the weighted sum of the modalities' cosine distances),
+    (``(n_cells, d_rna + d_atac)``; pass each modality on a common scale, e.g.
+    divided by its mean row norm, so that squared distances are the weighted
+    sum of the modalities' squared distances),
     projected on its first ``n_components`` principal axes, scored by
     :func:`leiden_modularity` of its ``n_neighbors``-NN graph. No labels are
     used. A weight that mixes in a modality without neighbourhood structure
@@ -135,6 +136,31 @@ def modularity_weight_scores(
         Y = PCA(n_components=min(n_components, *Y.shape), svd_solver="full").fit_transform(Y)
         rows.append({"w_rna": float(w), "modularity": leiden_modularity(Y, n_neighbors, seed=seed)})
     return pd.DataFrame(rows)
+
+
+def choose_modality_weight(scores: pd.DataFrame, margin: float = 0.0) -> float:
+    """The RNA weight of the most modular joint graph in ``scores``.
+
+    A mixture (``0 < w < 1``) is chosen only when its modularity beats the
+    better single modality (``w = 0`` or ``w = 1``, which must be on the grid)
+    by more than ``margin``; otherwise that single modality's weight. No labels
+    are used.
+
+    Parameters
+    ----------
+    scores
+        Output of :func:`modularity_weight_scores` (columns ``w_rna``, ``modularity``).
+    margin
+        Modularity a mixture must gain over the better single modality (>= 0).
+    """
+    if margin < 0:
+        raise ValueError(f"margin must be >= 0, got {margin}")
+    ends = scores[scores["w_rna"].isin([0.0, 1.0])]
+    if len(ends) == 0:
+        raise ValueError("scores must include the single modalities, w_rna = 0 and w_rna = 1")
+    best = scores.loc[scores["modularity"].idxmax()]
+    end = ends.loc[ends["modularity"].idxmax()]
+    return float(best["w_rna"] if best["modularity"] > end["modularity"] + margin else end["w_rna"])
 
 
 def modality_weights(

@@ -123,6 +123,12 @@ class ModalityAE(nn.Module):
         fixed principal axes (buffers ``input_axes``, set from the data by the
         model) instead of all ``D`` features; the decoder still reconstructs
         all ``D`` features.
+    input_skip
+        Add a linear path from the encoder input to the embedding,
+        ``z = MLP(u) + u W`` (``W`` of shape ``(K, E)``), that the model
+        initialises to keep the first ``E`` input principal components; the
+        network then starts from the PCA embedding and learns corrections to
+        it. Needs ``n_input_pcs``.
     """
 
     def __init__(
@@ -134,12 +140,16 @@ class ModalityAE(nn.Module):
         n_heads: int,
         dropout: float = 0.1,
         n_input_pcs: int | None = None,
+        input_skip: bool = False,
     ):
         super().__init__()
         self.likelihood = likelihood
         self.n_input_pcs = n_input_pcs
         n_in = n_features if n_input_pcs is None else n_input_pcs
         self.encoder = MLP(n_in, [n_hidden, n_hidden // 2, n_latent], dropout=dropout)
+        if input_skip and n_input_pcs is None:
+            raise ValueError("input_skip needs n_input_pcs (a linear path from the input PCs)")
+        self.skip = nn.Linear(n_in, n_latent, bias=False) if input_skip else None
         self.decoder = CountDecoder(n_latent, n_hidden, n_features, likelihood)
         self.fusion = ViewFusion(n_latent, n_heads)
         # per-feature standardisation of the network input, set from the data by the model
@@ -175,9 +185,14 @@ class ModalityAE(nn.Module):
         """Network input: :meth:`normalise`, :meth:`standardise`, :meth:`project`."""
         return self.project(self.standardise(self.normalise(x)))
 
+    def embed(self, u: torch.Tensor) -> torch.Tensor:
+        """Embedding of network inputs ``(n, K) -> (n, E)``: the MLP, plus the linear path if any."""
+        z = self.encoder(u)
+        return z if self.skip is None else z + self.skip(u)
+
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Embedding of raw inputs ``(n_cells, D) -> (n_cells, E)``."""
-        return self.encoder(self.transform_input(x))
+        return self.embed(self.transform_input(x))
 
     def views(self, x: torch.Tensor, n_views: int, mask_rate: float) -> torch.Tensor:
         """Fused embedding of ``n_views`` randomly column-masked copies of each cell.
@@ -192,7 +207,7 @@ class ModalityAE(nn.Module):
         keep = torch.rand((n_views, *h.shape), device=h.device) >= mask_rate
         # mask on the normalised scale (masked = not detected), then standardise
         hv = self.project(self.standardise(h.unsqueeze(0) * keep))
-        z = self.encoder(hv.reshape(n_views * h.shape[0], -1))
+        z = self.embed(hv.reshape(n_views * h.shape[0], -1))
         z = z.view(n_views, h.shape[0], -1).transpose(0, 1)  # (n, T, E)
         return self.fusion(z)
 
@@ -219,6 +234,13 @@ class SCI2CLModule(nn.Module):
         Encoders read ``n_input_pcs`` principal components of each modality
         (at most its number of features) instead of all features; see
         :class:`ModalityAE`.
+    input_skip
+        A linear path from the input PCs to each embedding; see :class:`ModalityAE`.
+    readout_scaling
+        How :meth:`weighted_concat` puts the modalities on one scale:
+        ``"global"``, each embedding divided by one number (``readout_scales``,
+        its training cells' mean row norm), so each keeps its own geometry;
+        ``"cell"``, every row L2-normalised (cosine geometry).
 
     Notes
     -----
@@ -237,9 +259,12 @@ class SCI2CLModule(nn.Module):
         n_latent: int = 32,
         n_heads: int = 4,
         n_input_pcs: int | None = None,
+        input_skip: bool = False,
+        readout_scaling: str = "global",
     ):
         super().__init__()
         self.modalities = tuple(n_features)
+        self.readout_scaling = readout_scaling
         self.ae = nn.ModuleDict(
             {
                 m: ModalityAE(
@@ -250,6 +275,7 @@ class SCI2CLModule(nn.Module):
                     n_heads,
                     self.dropout,
                     None if n_input_pcs is None else min(n_input_pcs, n_features[m]),
+                    input_skip,
                 )
                 for m in self.modalities
             }
@@ -267,6 +293,7 @@ class SCI2CLModule(nn.Module):
         self.match_head = MLP(n_latent, [n_latent, 1])
         # read-out, set from the training cells by the model after training
         self.register_buffer("readout_weights", torch.full((len(self.modalities),), 0.5))
+        self.register_buffer("readout_scales", torch.ones(len(self.modalities)))
         self.register_buffer("readout_mean", torch.zeros(2 * n_latent))
         self.register_buffer("readout_components", torch.eye(2 * n_latent, n_latent))
 
@@ -290,16 +317,23 @@ class SCI2CLModule(nn.Module):
         z = self.encode(x)
         return self.fuse(z["rna"], z["atac"])
 
-    def weighted_concat(self, z: dict[str, torch.Tensor]) -> torch.Tensor:
-        """``[sqrt(w_rna) * z_rna / |z_rna|, sqrt(w_atac) * z_atac / |z_atac|]``, ``(n, 2E)``.
+    def scaled(self, z: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Each modality's embedding on the read-out's common scale (see ``readout_scaling``)."""
+        if self.readout_scaling == "cell":
+            return {m: F.normalize(z[m], dim=-1) for m in self.modalities}
+        return {m: z[m] / self.readout_scales[i] for i, m in enumerate(self.modalities)}
 
-        Squared distances in it are the ``readout_weights``-weighted sum of the
-        modalities' squared cosine distances.
+    def weighted_concat(self, z: dict[str, torch.Tensor]) -> torch.Tensor:
+        """``[sqrt(w_rna) * s(z_rna), sqrt(w_atac) * s(z_atac)]``, ``(n, 2E)``.
+
+        ``s`` is :meth:`scaled`; squared distances in the result are the
+        ``readout_weights``-weighted sum of the modalities' scaled squared
+        distances, so with a weight of 1 the result is that modality's
+        embedding up to one scale factor.
         """
         w = self.readout_weights.sqrt()
-        return torch.cat(
-            [w[i] * F.normalize(z[m], dim=-1) for i, m in enumerate(self.modalities)], 1
-        )
+        s = self.scaled(z)
+        return torch.cat([w[i] * s[m] for i, m in enumerate(self.modalities)], 1)
 
     def joint_embedding(self, x: dict[str, torch.Tensor]) -> torch.Tensor:
         """Joint embedding ``(n_cells, E)`` of raw inputs; per-cell, batch-independent.

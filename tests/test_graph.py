@@ -3,6 +3,7 @@
 import anndata as ad
 import mudata as md
 import numpy as np
+import pandas as pd
 import pytest
 
 from sci2cl import _graph, tl
@@ -95,11 +96,24 @@ def test_modularity_weight_mixes_complementary_modalities_and_drops_noise():
         return nmi(y, _graph.leiden_labels(Y))
 
     assert leiden_nmi(best) > max(leiden_nmi(0.0), leiden_nmi(1.0)) + 0.1
+    # the margin rule keeps that mixture (its gain is far above the margin) ...
+    assert _graph.choose_modality_weight(s, margin=0.01) == best
+    assert _graph.choose_modality_weight(s, margin=1.0) in (0.0, 1.0)
     # an ATAC without structure scores far below the best on its own, and swapping the modalities mirrors the grid
     noise = _clustered(rng, y, [0] * 8, 0)
     s2 = _graph.modularity_weight_scores(rna, noise, grid, n_components=12)
     assert s2.loc[s2["modularity"].idxmax(), "w_rna"] >= 0.5
     assert s2["modularity"].iloc[0] < s2["modularity"].max() - 0.2
+    # ... and reads one modality alone when a mixture gains less than the margin
+    flat = pd.DataFrame({"w_rna": grid, "modularity": 0.5 + 0.02 * grid - 0.015 * grid**2})
+    assert 0 < flat.loc[flat["modularity"].idxmax(), "w_rna"] < 1  # mixture best, by < 0.01
+    assert _graph.choose_modality_weight(flat, margin=0.01) == 1.0
+    assert (
+        _graph.choose_modality_weight(flat, margin=0.0)
+        == flat.loc[flat["modularity"].idxmax(), "w_rna"]
+    )
+    with pytest.raises(ValueError, match="single modalities"):
+        _graph.choose_modality_weight(s2[(s2["w_rna"] > 0) & (s2["w_rna"] < 1)])
     s3 = _graph.modularity_weight_scores(noise, rna, grid, n_components=12)
     np.testing.assert_allclose(s3["modularity"].to_numpy()[::-1], s2["modularity"], atol=1e-6)
     with pytest.raises(ValueError, match="same cells"):

@@ -32,10 +32,39 @@ def test_end_to_end_and_latent(trained, tiny_mdata):
     w = trained.modality_weights_
     assert set(w) == {"rna", "atac"} and abs(sum(w.values()) - 1) < 1e-5
     assert min(w.values()) >= 0
-    # the read-out weight is the grid value of highest modularity, kept with its scores
+    # the read-out weight: the most modular grid value, a mixture only if it beats the better
+    # single modality by the margin; kept with its scores
     sc = trained.readout_scores_
     assert list(sc.columns) == ["w_rna", "modularity"] and len(sc) == 11
-    assert w["rna"] == pytest.approx(sc.loc[sc["modularity"].idxmax(), "w_rna"])
+    best = sc.loc[sc["modularity"].idxmax()]
+    ends = sc[sc["w_rna"].isin([0.0, 1.0])]
+    margin = sci2cl.model._sci2cl.MIXTURE_MARGIN
+    if best["modularity"] > ends["modularity"].max() + margin:
+        assert w["rna"] == pytest.approx(best["w_rna"])
+    else:
+        assert w["rna"] == pytest.approx(ends.loc[ends["modularity"].idxmax(), "w_rna"])
+
+
+def test_single_modality_readout_keeps_that_modalitys_geometry(tiny_mdata, monkeypatch):
+    """With the mixture margin out of reach, the joint embedding is one encoder, rotated and scaled."""
+    from scipy.spatial.distance import pdist
+
+    monkeypatch.setattr(sci2cl.model._sci2cl, "MIXTURE_MARGIN", np.inf)
+    m = sci2cl.SCI2CL(tiny_mdata, n_latent=8, n_hidden=32, n_views=0, seed=0)
+    m.train(max_epochs=2, pretrain_epochs=1, progress_bar=False)
+    w = m.modality_weights_
+    mod = max(w, key=w.get)
+    assert w[mod] == 1.0
+    d_joint = pdist(m.get_latent_representation(key_added=None).astype(np.float64))
+    d_mod = pdist(m.get_latent_representation(kind=mod, key_added=None).astype(np.float64))
+    ratio = d_joint / d_mod
+    np.testing.assert_allclose(ratio, ratio.mean(), rtol=1e-3)
+    # per-cell scaling (the former read-out) does not keep it
+    m.init_params["readout_scaling"] = "cell"
+    m.module.readout_scaling = "cell"
+    m.refit_readout()
+    ratio = pdist(m.get_latent_representation(key_added=None).astype(np.float64)) / d_mod
+    assert ratio.std() / ratio.mean() > 0.01
 
 
 def test_refit_readout_switches_weighting_without_touching_the_encoders(trained):
@@ -46,7 +75,7 @@ def test_refit_readout_switches_weighting_without_touching_the_encoders(trained)
     zs = {}
     for m in ("rna", "atac"):
         e = trained.get_latent_representation(kind=m, key_added=None).astype(np.float64)
-        zs[m] = e / np.linalg.norm(e, axis=1, keepdims=True)
+        zs[m] = e / np.linalg.norm(e, axis=1).mean()  # readout_scaling="global"
     expect = sci2cl.tl.modality_weights(zs).mean()
     assert w_wnn == pytest.approx(expect.to_dict(), abs=1e-4)
     assert 0 < w_wnn["rna"] < 1
@@ -238,3 +267,29 @@ def test_pca_inputs_match_scanpy_and_survive_save_load(tiny_mdata, tmp_path):
     np.testing.assert_allclose(m2.get_latent_representation(key_added=None), z, atol=1e-5)
     with pytest.raises(ValueError, match="n_input_pcs must be in"):
         sci2cl.SCI2CL(tiny_mdata, n_input_pcs=1)
+
+
+def test_input_skip_starts_from_the_leading_pcs(tiny_mdata):
+    """``input_skip``: before training, the linear path gives scanpy's leading PC scores."""
+    import scanpy as sc
+    import torch
+
+    m = sci2cl.SCI2CL(tiny_mdata, n_latent=4, n_hidden=32, n_input_pcs=6, input_skip=True)
+    rna = m.mdata["rna"]
+    X = torch.from_numpy(np.asarray(rna.layers["counts"].toarray(), np.float32))
+    ae = m.module.ae["rna"]
+    with torch.no_grad():
+        lin = ae.skip(ae.transform_input(X)).numpy()
+    a = rna.copy()
+    a.X = a.layers["counts"].copy()
+    sc.pp.normalize_total(a, target_sum=1e4)
+    sc.pp.log1p(a)
+    sc.pp.scale(a, max_value=10)
+    sc.pp.pca(a, n_comps=4, random_state=0)
+    assert lin.shape == (tiny_mdata.n_obs, 4)
+    for j in range(3):  # the components with a spectral gap (see the test above)
+        assert abs(np.corrcoef(lin[:, j], a.obsm["X_pca"][:, j])[0, 1]) > 0.98
+    m.train(max_epochs=1, pretrain_epochs=1, progress_bar=False)
+    assert np.isfinite(m.get_latent_representation(key_added=None)).all()
+    with pytest.raises(ValueError, match="input_skip=True needs n_input_pcs"):
+        sci2cl.SCI2CL(tiny_mdata, input_skip=True)

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .._graph import modality_weights, modularity_weight_scores
+from .._graph import choose_modality_weight, modality_weights, modularity_weight_scores
 from .._utils import check_choice, check_range, check_weights, get_matrix
 from ..module import COUNT_LIKELIHOODS, LIKELIHOODS, SCI2CLModule
 from ..pp import DataValidationError, validate
@@ -27,6 +27,9 @@ SETUP_KEY = "_sci2cl_setup"
 MIN_CELLS = 10
 LOSS_WEIGHTS = ("rec", "mse", "moc", "mom")
 MODALITY_WEIGHTINGS = ("modularity", "wnn")
+READOUT_SCALINGS = ("global", "cell")
+#: modularity a mixture of the modalities must gain over the better one alone (label-free rule)
+MIXTURE_MARGIN = 0.01
 #: RNA weights tried by ``modality_weighting="modularity"`` (ATAC gets ``1 - w``)
 WEIGHT_GRID = np.round(np.linspace(0.0, 1.0, 11), 2)
 
@@ -81,16 +84,28 @@ class SCI2CL(BaseModel):
         normalise-log-scale-PCA) instead of all features; the masked views mask
         features before the projection and the decoders still reconstruct every
         feature. ``None`` (default): all features.
+    input_skip
+        With ``n_input_pcs``: each embedding is the encoder MLP plus a linear
+        map of the input PCs, initialised to keep the first ``n_latent`` of
+        them, so training starts from the PCA embedding and learns corrections.
     modality_weighting
         How the joint read-out (``kind="joint"``) weights the two modalities,
         fixed after training without labels. ``"modularity"`` (default): the
         RNA weight ``w`` on the grid ``0, 0.1, ..., 1`` (ATAC ``1 - w``) whose
         joint embedding has the most modular neighbourhood graph (Leiden
         modularity of the 15-NN graph of up to 5,000 training cells,
-        :attr:`readout_scores_`); a modality that adds no neighbourhood
-        structure gets weight 0, so the joint embedding cannot fall below its
-        better modality by this measure. ``"wnn"``: the mean per-cell WNN
-        weights (Hao et al. 2021) of the two encoders' embeddings.
+        :attr:`readout_scores_`); a mixture is kept only if it beats the
+        better single modality by more than :data:`MIXTURE_MARGIN`, otherwise
+        that modality alone is read out, so the joint embedding is never a
+        modality diluted by one that adds no neighbourhood structure.
+        ``"wnn"``: the mean per-cell WNN weights (Hao et al. 2021) of the two
+        encoders' embeddings.
+    readout_scaling
+        How the joint read-out puts the two embeddings on one scale before
+        weighting: ``"global"`` (default), each divided by its training cells'
+        mean row norm, so each keeps its geometry and a weight of 1 returns
+        that modality's embedding unchanged up to a rotation and scale;
+        ``"cell"``, every cell's row L2-normalised (cosine geometry).
     seed
         Seed of initialisation, masking, negatives and batch order.
     device
@@ -114,7 +129,9 @@ class SCI2CL(BaseModel):
         use_rna_only: bool = False,
         joint_rec: bool = True,
         n_input_pcs: int | None = None,
+        input_skip: bool = False,
         modality_weighting: str = "modularity",
+        readout_scaling: str = "global",
         seed: int = 0,
         device: str = "auto",
     ):
@@ -135,10 +152,17 @@ class SCI2CL(BaseModel):
         if n_input_pcs is not None:
             check_range("n_input_pcs", n_input_pcs, 2, integer=True)
         check_choice("modality_weighting", modality_weighting, MODALITY_WEIGHTINGS)
+        check_choice("readout_scaling", readout_scaling, READOUT_SCALINGS)
+        if input_skip and n_input_pcs is None:
+            raise ValueError(
+                "input_skip=True needs n_input_pcs (the linear path starts from the input PCs); "
+                "set n_input_pcs, e.g. 50"
+            )
         for name, flag in (
             ("hard_negatives", hard_negatives),
             ("use_rna_only", use_rna_only),
             ("joint_rec", joint_rec),
+            ("input_skip", input_skip),
         ):
             if not isinstance(flag, bool):
                 raise TypeError(f"{name} must be True or False, got {flag!r}")
@@ -170,6 +194,8 @@ class SCI2CL(BaseModel):
                 n_latent=n_latent,
                 n_heads=n_heads,
                 n_input_pcs=n_input_pcs,
+                input_skip=input_skip,
+                readout_scaling=readout_scaling,
             ).to(self.device)
         self._set_input_scaling(mdata)
 
@@ -316,6 +342,11 @@ class SCI2CL(BaseModel):
             axes[:, :k] = pca.components_.T / scale
             ae.input_axes.copy_(torch.from_numpy(axes))
             ae.input_axes_mean.copy_(torch.from_numpy(pca.mean_.astype(np.float32) @ axes))
+            if ae.skip is not None:  # start from the first n_latent input PCs
+                w = torch.zeros_like(ae.skip.weight)
+                d = min(w.shape[0], k)
+                w[:d, :d] = torch.eye(d)
+                ae.skip.weight.copy_(w)
 
     def _matrices(self, mdata: md.MuData) -> dict:
         out = {}
@@ -517,8 +548,10 @@ class SCI2CL(BaseModel):
             )
         rng = np.random.default_rng(self.seed)  # the same cells whenever the read-out is fitted
         sub = np.sort(rng.choice(n, max_cells, replace=False)) if n > max_cells else np.arange(n)
-        zs = {m: F.normalize(v[sub], dim=1).cpu().numpy() for m, v in z.items()}
         mod = self.module
+        scales = [float(z[m].norm(dim=1).mean().clamp(min=1e-12)) for m in mod.modalities]
+        mod.readout_scales.copy_(torch.as_tensor(scales, dtype=torch.float32))
+        zs = {m: v.cpu().numpy() for m, v in mod.scaled({m: v[sub] for m, v in z.items()}).items()}
         if self.init_params["modality_weighting"] == "wnn":
             w = modality_weights(zs).mean().to_numpy()
             self.readout_scores_ = pd.DataFrame()
@@ -526,9 +559,7 @@ class SCI2CL(BaseModel):
             self.readout_scores_ = modularity_weight_scores(
                 zs["rna"], zs["atac"], WEIGHT_GRID, mod.readout_components.shape[1], self.seed
             )
-            best = float(
-                self.readout_scores_.loc[self.readout_scores_["modularity"].idxmax(), "w_rna"]
-            )
+            best = choose_modality_weight(self.readout_scores_, MIXTURE_MARGIN)
             w = np.array([best if m == "rna" else 1 - best for m in mod.modalities])
         mod.readout_weights.copy_(torch.as_tensor(w, dtype=torch.float32))
         Y = mod.weighted_concat(z).cpu().numpy().astype(np.float64)
