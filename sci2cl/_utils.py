@@ -69,13 +69,16 @@ def check_range(
         raise ValueError(f"{name} must be in {rng}, got {value}")
 
 
-def check_weights(weights: dict | None, keys: tuple[str, ...]) -> dict[str, float]:
-    """Loss weights ``{key: w >= 0}``, missing keys at 1; refuses unknown keys and all zeros.
+def check_weights(
+    weights: dict | None, keys: tuple[str, ...], defaults: dict[str, float] | None = None
+) -> dict[str, float]:
+    """Loss weights ``{key: w >= 0}``, missing keys at ``defaults`` (else 1); refuses unknown keys and all zeros.
 
     Raises ``TypeError`` when ``weights`` is not a dict and ``ValueError`` naming
     the key at fault otherwise.
     """
     w = dict.fromkeys(keys, 1.0)
+    w.update(defaults or {})
     if weights is None:
         return w
     if not isinstance(weights, dict):

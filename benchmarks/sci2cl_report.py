@@ -1,0 +1,161 @@
+"""Tables of the scI2CL methods chapter, written from the committed CSVs (no number typed by hand).
+
+Usage:
+  python -m benchmarks.sci2cl_report      # writes book/_generated/sci2cl_*.md
+
+Reads ``results/sci2cl_dev_log.csv`` (development runs, :mod:`benchmarks.sci2cl_dev`)
+and ``results/sci2cl_quality.csv`` (:mod:`benchmarks.sci2cl_speed` ``quality``). The
+methods chapter includes the files it writes. A difference is called a tie when
+its mean over seeds is within one SD of the paired differences.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from benchmarks.sci2cl_dev import LOG, paired
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "book" / "_generated"
+QUALITY = ROOT / "results" / "sci2cl_quality.csv"
+#: the development configuration that the package's defaults equal, and its read-out rule
+DEFAULT_CONFIG, DEFAULT_READOUT = "skip_no_moc_mom", "joint"
+DEV_SETS = ["scicar_kidney", "snare_adbrain", "bmmc_a", "bmmc_b"]
+PROTOCOLS = {"kmeans": "KMeans (true k)", "leiden": "Leiden (label-free)"}
+
+
+def _cell(values: pd.Series) -> str:
+    v = values.dropna()
+    if v.empty:
+        return "n/a"
+    return f"{v.mean():.3f} ± {v.std(ddof=1):.3f}" if len(v) > 1 else f"{v.mean():.3f}"
+
+
+def _md(df: pd.DataFrame) -> str:
+    cols = [str(c) for c in df.columns]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(str(x) for x in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join(lines) + "\n"
+
+
+def dev_table(log: Path = LOG) -> str:
+    """Development sets: the default's joint embedding, its encoders, the peers (mean ± SD over seeds)."""
+    df = pd.read_csv(log)
+    rows = {
+        "scI2CL (joint)": (DEFAULT_CONFIG, DEFAULT_READOUT),
+        "its RNA encoder": (DEFAULT_CONFIG, "rna"),
+        "its ATAC encoder": (DEFAULT_CONFIG, "atac"),
+        "its fused read-out (the paper's)": (DEFAULT_CONFIG, "fused"),
+        "RNA PCA": ("peer", "RNA PCA"),
+        "muon WNN": ("peer", "WNN (muon)"),
+        "ATAC LSI": ("peer", "ATAC LSI"),
+    }
+    out = []
+    for p, title in PROTOCOLS.items():
+        recs = []
+        for name, (cfg, ro) in rows.items():
+            sel = df[(df["config"] == cfg) & (df["readout"] == ro) & (df["protocol"] == p)]
+            rec = {"method": name}
+            rec.update({ds: _cell(sel.loc[sel["dataset"] == ds, "nmi"]) for ds in DEV_SETS})
+            means = sel.groupby("dataset")["nmi"].mean().reindex(DEV_SETS)
+            rec["mean of 4"] = f"{means.mean():.3f}" if means.notna().all() else "n/a"
+            recs.append(rec)
+        out.append(f"**NMI, {title}**, mean ± SD over seeds 0-2\n\n" + _md(pd.DataFrame(recs)))
+    return "\n".join(out)
+
+
+#: ablations on top of the configuration without the default's choices (config -> what it changes)
+ABLATIONS = {
+    "skip_no_intra": "without the intra-omics module",
+    "skip_no_moc": "without $\\mathcal{L}_{MOC}$",
+    "skip_no_mom": "without $\\mathcal{L}_{MOM}$",
+    "skip_no_moc_mom": "without $\\mathcal{L}_{MOC}$ and $\\mathcal{L}_{MOM}$ (the default)",
+    "skip_minimal": "without all three",
+}
+
+
+def ablation_table(log: Path = LOG) -> str:
+    """Paired differences over seeds of each ablation against the model with every part on."""
+    p = paired("pca_skip", list(ABLATIONS), log, readout=DEFAULT_READOUT_RULE)
+    recs = []
+    for cfg, what in ABLATIONS.items():
+        rec = {"change to the model with all parts on": what}
+        for proto in PROTOCOLS:
+            for ds in [*DEV_SETS, "all"]:
+                r = p[(p["config"] == cfg) & (p["protocol"] == proto) & (p["dataset"] == ds)]
+                key = f"{proto} {'mean of 4' if ds == 'all' else ds}"
+                rec[key] = (
+                    "n/a"
+                    if r.empty
+                    else f"{r['mean'].iloc[0]:+.3f} ± {r['std'].iloc[0]:.3f} ({r['verdict'].iloc[0]})"
+                )
+        recs.append(rec)
+    return _md(pd.DataFrame(recs))
+
+
+#: read-out rule whose rows compare like with like across the ablation configurations
+DEFAULT_READOUT_RULE = "joint_gscale_tol"
+
+
+def quality_table(path: Path = QUALITY) -> str:
+    """Quality benchmark: mean ± SD per dataset and method, means with and without the simulator."""
+    df = pd.read_csv(path)
+    sets = [d for d in [*DEV_SETS, "simulated"] if d in set(df["dataset"])]
+    out = []
+    for p, title in PROTOCOLS.items():
+        d = df[df["protocol"] == p]
+        recs = []
+        for m in d["method"].unique():
+            sel = d[d["method"] == m]
+            rec = {"method": m}
+            rec.update({ds: _cell(sel.loc[sel["dataset"] == ds, "nmi"]) for ds in sets})
+            means = sel.groupby("dataset")["nmi"].mean().reindex(sets)
+            real = means.drop("simulated", errors="ignore")
+            rec["mean, real sets"] = f"{real.mean():.3f}" if real.notna().all() else "n/a"
+            rec["mean, all"] = f"{means.mean():.3f}" if means.notna().all() else "n/a"
+            recs.append(rec)
+        out.append(f"**NMI, {title}**, mean ± SD over seeds\n\n" + _md(pd.DataFrame(recs)))
+    return "\n".join(out)
+
+
+def versus_table(path: Path = QUALITY, ours: str = "scI2CL") -> str:
+    """scI2CL minus each other method, paired over seeds: mean ± SD and the verdict."""
+    df = pd.read_csv(path)
+    keys = ["dataset", "protocol", "seed"]
+    base = df[df["method"] == ours].set_index(keys)["nmi"]
+    recs = []
+    for m in df["method"].unique():
+        if m == ours:
+            continue
+        diff = (base - df[df["method"] == m].set_index(keys)["nmi"]).dropna()
+        for (ds, proto), v in diff.groupby(level=["dataset", "protocol"]):
+            sd = v.std(ddof=1) if len(v) > 1 else 0.0
+            mean = v.mean()
+            verdict = "win" if mean > sd else "loss" if mean < -sd else "tie"
+            recs.append({"other": m, "dataset": ds, "protocol": proto, "text": f"{mean:+.3f} ± {sd:.3f} ({verdict})"})
+    t = pd.DataFrame(recs).pivot_table(
+        index="other", columns=["protocol", "dataset"], values="text", aggfunc="first"
+    )
+    t.columns = [f"{p} {d}" for p, d in t.columns]
+    return _md(t.reset_index().fillna("n/a"))
+
+
+def main() -> int:
+    OUT.mkdir(parents=True, exist_ok=True)
+    files = {"sci2cl_dev.md": dev_table(), "sci2cl_ablation.md": ablation_table()}
+    if QUALITY.exists():
+        files["sci2cl_quality.md"] = quality_table()
+        files["sci2cl_versus.md"] = versus_table()
+    for name, text in files.items():
+        (OUT / name).write_text(text)
+        print(f"wrote {OUT / name}")
+    return 0
+
+
+if __name__ == "__main__":
+    np.seterr(all="ignore")
+    sys.exit(main())
