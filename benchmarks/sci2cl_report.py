@@ -22,6 +22,7 @@ from benchmarks.sci2cl_dev import LOG, paired
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "book" / "_generated"
 QUALITY = ROOT / "results" / "sci2cl_quality.csv"
+SPEED = ROOT / "results" / "sci2cl_speed.csv"
 #: the development configuration that the package's defaults equal, and its read-out rule
 DEFAULT_CONFIG, DEFAULT_READOUT = "skip_no_moc_mom", "joint"
 DEV_SETS = ["scicar_kidney", "snare_adbrain", "bmmc_a", "bmmc_b"]
@@ -81,20 +82,22 @@ ABLATIONS = {
 def ablation_table(log: Path = LOG) -> str:
     """Paired differences over seeds of each ablation against the model with every part on."""
     p = paired("pca_skip", list(ABLATIONS), log, readout=DEFAULT_READOUT_RULE)
-    recs = []
-    for cfg, what in ABLATIONS.items():
-        rec = {"change to the model with all parts on": what}
-        for proto in PROTOCOLS:
+    out = []
+    for proto, title in PROTOCOLS.items():
+        recs = []
+        for cfg, what in ABLATIONS.items():
+            rec = {"change to the model with all parts on": what}
             for ds in [*DEV_SETS, "all"]:
                 r = p[(p["config"] == cfg) & (p["protocol"] == proto) & (p["dataset"] == ds)]
-                key = f"{proto} {'mean of 4' if ds == 'all' else ds}"
+                key = "mean of 4 (± SD over sets)" if ds == "all" else ds
                 rec[key] = (
                     "n/a"
                     if r.empty
                     else f"{r['mean'].iloc[0]:+.3f} ± {r['std'].iloc[0]:.3f} ({r['verdict'].iloc[0]})"
                 )
-        recs.append(rec)
-    return _md(pd.DataFrame(recs))
+            recs.append(rec)
+        out.append(f"**Change in NMI, {title}**\n\n" + _md(pd.DataFrame(recs)))
+    return "\n".join(out)
 
 
 #: read-out rule whose rows compare like with like across the ablation configurations
@@ -136,12 +139,38 @@ def versus_table(path: Path = QUALITY, ours: str = "scI2CL") -> str:
             sd = v.std(ddof=1) if len(v) > 1 else 0.0
             mean = v.mean()
             verdict = "win" if mean > sd else "loss" if mean < -sd else "tie"
-            recs.append({"other": m, "dataset": ds, "protocol": proto, "text": f"{mean:+.3f} ± {sd:.3f} ({verdict})"})
+            recs.append(
+                {
+                    "other": m,
+                    "dataset": ds,
+                    "protocol": proto,
+                    "text": f"{mean:+.3f} ± {sd:.3f} ({verdict})",
+                }
+            )
     t = pd.DataFrame(recs).pivot_table(
         index="other", columns=["protocol", "dataset"], values="text", aggfunc="first"
     )
     t.columns = [f"{p} {d}" for p, d in t.columns]
     return _md(t.reset_index().fillna("n/a"))
+
+
+def speed_table(path: Path = SPEED) -> str:
+    """Default training time and memory per dataset (``sci2cl_speed speed``)."""
+    df = pd.read_csv(path)
+    t = pd.DataFrame(
+        {
+            "dataset": df["dataset"],
+            "cells": df["cells"],
+            "genes + peaks": df["genes"].astype(str) + " + " + df["peaks"].astype(str),
+            "threads": df["threads"],
+            "epochs": df["epochs"],
+            "seconds": df["seconds"].round(0).astype(int),
+            "s / epoch": df["s_per_epoch"].round(2),
+            "memory added by training (MB)": df["peak_mb"].round(0).astype(int),
+            "KMeans NMI": df["nmi_kmeans"].round(3),
+        }
+    )
+    return _md(t)
 
 
 def main() -> int:
@@ -150,6 +179,8 @@ def main() -> int:
     if QUALITY.exists():
         files["sci2cl_quality.md"] = quality_table()
         files["sci2cl_versus.md"] = versus_table()
+    if SPEED.exists():
+        files["sci2cl_speed.md"] = speed_table()
     for name, text in files.items():
         (OUT / name).write_text(text)
         print(f"wrote {OUT / name}")

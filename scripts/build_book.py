@@ -31,6 +31,8 @@ def main() -> int:
         if f.is_file() and f.suffix in {".md", ".yml", ".bib", ".png", ".svg"}:
             shutil.copy(f, stage / f.name)
     shutil.copytree(src / "book" / "_ext", stage / "_ext")
+    if (src / "book" / "_generated").is_dir():  # tables written from results/ and included by pages
+        shutil.copytree(src / "book" / "_generated", stage / "_generated")
     nb_src = Path(args.notebooks).resolve() if args.notebooks else src / "notebooks"
     (stage / "notebooks").mkdir()
     for nb in sorted(nb_src.glob("[0-9][0-9]_*.ipynb")):

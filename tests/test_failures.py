@@ -61,7 +61,7 @@ def test_all_zero_loss_weights_are_refused(small):
         sci2cl.SCI2CL(small, weights=dict.fromkeys(("rec", "mse", "moc", "mom"), 0.0), **SMALL)
     # only joint-stage terms: the pretraining stage would have no loss
     with pytest.raises(ValueError, match="nothing to learn"):
-        sci2cl.SCI2CL(small, weights={"rec": 0.0, "mse": 0.0}, **SMALL)
+        sci2cl.SCI2CL(small, weights={"rec": 0.0, "mse": 0.0, "moc": 1.0}, **SMALL)
 
 
 def test_scrcl_train_refuses_zero_epochs(small):

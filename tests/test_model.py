@@ -292,4 +292,4 @@ def test_input_skip_starts_from_the_leading_pcs(tiny_mdata):
     m.train(max_epochs=1, pretrain_epochs=1, progress_bar=False)
     assert np.isfinite(m.get_latent_representation(key_added=None)).all()
     with pytest.raises(ValueError, match="input_skip=True needs n_input_pcs"):
-        sci2cl.SCI2CL(tiny_mdata, input_skip=True)
+        sci2cl.SCI2CL(tiny_mdata, n_input_pcs=None, input_skip=True)
