@@ -31,3 +31,19 @@ def test_environment_matches_pyproject():
     assert wanted == have, (
         f"only in pyproject: {wanted - have}; only in environment.yml: {have - wanted}"
     )
+
+
+def test_package_defaults_are_the_development_configuration_the_methods_chapter_reports():
+    """SCI2CL's defaults equal the dev-log configuration whose rows the methods chapter shows."""
+    import inspect
+
+    from benchmarks.sci2cl_dev import CONFIGS
+    from benchmarks.sci2cl_report import DEFAULT_CONFIG
+    from sci2cl import SCI2CL
+    from sci2cl.model._sci2cl import DEFAULT_WEIGHTS
+
+    params = inspect.signature(SCI2CL).parameters
+    for k, v in CONFIGS[DEFAULT_CONFIG]["init"].items():
+        default = DEFAULT_WEIGHTS if k == "weights" else params[k].default
+        assert default == v, f"SCI2CL default {k}={default!r}, but {DEFAULT_CONFIG} has {v!r}"
+    assert "train" not in CONFIGS[DEFAULT_CONFIG]
