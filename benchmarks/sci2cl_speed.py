@@ -125,7 +125,7 @@ def scaling(cells=(5000, 20000, 50000), epochs: int = 3, out: Path = OUT) -> pd.
 
 
 def quality(
-    datasets, seeds, variants, peers=PEERS, out: Path = OUT, append: bool = False
+    datasets, seeds, variants, peer_names=PEERS, out: Path = OUT, append: bool = False
 ) -> pd.DataFrame:
     """KMeans (true k) and Leiden (resolution 1) NMI/ARI of scI2CL, its ablations and the peers.
 
@@ -146,7 +146,7 @@ def quality(
                 for name, z in r["readouts"].items():
                     embs[name] = (z, None, r["seconds"], r["peak_mb"])
                 print(ds, seed, v, "RNA weight", round(r["w_rna"], 3), flush=True)
-            for p in peers:
+            for p in peer_names:
                 r = peers.run_peer(p, mdata, seed=seed)
                 embs[p] = (r["embedding"], r["adjacency"], r["seconds"], r["peak_mb"])
             for name, (emb, adj, sec, mb) in embs.items():

@@ -239,26 +239,32 @@ def test_end_to_end_on_real_bmmc(shared_data):
     assert m.obsm["X_sci2cl"].shape == (500, 16)
 
 
-def test_pca_inputs_match_scanpy_and_survive_save_load(tiny_mdata, tmp_path):
-    """``n_input_pcs``: the RNA encoder reads scanpy's normalise-log-scale-PCA scores."""
+def _rna_counts_and_scanpy_pcs(model, n_comps: int):
+    """The model's RNA counts as a tensor, and scanpy's normalise-log-scale-PCA scores of them."""
     import scanpy as sc
     import torch
 
-    m = sci2cl.SCI2CL(tiny_mdata, n_latent=8, n_hidden=32, n_views=2, n_input_pcs=5, seed=0)
-    rna = m.mdata["rna"]
+    rna = model.mdata["rna"]
     X = torch.from_numpy(np.asarray(rna.layers["counts"].toarray(), np.float32))
-    ours = m.module.ae["rna"].transform_input(X).numpy()
     a = rna.copy()
     a.X = a.layers["counts"].copy()
     sc.pp.normalize_total(a, target_sum=1e4)
     sc.pp.log1p(a)
     sc.pp.scale(a, max_value=10)
-    sc.pp.pca(a, n_comps=5, random_state=0)
+    sc.pp.pca(a, n_comps=n_comps, random_state=0)
+    return X, a.obsm["X_pca"]
+
+
+def test_pca_inputs_match_scanpy_and_survive_save_load(tiny_mdata, tmp_path):
+    """``n_input_pcs``: the RNA encoder reads scanpy's normalise-log-scale-PCA scores."""
+    m = sci2cl.SCI2CL(tiny_mdata, n_latent=8, n_hidden=32, n_views=2, n_input_pcs=5, seed=0)
+    X, pcs = _rna_counts_and_scanpy_pcs(m, 5)
+    ours = m.module.ae["rna"].transform_input(X).numpy()
     assert ours.shape == (tiny_mdata.n_obs, 5)
     # the same axes up to sign and scale where the spectrum has gaps (variances 6.4, 3.1,
     # 2.6; the 4th and 5th, 2.41 and 2.34, are noise of near-equal variance and may rotate)
     for j in range(3):
-        assert abs(np.corrcoef(ours[:, j], a.obsm["X_pca"][:, j])[0, 1]) > 0.98
+        assert abs(np.corrcoef(ours[:, j], pcs[:, j])[0, 1]) > 0.98
     np.testing.assert_allclose(ours.var(0).mean(), 1, rtol=0.05)  # unit variance on average
     m.train(max_epochs=1, pretrain_epochs=1, progress_bar=False)
     z = m.get_latent_representation(key_added=None)
@@ -271,24 +277,16 @@ def test_pca_inputs_match_scanpy_and_survive_save_load(tiny_mdata, tmp_path):
 
 def test_input_skip_starts_from_the_leading_pcs(tiny_mdata):
     """``input_skip``: before training, the linear path gives scanpy's leading PC scores."""
-    import scanpy as sc
     import torch
 
     m = sci2cl.SCI2CL(tiny_mdata, n_latent=4, n_hidden=32, n_input_pcs=6, input_skip=True)
-    rna = m.mdata["rna"]
-    X = torch.from_numpy(np.asarray(rna.layers["counts"].toarray(), np.float32))
+    X, pcs = _rna_counts_and_scanpy_pcs(m, 4)
     ae = m.module.ae["rna"]
     with torch.no_grad():
         lin = ae.skip(ae.transform_input(X)).numpy()
-    a = rna.copy()
-    a.X = a.layers["counts"].copy()
-    sc.pp.normalize_total(a, target_sum=1e4)
-    sc.pp.log1p(a)
-    sc.pp.scale(a, max_value=10)
-    sc.pp.pca(a, n_comps=4, random_state=0)
     assert lin.shape == (tiny_mdata.n_obs, 4)
     for j in range(3):  # the components with a spectral gap (see the test above)
-        assert abs(np.corrcoef(lin[:, j], a.obsm["X_pca"][:, j])[0, 1]) > 0.98
+        assert abs(np.corrcoef(lin[:, j], pcs[:, j])[0, 1]) > 0.98
     m.train(max_epochs=1, pretrain_epochs=1, progress_bar=False)
     assert np.isfinite(m.get_latent_representation(key_added=None)).all()
     with pytest.raises(ValueError, match="input_skip=True needs n_input_pcs"):
