@@ -36,6 +36,16 @@ def _cell(values: pd.Series) -> str:
     return f"{v.mean():.3f} ± {v.std(ddof=1):.3f}" if len(v) > 1 else f"{v.mean():.3f}"
 
 
+def _diff_cell(r: pd.DataFrame) -> str:
+    """One row of :func:`benchmarks.sci2cl_dev.paired` as ``mean ± SD (verdict)``."""
+    if r.empty:
+        return "n/a"
+    r = r.iloc[0]
+    if r["count"] < 2:
+        return f"{r['mean']:+.3f} (1 seed, no verdict)"
+    return f"{r['mean']:+.3f} ± {r['std']:.3f} ({r['verdict']})"
+
+
 def _md(df: pd.DataFrame) -> str:
     cols = [str(c) for c in df.columns]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
@@ -90,11 +100,32 @@ def ablation_table(log: Path = LOG) -> str:
             for ds in [*DEV_SETS, "all"]:
                 r = p[(p["config"] == cfg) & (p["protocol"] == proto) & (p["dataset"] == ds)]
                 key = "mean of 4 (± SD over sets)" if ds == "all" else ds
-                rec[key] = (
-                    "n/a"
-                    if r.empty
-                    else f"{r['mean'].iloc[0]:+.3f} ± {r['std'].iloc[0]:.3f} ({r['verdict'].iloc[0]})"
-                )
+                rec[key] = _diff_cell(r)
+            recs.append(rec)
+        out.append(f"**Change in NMI, {title}**\n\n" + _md(pd.DataFrame(recs)))
+    return "\n".join(out)
+
+
+#: design steps before the ablations: (configuration, its baseline, what it changes)
+STEPS = [
+    ("pca_inputs", "v0_all_features", "50 input PCs instead of all features"),
+    ("pca_skip", "pca_inputs", "a linear path from the PCs"),
+    ("pca_inputs_latent64", "pca_inputs", "a 64-dimensional embedding instead of 32"),
+]
+
+
+def steps_table(log: Path = LOG) -> str:
+    """Paired differences of each design step on the RNA encoder's embedding (the read-out changed meanwhile)."""
+    out = []
+    for proto, title in PROTOCOLS.items():
+        recs = []
+        for cfg, base, what in STEPS:
+            p = paired(base, [cfg], log, readout="rna")
+            rec = {"step": what}
+            for ds in [*DEV_SETS, "all"]:
+                r = p[(p["protocol"] == proto) & (p["dataset"] == ds)]
+                key = "mean of 4 (± SD over sets)" if ds == "all" else ds
+                rec[key] = _diff_cell(r)
             recs.append(rec)
         out.append(f"**Change in NMI, {title}**\n\n" + _md(pd.DataFrame(recs)))
     return "\n".join(out)
@@ -126,32 +157,31 @@ def quality_table(path: Path = QUALITY) -> str:
 
 
 def versus_table(path: Path = QUALITY, ours: str = "scI2CL") -> str:
-    """scI2CL minus each other method, paired over seeds: mean ± SD and the verdict."""
+    """scI2CL minus each other method, paired over seeds: mean ± SD and the verdict, per protocol."""
     df = pd.read_csv(path)
+    sets = [d for d in [*DEV_SETS, "simulated"] if d in set(df["dataset"])]
     keys = ["dataset", "protocol", "seed"]
     base = df[df["method"] == ours].set_index(keys)["nmi"]
-    recs = []
-    for m in df["method"].unique():
-        if m == ours:
-            continue
-        diff = (base - df[df["method"] == m].set_index(keys)["nmi"]).dropna()
-        for (ds, proto), v in diff.groupby(level=["dataset", "protocol"]):
-            sd = v.std(ddof=1) if len(v) > 1 else 0.0
-            mean = v.mean()
-            verdict = "win" if mean > sd else "loss" if mean < -sd else "tie"
-            recs.append(
-                {
-                    "other": m,
-                    "dataset": ds,
-                    "protocol": proto,
-                    "text": f"{mean:+.3f} ± {sd:.3f} ({verdict})",
-                }
-            )
-    t = pd.DataFrame(recs).pivot_table(
-        index="other", columns=["protocol", "dataset"], values="text", aggfunc="first"
-    )
-    t.columns = [f"{p} {d}" for p, d in t.columns]
-    return _md(t.reset_index().fillna("n/a"))
+    out = []
+    for proto, title in PROTOCOLS.items():
+        recs = []
+        for m in df["method"].unique():
+            if m == ours:
+                continue
+            diff = (base - df[df["method"] == m].set_index(keys)["nmi"]).dropna()
+            rec = {"scI2CL minus": m}
+            for ds in sets:
+                v = diff[(diff.index.get_level_values("dataset") == ds)
+                         & (diff.index.get_level_values("protocol") == proto)]  # fmt: skip
+                if v.empty:
+                    rec[ds] = "n/a"
+                    continue
+                sd = v.std(ddof=1) if len(v) > 1 else 0.0
+                verdict = "win" if v.mean() > sd else "loss" if v.mean() < -sd else "tie"
+                rec[ds] = f"{v.mean():+.3f} ± {sd:.3f} ({verdict})"
+            recs.append(rec)
+        out.append(f"**Paired difference in NMI, {title}**\n\n" + _md(pd.DataFrame(recs)))
+    return "\n".join(out)
 
 
 def speed_table(path: Path = SPEED) -> str:
@@ -175,7 +205,11 @@ def speed_table(path: Path = SPEED) -> str:
 
 def main() -> int:
     OUT.mkdir(parents=True, exist_ok=True)
-    files = {"sci2cl_dev.md": dev_table(), "sci2cl_ablation.md": ablation_table()}
+    files = {
+        "sci2cl_dev.md": dev_table(),
+        "sci2cl_steps.md": steps_table(),
+        "sci2cl_ablation.md": ablation_table(),
+    }
     if QUALITY.exists():
         files["sci2cl_quality.md"] = quality_table()
         files["sci2cl_versus.md"] = versus_table()
