@@ -148,7 +148,10 @@ class ModalityAE(nn.Module):
         n_in = n_features if n_input_pcs is None else n_input_pcs
         self.encoder = MLP(n_in, [n_hidden, n_hidden // 2, n_latent], dropout=dropout)
         if input_skip and n_input_pcs is None:
-            raise ValueError("input_skip needs n_input_pcs (a linear path from the input PCs)")
+            raise ValueError(
+                "input_skip=True needs n_input_pcs (the linear path starts from the input PCs); "
+                "set n_input_pcs, e.g. 50"
+            )
         self.skip = nn.Linear(n_in, n_latent, bias=False) if input_skip else None
         self.decoder = CountDecoder(n_latent, n_hidden, n_features, likelihood)
         self.fusion = ViewFusion(n_latent, n_heads)

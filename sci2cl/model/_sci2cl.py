@@ -161,11 +161,6 @@ class SCI2CL(BaseModel):
             check_range("n_input_pcs", n_input_pcs, 2, integer=True)
         check_choice("modality_weighting", modality_weighting, MODALITY_WEIGHTINGS)
         check_choice("readout_scaling", readout_scaling, READOUT_SCALINGS)
-        if input_skip and n_input_pcs is None:
-            raise ValueError(
-                "input_skip=True needs n_input_pcs (the linear path starts from the input PCs); "
-                "set n_input_pcs, e.g. 50"
-            )
         for name, flag in (
             ("hard_negatives", hard_negatives),
             ("use_rna_only", use_rna_only),
