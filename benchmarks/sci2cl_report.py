@@ -89,21 +89,27 @@ ABLATIONS = {
 }
 
 
-def ablation_table(log: Path = LOG) -> str:
-    """Paired differences over seeds of each ablation against the model with every part on."""
-    p = paired("pca_skip", list(ABLATIONS), log, readout=DEFAULT_READOUT_RULE)
+def _paired_tables(steps, readout: str, first: str, log: Path = LOG) -> str:
+    """One table per protocol of paired differences: ``steps`` are (configuration, baseline, label)."""
+    p = pd.concat([paired(base, [cfg], log, readout=readout) for cfg, base, _ in steps])
     out = []
     for proto, title in PROTOCOLS.items():
         recs = []
-        for cfg, what in ABLATIONS.items():
-            rec = {"change to the model with all parts on": what}
+        for cfg, base, what in steps:
+            rec = {first: what}
+            sel = p[(p["config"] == cfg) & (p["base"] == base) & (p["protocol"] == proto)]
             for ds in [*DEV_SETS, "all"]:
-                r = p[(p["config"] == cfg) & (p["protocol"] == proto) & (p["dataset"] == ds)]
                 key = "mean of 4 (± SD over sets)" if ds == "all" else ds
-                rec[key] = _diff_cell(r)
+                rec[key] = _diff_cell(sel[sel["dataset"] == ds])
             recs.append(rec)
         out.append(f"**Change in NMI, {title}**\n\n" + _md(pd.DataFrame(recs)))
     return "\n".join(out)
+
+
+def ablation_table(log: Path = LOG) -> str:
+    """Paired differences over seeds of each ablation against the model with every part on."""
+    steps = [(cfg, "pca_skip", what) for cfg, what in ABLATIONS.items()]
+    return _paired_tables(steps, DEFAULT_READOUT_RULE, "change to the model with all parts on", log)
 
 
 #: design steps before the ablations: (configuration, its baseline, what it changes)
@@ -116,19 +122,7 @@ STEPS = [
 
 def steps_table(log: Path = LOG) -> str:
     """Paired differences of each design step on the RNA encoder's embedding (the read-out changed meanwhile)."""
-    out = []
-    for proto, title in PROTOCOLS.items():
-        recs = []
-        for cfg, base, what in STEPS:
-            p = paired(base, [cfg], log, readout="rna")
-            rec = {"step": what}
-            for ds in [*DEV_SETS, "all"]:
-                r = p[(p["protocol"] == proto) & (p["dataset"] == ds)]
-                key = "mean of 4 (± SD over sets)" if ds == "all" else ds
-                rec[key] = _diff_cell(r)
-            recs.append(rec)
-        out.append(f"**Change in NMI, {title}**\n\n" + _md(pd.DataFrame(recs)))
-    return "\n".join(out)
+    return _paired_tables(STEPS, "rna", "step", log)
 
 
 #: read-out rule whose rows compare like with like across the ablation configurations
