@@ -9,7 +9,7 @@ export SCI2CL_DATA_DIR
 SMOKE_DIR ?= build/smoke
 HTML ?= book/_build/html
 
-.PHONY: help install test smoke book html notebooks bench lint format check-book clean
+.PHONY: help install test smoke book html notebooks bench bench-sci2cl bench-scrcl lint format check-book clean
 
 help:
 	@echo "make book   - re-execute (full, papermill) the notebooks whose committed run is stale, build the HTML book"
@@ -17,7 +17,8 @@ help:
 	@echo "make test   - unit tests (pytest)"
 	@echo "make smoke  - execute every notebook with SMOKE=True in $(SMOKE_DIR) and build the book from them"
 	@echo "make html   - build the HTML book from the committed executed notebooks (no execution)"
-	@echo "make bench  - benchmarks -> results/*.csv and results/figures/"
+	@echo "make bench  - the clustering benchmark of chapter 3 -> results/benchmark_clustering.csv, results/figures/"
+	@echo "make bench-sci2cl / bench-scrcl - the methods chapter's scI2CL measurements / chapter 7's scRCL benchmark"
 	@echo "make lint   - ruff"
 	@echo "make check-book - headless Chromium check of the built HTML (HTML=...)"
 
@@ -31,7 +32,7 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 	test -x $(PY) || $$PYBIN -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip 2>&1 | grep -v "is ignored" || true
 	set -o pipefail; $(PIP_INSTALL) -e ".[dev,bench,book]" 2>&1 | { grep -v "is ignored: it is neither" || true; }
-	@if $(PY) -m pip list 2>/dev/null | grep -i -E "^(nvidia|triton)"; then echo "CUDA packages were installed: torch must stay pinned to 2.13.0 (CPU wheel)"; exit 1; fi
+	@if $(PY) -m pip list 2>/dev/null | grep -i -E "^(nvidia-[a-z0-9-]*-cu[0-9]+|triton) "; then echo "CUDA packages were installed: torch must stay pinned to 2.13.0 (CPU wheel)"; exit 1; fi
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -72,9 +73,16 @@ smoke: $(STAMP) build/mathjax/es5/tex-svg.js
 check-book: $(STAMP)
 	$(PY) scripts/check_book.py $(HTML) --screenshots build/screenshots
 
+# the book's clustering benchmark (chapter 3): every paired dataset, 3 seeds, two jobs side by side
 bench: $(STAMP)
+	$(PY) -m benchmarks.clustering --jobs 2
+
+# the methods chapter's measurements of scI2CL's variants and speed, and chapter 7's scRCL benchmark
+bench-sci2cl: $(STAMP)
 	$(PY) -m benchmarks.sci2cl_speed
-	$(PY) -m benchmarks.clustering
+	$(PY) -m benchmarks.sci2cl_report
+
+bench-scrcl: $(STAMP)
 	$(PY) -m benchmarks.scrcl
 
 clean:

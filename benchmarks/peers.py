@@ -18,6 +18,7 @@ from collections.abc import Callable
 import anndata as ad
 import mudata as md
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
 
 import sci2cl
@@ -25,13 +26,19 @@ from sci2cl import pp
 
 __all__ = [
     "PEERS",
+    "PeerUnavailable",
     "PeakMemory",
     "run_peer",
     "check_graph",
+    "guidance_graph",
     "scvi_embedding",
     "atac_is_counts",
     "setup_sci2cl",
 ]
+
+
+class PeerUnavailable(ValueError):
+    """A peer cannot run on this dataset (its inputs are missing); the message says why."""
 
 
 def _rna_pca(mdata: md.MuData, seed: int, n_comps: int = 30) -> np.ndarray:
@@ -113,7 +120,113 @@ def _mofa(mdata: md.MuData, seed: int, n_factors: int = 15) -> np.ndarray:
             gpu_mode=False,
             outfile=f"{tmp}/mofa.hdf5",
         )
-    return m.obsm["X_mofa"]
+    # MOFA+ factors differ in variance by orders of magnitude and KMeans on the raw factors
+    # is led by the first few, so every protocol reads them standardised (mean 0, SD 1)
+    from sklearn.preprocessing import StandardScaler
+
+    return StandardScaler().fit_transform(m.obsm["X_mofa"])
+
+
+def guidance_graph(mdata: md.MuData):
+    """GLUE's guidance graph (``networkx.MultiDiGraph``) for a paired MuData.
+
+    From the dataset's peak-to-gene table (``atac.var["gene"]``) when it ships
+    one, else from genomic coordinates (``chrom``, ``chromStart``,
+    ``chromEnd`` in both modalities' ``var``) with
+    :func:`scglue.genomics.rna_anchored_guidance_graph`, GLUE's own
+    construction. Either way the graph holds gene-peak edges in both
+    directions (weight 1, sign +1) and a self-loop on every feature, as GLUE
+    builds it.
+
+    Raises
+    ------
+    PeerUnavailable
+        When the dataset has neither a table nor coordinates (no genome
+        annotation can be fetched offline), naming what is missing.
+    """
+    import networkx as nx
+    import scglue
+
+    rna, atac = mdata["rna"], mdata["atac"]
+    if "gene" in atac.var:
+        genes = set(rna.var_names)
+        fwd = nx.MultiDiGraph()
+        fwd.add_edges_from(
+            (g, p, {"weight": 1.0, "sign": 1})
+            for p, g in zip(atac.var_names, atac.var["gene"])
+            if g in genes
+        )
+        if fwd.number_of_edges() == 0:
+            raise ValueError("atac.var['gene'] links no peak to a gene of rna.var_names")
+        rev = fwd.reverse()
+        nx.set_edge_attributes(fwd, "fwd", name="type")
+        nx.set_edge_attributes(rev, "rev", name="type")
+        graph = scglue.graph.compose_multigraph(fwd, rev)
+        for f in (*rna.var_names, *atac.var_names):
+            graph.add_edge(f, f, weight=1.0, sign=1, type="loop")
+        return graph
+    need = ["chrom", "chromStart", "chromEnd"]
+    missing = [f"{k}.var[{c!r}]" for k in ("rna", "atac") for c in need if c not in mdata[k].var]
+    if missing:
+        raise PeerUnavailable(
+            "GLUE needs a guidance graph: this dataset has no peak-to-gene table "
+            f"(atac.var['gene']) and lacks {', '.join(missing)}; a genome annotation "
+            "(scglue.data.get_gene_annotation with a GTF) gives the gene coordinates"
+        )
+    return scglue.genomics.rna_anchored_guidance_graph(rna.copy(), atac.copy())
+
+
+def _glue(mdata: md.MuData, seed: int, max_epochs: int | None = None) -> np.ndarray:
+    """GLUE (the scglue package) for paired cells, as its tutorials configure it.
+
+    RNA: normalise, log1p, scale, 100 PCs as the encoder input, negative-binomial
+    decoder on the counts; ATAC: 100 LSI components (``scglue.data.lsi``),
+    negative-binomial decoder; ``PairedSCGLUEModel`` ties the two cells of a
+    pair by obs name; training length is GLUE's own (early stopping on its
+    validation loss). The joint embedding is the mean of the two modalities'
+    cell embeddings (``encode_data``), which GLUE aligns. ``max_epochs`` caps
+    each of GLUE's two training stages (smoke runs and tests only).
+    """
+    import scanpy as sc
+    import scglue
+
+    if not atac_is_counts(mdata):
+        raise PeerUnavailable(
+            "GLUE's ATAC decoder models counts; this dataset's ATAC is not counts"
+        )
+    graph = guidance_graph(mdata)
+    scglue.log.console_log_level = logging.WARNING  # per-epoch losses stay out of the logs
+    logging.getLogger("ignite").setLevel(logging.ERROR)  # a NaN stop is raised below, not logged
+    scglue.config.CPU_ONLY = True
+    rna, atac = mdata["rna"].copy(), mdata["atac"].copy()
+    for a in (rna, atac):
+        a.X = a.layers["counts"].copy()
+        a.var["highly_variable"] = True
+    sc.pp.normalize_total(rna)
+    sc.pp.log1p(rna)
+    sc.pp.scale(rna, max_value=10)
+    sc.tl.pca(rna, n_comps=min(100, min(rna.shape) - 1), svd_solver="auto", random_state=seed)
+    rna.X = rna.layers["counts"].copy()
+    scglue.data.lsi(atac, n_components=min(100, min(atac.shape) - 1), n_iter=15, random_state=seed)
+    scglue.models.configure_dataset(
+        rna, "NB", use_highly_variable=True, use_layer="counts", use_rep="X_pca", use_obs_names=True
+    )
+    scglue.models.configure_dataset(
+        atac, "NB", use_highly_variable=True, use_rep="X_lsi", use_obs_names=True
+    )
+    with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(io.StringIO()):
+        glue = scglue.models.fit_SCGLUE(
+            {"rna": rna, "atac": atac},
+            graph,
+            model=scglue.models.PairedSCGLUEModel,
+            init_kws={"random_seed": seed},
+            fit_kws={
+                "directory": tmp,
+                **({} if max_epochs is None else {"max_epochs": max_epochs}),
+            },
+        )
+        z = (glue.encode_data("rna", rna) + glue.encode_data("atac", atac)) / 2
+    return z
 
 
 def _require_scvi():
@@ -137,27 +250,59 @@ def _train_latent(model, max_epochs: int | None) -> np.ndarray:
     return model.get_latent_representation()
 
 
+#: per-epoch training curves of scvi-tools models kept by the benchmark (collapse evidence)
+CURVES = ["kl_local_validation", "reconstruction_loss_validation", "elbo_validation", "kl_weight"]
+
+
+def _history_last(model, key: str) -> float:
+    h = model.history.get(key)
+    return float(h.iloc[-1, 0]) if h is not None and len(h) else float("nan")
+
+
 def _multivi(
     mdata: md.MuData, seed: int, max_epochs: int | None = None, layer: str = "counts"
-) -> np.ndarray:
-    """scvi-tools MultiVI (CPU) on the raw counts of both modalities; its own early stopping.
+) -> dict:
+    """scvi-tools MultiVI (CPU) as scvi-tools' MultiVI tutorial runs it.
 
-    ``max_epochs=None`` keeps scvi-tools' default (500, stopped early on its
-    held-out ELBO).
+    Raw counts of both modalities (MultiVI binarises accessibility itself),
+    features detected in fewer than 1% of cells dropped (the tutorial's
+    filter), the model's default sizes, and ``train()`` with its defaults:
+    learning rate 1e-4, up to 500 epochs stopped early on the held-out ELBO,
+    KL warm-up over 50 epochs. ``max_epochs`` caps the epochs (smoke runs).
+
+    Returns the latent means and the diagnostics the collapse check reads:
+    the per-cell KL of the latent on the held-out cells at the end and the
+    epochs trained.
     """
     scvi = _require_scvi()
     if not atac_is_counts(mdata):
-        raise ValueError("MultiVI models ATAC counts; this dataset's ATAC is not counts")
+        raise PeerUnavailable("MultiVI models ATAC counts; this dataset's ATAC is not counts")
     scvi.settings.seed = seed
-    m = md.MuData({"rna": mdata["rna"].copy(), "atac": mdata["atac"].copy()})
+    mods = {}
     for k in ("rna", "atac"):
-        if layer not in m[k].layers:
-            m[k].layers[layer] = m[k].X.copy()
+        a = mdata[k].copy()
+        if layer not in a.layers:
+            a.layers[layer] = a.X.copy()
+        detected = np.asarray((a.layers[layer] > 0).sum(0)).ravel()
+        mods[k] = a[:, detected >= 0.01 * a.n_obs].copy()
+    m = md.MuData(mods)
     scvi.model.MULTIVI.setup_mudata(
         m, rna_layer=layer, atac_layer=layer, modalities={"rna_layer": "rna", "atac_layer": "atac"}
     )
-    model = scvi.model.MULTIVI(m, n_genes=m["rna"].n_vars, n_regions=m["atac"].n_vars)
-    return _train_latent(model, max_epochs)
+    model = scvi.model.MULTIVI(m)
+    z = _train_latent(model, max_epochs)
+    curves = pd.concat(  # scvi-tools indexes each history by epoch; the series differ in length
+        [model.history[k].iloc[:, 0].astype(float).rename(k) for k in CURVES if k in model.history],
+        axis=1,
+    )
+    return {
+        "embedding": z,
+        "diagnostics": {
+            "kl_local": _history_last(model, "kl_local_validation"),
+            "epochs": len(model.history["elbo_train"]),
+        },
+        "curves": curves.rename_axis("epoch").reset_index(),
+    }
 
 
 def scvi_embedding(
@@ -183,11 +328,14 @@ def setup_sci2cl(mdata: md.MuData) -> md.MuData:
     return mdata
 
 
-def _sci2cl(mdata: md.MuData, seed: int, max_epochs: int = 40, **kwargs) -> np.ndarray:
-    """scI2CL with its defaults."""
+def _sci2cl(mdata: md.MuData, seed: int, max_epochs: int | None = None, **kwargs) -> dict:
+    """scI2CL with its defaults (``max_epochs=None``: its default training length)."""
     m = sci2cl.SCI2CL(setup_sci2cl(mdata), seed=seed, **kwargs)
-    m.train(max_epochs=max_epochs, progress_bar=False)
-    return m.get_latent_representation(key_added=None)
+    m.train(**({} if max_epochs is None else {"max_epochs": max_epochs}), progress_bar=False)
+    return {
+        "embedding": m.get_latent_representation(key_added=None),
+        "diagnostics": {"epochs": len(m.history)},
+    }
 
 
 PEERS: dict[str, Callable] = {
@@ -197,6 +345,7 @@ PEERS: dict[str, Callable] = {
     "WNN (muon)": _wnn,
     "MOFA+": _mofa,
     "MultiVI": _multivi,
+    "GLUE": _glue,
     "scI2CL": _sci2cl,
 }
 
@@ -235,7 +384,12 @@ class PeakMemory:
 
 
 def run_peer(name: str, mdata: md.MuData, seed: int = 0, **kwargs) -> dict:
-    """Run a peer method; returns ``{"embedding", "adjacency", "seconds", "peak_mb"}``.
+    """Run a peer method; returns ``{"embedding", "adjacency", "seconds", "peak_mb", "diagnostics", "curves"}``.
+
+    A peer returns an embedding, an ``(embedding, graph)`` pair, or a dict with
+    ``embedding`` and optionally ``adjacency``, ``diagnostics`` (e.g. a VAE's
+    latent KL, read by the collapse check) and ``curves`` (per-epoch training
+    curves, a DataFrame).
 
     ``peak_mb`` is the extra resident memory the method needed (see :class:`PeakMemory`).
     """
@@ -244,11 +398,14 @@ def run_peer(name: str, mdata: md.MuData, seed: int = 0, **kwargs) -> dict:
         t = time.perf_counter()
         out = fn(mdata, seed, **kwargs)
         seconds = time.perf_counter() - t
-    peak = mem.peak_mb
-    emb, adj = out if isinstance(out, tuple) else (out, None)
+    if not isinstance(out, dict):
+        emb, adj = out if isinstance(out, tuple) else (out, None)
+        out = {"embedding": emb, "adjacency": adj}
     return {
-        "embedding": np.asarray(emb, dtype=np.float32),
-        "adjacency": adj,
+        "embedding": np.asarray(out["embedding"], dtype=np.float32),
+        "adjacency": out.get("adjacency"),
         "seconds": seconds,
-        "peak_mb": peak,
+        "peak_mb": mem.peak_mb,
+        "diagnostics": out.get("diagnostics", {}),
+        "curves": out.get("curves"),
     }

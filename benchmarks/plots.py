@@ -6,6 +6,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from sci2cl.pl import method_color
+
 __all__ = ["benchmark_heatmap", "benchmark_bars", "time_vs_quality"]
 
 
@@ -67,7 +69,7 @@ def benchmark_bars(df: pd.DataFrame, protocol: str = "kmeans", metrics=("nmi", "
                 g.loc[(ds, meth), "max"] - mean[i] if (ds, meth) in g.index else 0
                 for i, ds in enumerate(datasets)
             ]
-            ax.bar(x, mean, w, yerr=[lo, hi], capsize=2, label=meth)
+            ax.bar(x, mean, w, yerr=[lo, hi], capsize=2, label=meth, color=method_color(meth))
         ax.set_xticks(np.arange(len(datasets)) + 0.4 - w / 2, datasets)
         ax.set(
             ylabel=m.upper(),
@@ -90,7 +92,9 @@ def time_vs_quality(df: pd.DataFrame, metric: str = "nmi", protocol: str = "kmea
     )
     ax = ax or plt.subplots(figsize=(6, 4))[1]
     for meth, g in d.groupby("method"):
-        ax.scatter(g["seconds"].clip(lower=0.01), g[metric], label=meth, s=30)
+        ax.scatter(
+            g["seconds"].clip(lower=0.01), g[metric], label=meth, s=30, color=method_color(meth)
+        )
     ax.set_xscale("log")
     ax.set(
         xlabel="wall time (s, log scale)",

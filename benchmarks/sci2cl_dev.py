@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from benchmarks import peers
-from benchmarks.common import label_key, prepare
+from benchmarks.common import label_key, paired_differences, prepare
 from sci2cl import SCI2CL, metrics
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -272,22 +272,8 @@ def paired(base: str, others, log: Path = LOG, readout: str = "joint") -> pd.Dat
     Over the datasets ("all"), the per-dataset means and their SD.
     """
     df = pd.read_csv(log)
-    df = df[df["readout"] == readout]
-    keys = ["dataset", "protocol", "seed"]
-    b = df[df["config"] == base].set_index(keys)["nmi"]
-    rows = []
-    for c in others:
-        d = (df[df["config"] == c].set_index(keys)["nmi"] - b).dropna()
-        if d.empty:
-            continue
-        g = d.groupby(level=["dataset", "protocol"]).agg(["mean", "std", "count"]).reset_index()
-        allds = g.groupby("protocol")["mean"].agg(["mean", "std", "count"]).reset_index()
-        allds["dataset"] = "all"
-        for r in pd.concat([g, allds], ignore_index=True).to_dict("records"):
-            sd = r["std"] if np.isfinite(r["std"]) else 0.0
-            verdict = "gain" if r["mean"] > sd else "loss" if r["mean"] < -sd else "tie"
-            rows.append({"config": c, "base": base, **r, "verdict": verdict})
-    return pd.DataFrame(rows).round(4)
+    out = paired_differences(df[df["readout"] == readout], "config", base, others)
+    return out.rename(columns={"method": "config"}) if not out.empty else out
 
 
 def summary(log: Path = LOG) -> pd.DataFrame:

@@ -150,34 +150,6 @@ def quality_table(path: Path = QUALITY) -> str:
     return "\n".join(out)
 
 
-def versus_table(path: Path = QUALITY, ours: str = "scI2CL") -> str:
-    """scI2CL minus each other method, paired over seeds: mean ± SD and the verdict, per protocol."""
-    df = pd.read_csv(path)
-    sets = [d for d in [*DEV_SETS, "simulated"] if d in set(df["dataset"])]
-    keys = ["dataset", "protocol", "seed"]
-    base = df[df["method"] == ours].set_index(keys)["nmi"]
-    out = []
-    for proto, title in PROTOCOLS.items():
-        recs = []
-        for m in df["method"].unique():
-            if m == ours:
-                continue
-            diff = (base - df[df["method"] == m].set_index(keys)["nmi"]).dropna()
-            rec = {"scI2CL minus": m}
-            for ds in sets:
-                v = diff[(diff.index.get_level_values("dataset") == ds)
-                         & (diff.index.get_level_values("protocol") == proto)]  # fmt: skip
-                if v.empty:
-                    rec[ds] = "n/a"
-                    continue
-                sd = v.std(ddof=1) if len(v) > 1 else 0.0
-                verdict = "win" if v.mean() > sd else "loss" if v.mean() < -sd else "tie"
-                rec[ds] = f"{v.mean():+.3f} ± {sd:.3f} ({verdict})"
-            recs.append(rec)
-        out.append(f"**Paired difference in NMI, {title}**\n\n" + _md(pd.DataFrame(recs)))
-    return "\n".join(out)
-
-
 def speed_table(path: Path = SPEED) -> str:
     """Default training time and memory per dataset (``sci2cl_speed speed``)."""
     df = pd.read_csv(path)
@@ -206,7 +178,6 @@ def main() -> int:
     }
     if QUALITY.exists():
         files["sci2cl_quality.md"] = quality_table()
-        files["sci2cl_versus.md"] = versus_table()
     if SPEED.exists():
         files["sci2cl_speed.md"] = speed_table()
     for name, text in files.items():

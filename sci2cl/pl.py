@@ -7,6 +7,8 @@ import numpy as np
 import pandas as pd
 
 __all__ = [
+    "METHOD_COLORS",
+    "method_color",
     "history",
     "embedding_grid",
     "scatter",
@@ -16,6 +18,38 @@ __all__ = [
     "trajectory",
     "gene_trends",
 ]
+
+
+#: one colour per method in every figure of the book (Okabe-Ito and tab10 hues)
+METHOD_COLORS: dict[str, str] = {
+    "scI2CL": "#D55E00",
+    "scRCL": "#D55E00",
+    "RNA PCA": "#0072B2",
+    "PCA": "#0072B2",
+    "ATAC LSI": "#56B4E9",
+    "PCA+LSI": "#009E73",
+    "WNN (muon)": "#CC79A7",
+    "MOFA+": "#E69F00",
+    "MultiVI": "#7F7F7F",
+    "GLUE": "#8C564B",
+    "scVI": "#17BECF",
+    "scVI+PeakVI": "#17BECF",
+    "Leiden": "#9467BD",
+}
+
+
+def method_color(method: str) -> str:
+    """The book's colour of a method; variants (``"scI2CL (seed 1)"``, ``"scI2CL + L_MOC"``) share it.
+
+    Raises ``KeyError`` naming the method when it has no colour: add it to
+    :data:`METHOD_COLORS`, so that no figure falls back to a cycling colour.
+    """
+    if method in METHOD_COLORS:
+        return METHOD_COLORS[method]
+    for name in sorted(METHOD_COLORS, key=len, reverse=True):
+        if method.startswith(name):
+            return METHOD_COLORS[name]
+    raise KeyError(f"no colour for method {method!r}: add it to sci2cl.pl.METHOD_COLORS")
 
 
 def history(history: pd.DataFrame, ax=None, title: str = "Training losses"):

@@ -35,3 +35,180 @@ def test_check_graph_rejects_non_finite_weights():
     rows = len(np.unique(np.repeat(np.arange(30), np.diff(g.indptr))[[0, 1]]))
     with pytest.raises(ValueError, match=f"2 non-finite weights in the rows of {rows} cells"):
         peers.check_graph(g, "test graph")
+
+
+# ------------------------------------------------------------------ GLUE's guidance graph
+def test_simulated_peaks_sit_in_the_gene_they_follow(tiny_mdata):
+    """A peak placed in a gene's body is more accessible where that gene is expressed."""
+    rna, atac = tiny_mdata["rna"], tiny_mdata["atac"]
+    g = atac.var["gene"]
+    linked = np.flatnonzero(g != "")
+    assert 0.1 < linked.size / atac.n_vars < 0.9
+    gene_pos = rna.var.loc[g.iloc[linked]]
+    peak_pos = atac.var.iloc[linked]
+    assert (peak_pos["chrom"].to_numpy() == gene_pos["chrom"].to_numpy()).all()
+    assert (peak_pos["chromStart"].to_numpy() >= gene_pos["chromStart"].to_numpy()).all()
+    assert (peak_pos["chromEnd"].to_numpy() <= gene_pos["chromEnd"].to_numpy()).all()
+
+    # pseudobulk per true type: a linked peak follows its gene across the types
+    y = tiny_mdata.obs["true_cell_type"].astype(str).to_numpy()
+    types = np.unique(y)
+
+    def bulk(a):
+        x = a.layers["counts"].toarray()
+        x = np.log1p(x / x.sum(1, keepdims=True).clip(1) * 1e4)
+        return np.stack([x[y == t].mean(0) for t in types])
+
+    x, p = bulk(rna), bulk(atac)
+
+    def corr(gi, pi):
+        a, b = x[:, gi] - x[:, gi].mean(0), p[:, pi] - p[:, pi].mean(0)
+        return (a * b).sum(0) / (np.linalg.norm(a, axis=0) * np.linalg.norm(b, axis=0) + 1e-12)
+
+    gi = rna.var_names.get_indexer(g.iloc[linked])
+    rng = np.random.default_rng(0)
+    linked_r = np.mean(corr(gi, linked))
+    random_r = np.mean(corr(rng.integers(0, rna.n_vars, linked.size), linked))
+    assert linked_r > 0.3 and linked_r > random_r + 0.2
+
+
+def test_guidance_graph_from_coordinates_and_from_a_table(tiny_mdata):
+    pytest.importorskip("scglue")
+    import scglue
+
+    m = tiny_mdata
+    g = peers.guidance_graph(m)  # simulator: coordinates -> scglue's own construction
+    scglue.graph.check_graph(g, [m["rna"], m["atac"]])
+    linked = m["atac"].var["gene"]
+    pairs = {(gene, p) for p, gene in linked.items() if gene}
+    gene_peak = {
+        (u, v) for u, v in g.edges() if u in m["rna"].var_names and v in m["atac"].var_names
+    }
+    assert pairs <= gene_peak  # every planted link is an edge
+    # the same links as a table (as a dataset that ships one): exactly those edges
+    t = m.copy()
+    for c in ("chrom", "chromStart", "chromEnd"):
+        del t["rna"].var[c], t["atac"].var[c]
+    gt = peers.guidance_graph(t)
+    scglue.graph.check_graph(gt, [t["rna"], t["atac"]])
+    edges = {(u, v) for u, v, k in gt.edges(keys=True) if u != v}
+    assert edges == pairs | {(p, gene) for gene, p in pairs}
+    del t["atac"].var["gene"]
+    with pytest.raises(ValueError, match="no peak-to-gene table.*chrom"):
+        peers.guidance_graph(t)
+
+
+def test_peak_gene_table_is_read_and_checked(tmp_path):
+    import anndata as ad
+    import mudata as md
+    import pandas as pd
+
+    from sci2cl import datasets
+    from sci2cl.pp import DataValidationError
+
+    atac = ad.AnnData(np.zeros((2, 3)), var=pd.DataFrame(index=["p1", "p2", "p3"]))
+    m = md.MuData({"rna": ad.AnnData(np.zeros((2, 1))), "atac": atac})
+    pd.DataFrame({"peak": ["p1", "p3"], "gene": ["A", "B"]}).to_csv(tmp_path / "l.csv", index=False)
+    datasets._add_peak_gene_links(m, tmp_path / "l.csv", "toy")
+    assert m["atac"].var["gene"].tolist() == ["A", "", "B"]
+    pd.DataFrame({"peak": ["p1", "p1"], "gene": ["A", "B"]}).to_csv(tmp_path / "d.csv", index=False)
+    with pytest.raises(DataValidationError, match="one row per peak"):
+        datasets._add_peak_gene_links(m, tmp_path / "d.csv", "toy")
+    with pytest.raises(datasets.DatasetUnavailableError, match="peak-to-gene table"):
+        datasets._add_peak_gene_links(m, tmp_path / "missing.csv", "toy")
+
+
+# ------------------------------------------------------------------ the benchmark's verdicts
+def _rows(values: dict, dataset="d1", protocol="kmeans"):
+    import pandas as pd
+
+    return pd.DataFrame(
+        [
+            {
+                "dataset": dataset,
+                "method": m,
+                "protocol": protocol,
+                "seed": s,
+                "nmi": v,
+                "check": "",
+            }
+            for m, vs in values.items()
+            for s, v in enumerate(vs)
+        ]
+    )
+
+
+def test_collapse_check_flags_a_collapsed_latent_and_a_method_below_its_inputs():
+    from benchmarks import clustering
+
+    df = _rows(
+        {
+            "RNA PCA": [0.5, 0.5],
+            "ATAC LSI": [0.3, 0.3],
+            "MultiVI": [0.2, 0.6],
+            "scI2CL": [0.55, 0.52],
+        }
+    )
+    df["kl_local"] = np.where(df["method"] == "MultiVI", [0.002, 5.0] * 4, np.nan)[: len(df)]
+    df.loc[df["method"] == "MultiVI", "kl_local"] = [0.002, 5.0]
+    why = clustering.collapse_check(df).to_numpy()
+    mv = df["method"].to_numpy() == "MultiVI"
+    assert "collapsed to the prior" in why[mv][0] and "below RNA PCA alone (0.500)" in why[mv][0]
+    assert why[mv][1] == ""  # healthy KL and above both inputs
+    assert (why[df["method"].to_numpy() == "scI2CL"] == "").all()
+    assert (why[df["method"].isin(["RNA PCA", "ATAC LSI"]).to_numpy()] == "").all()
+
+
+def test_paired_table_calls_ties_ties():
+    from benchmarks import clustering
+
+    df = _rows(
+        {
+            "scI2CL": [0.60, 0.62, 0.61],
+            "A": [0.50, 0.51, 0.52],  # scI2CL ahead by ~0.10 every seed: gain
+            "B": [0.62, 0.59, 0.63],  # within the spread: tie
+            "C": [0.70, 0.71, 0.72],  # behind: loss
+        }
+    )
+    t = clustering.paired_table(df)
+    assert t.loc["d1", "A"].endswith("(gain)") and t.loc["d1", "A"].startswith("+0.100")
+    assert t.loc["d1", "B"].endswith("(tie)")
+    assert t.loc["d1", "C"].endswith("(loss)") and t.loc["d1", "C"].startswith("-0.100")
+    s = clustering.summary_table(df)
+    assert s.loc["d1", "A"] == "0.510 ± 0.010"
+
+
+def test_a_method_that_cannot_run_or_crashes_is_recorded_not_dropped(tmp_path, monkeypatch):
+    import pandas as pd
+
+    from benchmarks import clustering
+
+    def unavailable(mdata, seed):
+        raise peers.PeerUnavailable("needs a guidance graph")
+
+    def broken(mdata, seed):
+        raise RuntimeError("boom")
+
+    monkeypatch.setitem(peers.PEERS, "Unavailable", unavailable)
+    monkeypatch.setitem(peers.PEERS, "Broken", broken)
+    df = clustering.run_dataset(
+        "simulated",
+        ["RNA PCA", "ATAC LSI", "Unavailable", "Broken"],
+        [0, 1],
+        max_cells=300,
+        paper_repeats=0,
+        out_dir=tmp_path,
+        log=lambda *a: None,
+    )
+    assert set(df["method"]) == {"RNA PCA", "ATAC LSI"}
+    assert {"check", "code_version", "scib_silhouette_label", "scib_clisi"} <= set(df.columns)
+    assert df["scib_clisi"].between(0, 1).all()
+    sk = pd.read_csv(tmp_path / "benchmark_clustering" / "simulated_skipped.csv")
+    assert sk.loc[sk.method == "Unavailable", "reason"].tolist() == ["needs a guidance graph"]
+    assert len(sk[sk.method == "Unavailable"]) == 1  # one reason, not one per seed
+    assert sk.loc[sk.method == "Broken", "reason"].str.contains("RuntimeError: boom").all()
+    assert len(sk[sk.method == "Broken"]) == 2
+    merged = clustering.merge(tmp_path, ["simulated"])
+    assert len(merged) == len(df)
+    with pytest.raises(FileNotFoundError, match="no benchmark results for \\['bmmc_a'\\]"):
+        clustering.merge(tmp_path, ["simulated", "bmmc_a"])

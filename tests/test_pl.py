@@ -24,3 +24,35 @@ def test_modality_weights_plot_orders_groups_and_checks_lengths():
     np.testing.assert_allclose(widths, [0.25, 0.85])
     with pytest.raises(ValueError, match="group labels"):
         pl.modality_weights(w, ["T"])
+
+
+def test_one_colour_per_method_and_variants_share_it():
+    from sci2cl import pl
+
+    assert pl.method_color("scI2CL") == pl.method_color("scI2CL + L_MOC + L_MOM")
+    assert pl.method_color("RNA PCA") != pl.method_color("WNN (muon)")
+    peers = ["RNA PCA", "ATAC LSI", "PCA+LSI", "WNN (muon)", "MOFA+", "MultiVI", "GLUE", "scI2CL"]
+    assert len({pl.method_color(m) for m in peers}) == len(peers)
+    with pytest.raises(KeyError, match="no colour for method 'SomeTool'"):
+        pl.method_color("SomeTool")
+
+
+def test_benchmark_bars_use_the_book_colours():
+    import matplotlib.colors as mcolors
+    import pandas as pd
+
+    from benchmarks import plots
+    from sci2cl import pl
+
+    df = pd.DataFrame(
+        [
+            {"dataset": d, "method": m, "protocol": "kmeans", "seed": s, "nmi": 0.5, "ari": 0.3}
+            for d in ("a", "b")
+            for m in ("RNA PCA", "scI2CL")
+            for s in (0, 1)
+        ]
+    )
+    fig = plots.benchmark_bars(df)
+    bars = [p for p in fig.axes[0].patches]
+    got = {mcolors.to_hex(b.get_facecolor()) for b in bars}
+    assert got == {pl.method_color("RNA PCA").lower(), pl.method_color("scI2CL").lower()}
