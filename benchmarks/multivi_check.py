@@ -6,7 +6,7 @@ Trains scvi-tools' MULTIVI on the simulator (3,000 cells, its selected features)
 :func:`benchmarks.peers._multivi` does, then with the modality penalty off and with a
 wider network, and prints per variant the held-out KL of the latent at several epochs,
 the KMeans / Leiden NMI of the joint latent and the KMeans NMI of each modality's latent.
-Appends the rows to ``results/multivi_check.csv``. Labels only score.
+Appends the rows to ``--out`` (default ``results/multivi_check.csv``). Labels only score.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ def main() -> int:
     ap.add_argument("--variants", nargs="*", default=list(VARIANTS))
     ap.add_argument("--epochs", type=int, default=250, help="0: scvi-tools' default (500)")
     ap.add_argument("--dataset", default="simulated")
+    ap.add_argument("--out", default=str(ROOT / "results" / "multivi_check.csv"))
     a = ap.parse_args()
     import scvi
     import torch
@@ -76,7 +77,7 @@ def main() -> int:
         }  # fmt: skip
         rows.append(row)
         print(pd.DataFrame([row]).round(4).to_string(index=False), flush=True)
-    out = ROOT / "results" / "multivi_check.csv"
+    out = Path(a.out)
     df = pd.DataFrame(rows)
     if out.exists():
         df = pd.concat([pd.read_csv(out), df], ignore_index=True)
