@@ -288,7 +288,10 @@ def paired_table(
     d = df[df["protocol"] == protocol]
     peers_ = [m for m in dict.fromkeys(d["method"]) if m != base]
     out = {}
-    for scope, sub in (("all", d), ("real sets", d[d["dataset"] != SIMULATED])):
+    scopes = [("all", d)]
+    if (d["dataset"] == SIMULATED).any():  # without the simulator the two rows are the same
+        scopes.append(("real sets", d[d["dataset"] != SIMULATED]))
+    for scope, sub in scopes:
         # base minus peer: paired_differences gives other minus base, so negate
         p = paired_differences(sub, "method", base, peers_, value=metric)
         if p.empty:
