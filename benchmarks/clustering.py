@@ -2,7 +2,11 @@
 
 Usage: python -m benchmarks.clustering [--smoke] [--jobs 2] [--seeds 0 1 2] [--datasets ...] [--methods ...]
 
-Each dataset is one job (``--jobs`` run side by side, one thread each) that writes
+The unit of work is one method at one seed on one dataset (``--jobs`` units run side by
+side, one thread each, the costliest first). Each finished unit is kept in
+``results/benchmark_clustering/runs/<dataset>/`` with the hash of the code behind it
+(:func:`code_version`), so the same command resumes an interrupted run and re-runs only
+what the code change touched. Per dataset the runner then writes
 ``results/benchmark_clustering/<dataset>.csv`` (one row per method, seed and protocol),
 ``<dataset>_skipped.csv`` (the methods that could not run there, and why) and the 2-D
 coordinates of every method's seed-0 embedding (``embeddings_<dataset>.npz``). The parts
@@ -15,8 +19,10 @@ the ``check`` column says why a row is flagged and the tables mark it.
 from __future__ import annotations
 
 import argparse
+import hashlib
+import inspect
+import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -56,18 +62,46 @@ SINGLE_MODALITY = ["RNA PCA", "ATAC LSI"]
 KL_COLLAPSED = 0.1
 
 
-def code_version() -> str:
-    """``git describe`` of the checkout (``-dirty`` when it has uncommitted changes)."""
-    try:
-        return subprocess.run(
-            ["git", "describe", "--always", "--dirty"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+#: source files whose content fixes the benchmark's numbers (with ``benchmarks/peers.py``, less
+#: the other methods' functions); their hash is a unit's code version
+FINGERPRINT = [
+    "constraints-cpu.txt",
+    "benchmarks/common.py",
+    "benchmarks/config.py",
+    "sci2cl/_utils.py",
+    "sci2cl/datasets.py",
+    "sci2cl/distributions.py",
+    "sci2cl/metrics.py",
+    "sci2cl/model/_base.py",
+    "sci2cl/model/_sci2cl.py",
+    "sci2cl/module.py",
+    "sci2cl/nn.py",
+    "sci2cl/pp.py",
+]
+
+
+def code_version(method: str | None = None) -> str:
+    """Hash of the code behind one method's numbers.
+
+    It covers the files in :data:`FINGERPRINT`, ``benchmarks/peers.py`` without
+    the functions of the other methods in :data:`peers.PEERS`, and this
+    module's functions that run and score a unit. A content hash rather than a
+    commit: a run interrupted and resumed (:func:`run_unit` keeps each finished
+    unit) stays one run as long as the code that makes its numbers is
+    unchanged, and fixing one peer re-runs that peer only.
+    """
+    h = hashlib.sha256()
+    for f in FINGERPRINT:
+        h.update(f.encode())
+        h.update((ROOT / f).read_bytes())
+    src = (ROOT / "benchmarks" / "peers.py").read_text()
+    for name, fn in peers.PEERS.items():
+        if name != method:
+            src = src.replace(inspect.getsource(fn), "")
+    h.update(src.encode())
+    for fn in (run_unit, _score, _prepared, _umap, scib_scores):  # this module's share
+        h.update(inspect.getsource(fn).encode())
+    return "src-" + h.hexdigest()[:12]
 
 
 def scib_scores(X: np.ndarray, y: np.ndarray, seed: int = 0) -> dict:
@@ -111,6 +145,125 @@ def collapse_check(df: pd.DataFrame) -> pd.Series:
     return pd.Series(reasons, index=df.index)
 
 
+_PREPARED: dict = {}
+
+
+def _prepared(ds: str, max_cells: int | None):
+    """The prepared dataset, kept per process so that a worker loads each set once."""
+    if (ds, max_cells) not in _PREPARED:
+        _PREPARED.clear()
+        _PREPARED[ds, max_cells] = prepare(ds, max_cells=max_cells)
+    return _PREPARED[ds, max_cells]
+
+
+def _unit_path(out_dir: Path, ds: str, method: str, seed: int) -> Path:
+    return (
+        out_dir / "benchmark_clustering" / "runs" / ds / f"{method.replace(' ', '_')}__{seed}.npz"
+    )
+
+
+def run_unit(
+    ds: str,
+    method: str,
+    seed: int,
+    *,
+    settings: dict,
+    coords: bool = False,
+    out_dir: Path = ROOT / "results",
+    log=print,
+) -> dict:
+    """Run one method at one seed on one dataset, score it, and keep the record on disk.
+
+    ``settings`` holds ``max_cells``, ``max_epochs``, ``multivi_epochs``,
+    ``glue_epochs`` and ``paper_repeats``. The record (rows of scores, training
+    curves, 2-D coordinates when ``coords``, or why the method could not run or
+    crashed) goes to ``out_dir/benchmark_clustering/runs/<ds>/<method>__<seed>.npz``
+    with the code version and settings; a later call with the same code version
+    and settings reads it instead of running again, so an interrupted benchmark
+    resumes where it stopped. Returns the record: ``{"key", "status", "rows",
+    "curves", "reason", "coords"}``.
+    """
+    path = _unit_path(out_dir, ds, method, seed)
+    key = {"code_version": code_version(method), **settings}
+    if path.exists():
+        with np.load(path, allow_pickle=False) as z:
+            rec = json.loads(str(z["record"]))
+            if rec["key"] == key:
+                rec["coords"] = z["coords"] if "coords" in z else None
+                return rec
+    mdata = _prepared(ds, settings["max_cells"])
+    y = mdata.obs[label_key(ds)].astype(str).to_numpy()
+    caps = {
+        "scI2CL": settings["max_epochs"],
+        "MultiVI": settings["multivi_epochs"],
+        "GLUE": settings["glue_epochs"],
+    }
+    kw = {"max_epochs": caps[method]} if method in caps else {}
+    rec = {"key": key, "status": "ok", "rows": [], "curves": [], "reason": ""}
+    xy = None
+    try:
+        res = peers.run_peer(method, mdata, seed=seed, **kw)
+    except peers.PeerUnavailable as e:  # the method cannot run on this dataset: say why
+        rec.update(status="unavailable", reason=str(e))
+        log(f"{ds} {method}: cannot run ({e})")
+    except Exception as e:  # a crash is recorded, never dropped
+        rec.update(status="failed", reason=f"failed: {type(e).__name__}: {e}")
+        log(f"{ds} {method} seed {seed}: FAILED {type(e).__name__}: {e}")
+    else:
+        rec["rows"] = _score(res, y, ds, method, seed, settings["paper_repeats"], key)
+        if res["curves"] is not None:
+            rec["curves"] = res["curves"].to_dict(orient="records")
+        if coords:
+            emb = res["embedding"]
+            xy = (emb if emb.shape[1] == 2 else _umap(emb, seed)).astype(np.float32)
+        km = rec["rows"][0]
+        log(
+            f"{ds:14s} {method:12s} seed {seed}: NMI {km['nmi']:.3f} ARI {km['ari']:.3f} "
+            f"({res['seconds']:.0f} s, {res['peak_mb']:.0f} MB)"
+        )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.stem + ".tmp.npz")
+    arrays = {"record": np.array(json.dumps(rec, default=float))}
+    if xy is not None:
+        arrays["coords"] = xy
+    np.savez_compressed(tmp, **arrays)
+    os.replace(tmp, path)
+    rec["coords"] = xy
+    return rec
+
+
+def _score(res: dict, y: np.ndarray, ds: str, method: str, seed: int, paper_repeats: int, key):
+    """Rows of scores of one embedding under the three protocols."""
+    emb, adj = res["embedding"], res["adjacency"]
+    base = {
+        "dataset": ds,
+        "method": method,
+        "seed": seed,
+        "seconds": res["seconds"],
+        "peak_mb": res["peak_mb"],
+        **res["diagnostics"],
+        **scib_scores(emb, y, seed),
+        "code_version": key["code_version"],
+    }
+    rows = [{**base, **r} for r in metrics.cluster_embedding(emb, y, seed=seed, adjacency=adj)]
+    if paper_repeats:
+        pp = metrics.paper_protocol(
+            emb, y, n_repeats=1 if adj is not None else paper_repeats, seed=seed
+        )
+        rows.append(
+            {
+                **base,
+                "protocol": "paper",
+                **pp.drop(columns="repeat").mean().to_dict(),
+                "nmi_min": pp.nmi.min(),
+                "nmi_max": pp.nmi.max(),
+                "ari_min": pp.ari.min(),
+                "ari_max": pp.ari.max(),
+            }
+        )
+    return rows
+
+
 def run_dataset(
     ds: str,
     methods: list[str],
@@ -124,77 +277,47 @@ def run_dataset(
     out_dir: Path = ROOT / "results",
     log=print,
 ) -> pd.DataFrame:
-    """Run every method and seed on one dataset under the three protocols.
+    """Run (or read back) every method and seed on one dataset and write its tables.
 
     ``max_epochs``, ``multivi_epochs`` and ``glue_epochs`` cap the epochs of
     scI2CL, MultiVI and GLUE (``None``: each package's default, with its own
-    early stopping; caps are for smoke runs). Writes
-    ``out_dir/benchmark_clustering/<ds>.csv`` and ``<ds>_skipped.csv``, and the
-    2-D coordinates of each method's first-seed embedding; returns the rows.
+    early stopping; caps are for smoke runs). Each (method, seed) is a
+    :func:`run_unit`, read back when already run with the same code and
+    settings. Writes ``out_dir/benchmark_clustering/<ds>.csv``,
+    ``<ds>_skipped.csv``, ``<ds>_curves.csv`` and the 2-D coordinates of each
+    method's first-seed embedding (``out_dir/embeddings_<ds>.npz``); returns the rows.
     """
     parts = out_dir / "benchmark_clustering"
     parts.mkdir(parents=True, exist_ok=True)
-    version = code_version()
-    epochs = {
-        "scI2CL": {"max_epochs": max_epochs},
-        "MultiVI": {"max_epochs": multivi_epochs},
-        "GLUE": {"max_epochs": glue_epochs},
+    settings = {
+        "max_cells": max_cells,
+        "max_epochs": max_epochs,
+        "multivi_epochs": multivi_epochs,
+        "glue_epochs": glue_epochs,
+        "paper_repeats": paper_repeats,
     }
-    mdata = prepare(ds, max_cells=max_cells)
-    y = mdata.obs[label_key(ds)].astype(str).to_numpy()
     rows, skipped, coords, curves = [], [], {}, []
     for method in methods:
         for seed in seeds:
-            try:
-                res = peers.run_peer(method, mdata, seed=seed, **epochs.get(method, {}))
-            except peers.PeerUnavailable as e:  # the method cannot run on this dataset: say why
-                skipped.append({"dataset": ds, "method": method, "reason": str(e)})
-                log(f"{ds} {method}: cannot run ({e})")
+            rec = run_unit(
+                ds, method, seed, settings=settings, coords=seed == seeds[0],
+                out_dir=out_dir, log=log,
+            )  # fmt: skip
+            if rec["status"] == "unavailable":
+                skipped.append({"dataset": ds, "method": method, "reason": rec["reason"]})
                 break
-            except Exception as e:  # a crash is recorded, never dropped
+            if rec["status"] == "failed":
                 skipped.append(
-                    {"dataset": ds, "method": method, "seed": seed,
-                     "reason": f"failed: {type(e).__name__}: {e}"}
-                )  # fmt: skip
-                log(f"{ds} {method} seed {seed}: FAILED {type(e).__name__}: {e}")
+                    {"dataset": ds, "method": method, "seed": seed, "reason": rec["reason"]}
+                )
                 continue
-            emb, adj = res["embedding"], res["adjacency"]
-            if res["curves"] is not None:
-                curves.append(res["curves"].assign(dataset=ds, method=method, seed=seed))
-            base = {
-                "dataset": ds,
-                "method": method,
-                "seed": seed,
-                "seconds": res["seconds"],
-                "peak_mb": res["peak_mb"],
-                **res["diagnostics"],
-                **scib_scores(emb, y, seed),
-                "code_version": version,
-            }
-            for r in metrics.cluster_embedding(emb, y, seed=seed, adjacency=adj):
-                rows.append({**base, **r})
-            if paper_repeats:
-                pp = metrics.paper_protocol(
-                    emb, y, n_repeats=1 if adj is not None else paper_repeats, seed=seed
+            rows += rec["rows"]
+            if rec["curves"]:
+                curves.append(
+                    pd.DataFrame(rec["curves"]).assign(dataset=ds, method=method, seed=seed)
                 )
-                rows.append(
-                    {
-                        **base,
-                        "protocol": "paper",
-                        **pp.drop(columns="repeat").mean().to_dict(),
-                        "nmi_min": pp.nmi.min(),
-                        "nmi_max": pp.nmi.max(),
-                        "ari_min": pp.ari.min(),
-                        "ari_max": pp.ari.max(),
-                    }
-                )
-            if seed == seeds[0]:
-                coords[method] = emb if emb.shape[1] == 2 else _umap(emb, seed)
-            km = rows[-3] if paper_repeats else rows[-2]
-            log(
-                f"{ds:14s} {method:12s} seed {seed}: NMI {km['nmi']:.3f} ARI {km['ari']:.3f} "
-                f"({res['seconds']:.0f} s, {res['peak_mb']:.0f} MB)"
-            )
+            if rec["coords"] is not None:
+                coords[method] = rec["coords"]
     df = pd.DataFrame(rows)
     if len(df):
         df["check"] = collapse_check(df)
@@ -206,9 +329,10 @@ def run_dataset(
     )
     if curves:
         _atomic_csv(pd.concat(curves, ignore_index=True), parts / f"{ds}_curves.csv")
+    y = _prepared(ds, max_cells).obs[label_key(ds)].astype(str).to_numpy() if coords else None
     np.savez_compressed(
         out_dir / f"embeddings_{ds}.npz",
-        labels=y,
+        labels=y if y is not None else np.array([]),
         **{k.replace(" ", "_"): v for k, v in coords.items()},
     )
     return df
@@ -309,6 +433,24 @@ def paired_table(
     return pd.DataFrame(out).T.reindex(index=[x for x in datasets if x in out], columns=peers_)
 
 
+#: order in which units start when run side by side: the costly ones first so that the workers
+#: finish together, except GLUE (by far the longest), last, so that a run stopped before its end
+#: has every other row
+_ORDER = ["MultiVI", "MOFA+", "scI2CL", "WNN", "RNA PCA", "ATAC LSI", "PCA+LSI", "GLUE"]
+
+
+def _unit_job(ds: str, method: str, seed: int, settings: dict, coords: bool, out_dir: str) -> str:
+    """One unit in a worker process (one thread); returns its status line."""
+    import torch
+
+    torch.set_num_threads(1)
+    rec = run_unit(
+        ds, method, seed, settings=settings, coords=coords, out_dir=Path(out_dir),
+        log=lambda *a: print(*a, flush=True),
+    )  # fmt: skip
+    return f"{ds} {method} seed {seed}: {rec['status']}"
+
+
 def run(
     datasets: list[str],
     methods: list[str],
@@ -319,52 +461,41 @@ def run(
     log=print,
     **kwargs,
 ) -> pd.DataFrame:
-    """Run the benchmark on ``datasets`` (``jobs`` at a time, each in its own process) and merge.
+    """Run the benchmark on ``datasets`` and merge; ``jobs`` units side by side.
 
-    ``kwargs`` go to :func:`run_dataset`. With ``jobs > 1`` each dataset runs as
-    ``python -m benchmarks.clustering --one DATASET`` with one thread.
+    A unit is one (dataset, method, seed) (:func:`run_unit`); with ``jobs > 1``
+    units run in that many worker processes with one thread each, the costliest
+    first. Units already on disk from the same code version and settings are
+    read back, so re-running the same command resumes an interrupted run.
+    ``kwargs`` go to :func:`run_dataset`.
     """
-    if jobs <= 1:
-        for ds in datasets:
-            run_dataset(ds, methods, seeds, out_dir=out_dir, log=log, **kwargs)
-        return merge(out_dir, datasets)
-    (out_dir / "benchmark_clustering").mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1"}
-    args = [
-        "--methods",
-        *methods,
-        "--seeds",
-        *map(str, seeds),
-        "--out",
-        str(out_dir),
-        "--threads",
-        "1",
-    ]
-    for k, v in kwargs.items():
-        args += [f"--{k.replace('_', '-')}", str(0 if v is None else v)]
-    queue, running, failed = list(datasets), [], []
-    while queue or running:
-        while queue and len(running) < jobs:
-            ds = queue.pop(0)
-            logf = open(out_dir / "benchmark_clustering" / f"{ds}.log", "w")  # noqa: SIM115
-            cmd = [sys.executable, "-m", "benchmarks.clustering", "--one", ds, *args]
-            running.append(
-                (ds, subprocess.Popen(cmd, env=env, stdout=logf, stderr=subprocess.STDOUT), logf)
-            )
-            log(f"started {ds}")
-        time.sleep(2)
-        for item in list(running):
-            ds, proc, logf = item
-            if proc.poll() is not None:
-                logf.close()
-                running.remove(item)
-                log(f"finished {ds} (exit {proc.returncode})")
-                if proc.returncode:
-                    failed.append(ds)
-    if failed:
-        raise RuntimeError(
-            f"benchmark jobs failed for {failed}: see results/benchmark_clustering/<dataset>.log"
+    if jobs > 1:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        settings = {
+            "max_cells": kwargs.get("max_cells"),
+            "max_epochs": kwargs.get("max_epochs", MAX_EPOCHS),
+            "multivi_epochs": kwargs.get("multivi_epochs"),
+            "glue_epochs": kwargs.get("glue_epochs"),
+            "paper_repeats": kwargs.get("paper_repeats", 1),
+        }
+        rank = {m: i for i, m in enumerate(_ORDER)}
+        units = sorted(
+            ((ds, m, s) for ds in datasets for m in methods for s in seeds),
+            key=lambda u: (rank.get(u[1], len(_ORDER) - 1), datasets.index(u[0]), u[2]),
         )
+        for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+            os.environ[k] = "1"  # inherited by the workers
+        with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as ex:
+            futures = [
+                ex.submit(_unit_job, ds, m, s, settings, s == seeds[0], str(out_dir))
+                for ds, m, s in units
+            ]
+            for f in as_completed(futures):
+                log(f.result())
+    for ds in datasets:
+        run_dataset(ds, methods, seeds, out_dir=out_dir, log=log, **kwargs)
     return merge(out_dir, datasets)
 
 
@@ -416,9 +547,7 @@ def main() -> int:
     ap.add_argument("--smoke", action="store_true", help="one small dataset, one seed, few epochs")
     ap.add_argument("--datasets", nargs="*")
     ap.add_argument("--one", metavar="DATASET", help="run one dataset in this process (no merge)")
-    ap.add_argument(
-        "--jobs", type=int, default=1, help="datasets run side by side (one thread each)"
-    )
+    ap.add_argument("--jobs", type=int, default=1, help="units run side by side (one thread each)")
     ap.add_argument("--methods", nargs="*", default=list(peers.PEERS))
     ap.add_argument("--seeds", nargs="*", type=int, default=SEEDS)
     ap.add_argument("--max-cells", type=int, default=0, help="subsample (0: all cells)")
