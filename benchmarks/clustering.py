@@ -62,36 +62,43 @@ SINGLE_MODALITY = ["RNA PCA", "ATAC LSI"]
 KL_COLLAPSED = 0.1
 
 
-#: source files whose content fixes the benchmark's numbers (with ``benchmarks/peers.py``, less
-#: the other methods' functions); their hash is a unit's code version
+#: source files whose content fixes every method's numbers (data, preprocessing, scores; with
+#: ``benchmarks/peers.py`` less the other methods' functions); their hash is a unit's code version
 FINGERPRINT = [
     "constraints-cpu.txt",
     "benchmarks/common.py",
     "benchmarks/config.py",
+    "sci2cl/_graph.py",
     "sci2cl/_utils.py",
     "sci2cl/datasets.py",
-    "sci2cl/distributions.py",
     "sci2cl/metrics.py",
-    "sci2cl/model/_base.py",
-    "sci2cl/model/_sci2cl.py",
-    "sci2cl/module.py",
-    "sci2cl/nn.py",
     "sci2cl/pp.py",
 ]
+#: and those that fix one method's numbers only
+FINGERPRINT_METHOD = {
+    "scI2CL": [
+        "sci2cl/distributions.py",
+        "sci2cl/model/_base.py",
+        "sci2cl/model/_sci2cl.py",
+        "sci2cl/module.py",
+        "sci2cl/nn.py",
+    ],
+}
 
 
 def code_version(method: str | None = None) -> str:
     """Hash of the code behind one method's numbers.
 
-    It covers the files in :data:`FINGERPRINT`, ``benchmarks/peers.py`` without
-    the functions of the other methods in :data:`peers.PEERS`, and this
-    module's functions that run and score a unit. A content hash rather than a
-    commit: a run interrupted and resumed (:func:`run_unit` keeps each finished
-    unit) stays one run as long as the code that makes its numbers is
-    unchanged, and fixing one peer re-runs that peer only.
+    It covers the files in :data:`FINGERPRINT` and ``FINGERPRINT_METHOD[method]``,
+    ``benchmarks/peers.py`` without the functions of the other methods in
+    :data:`peers.PEERS`, and this module's functions that run and score a
+    unit. A content hash rather than a commit: a run interrupted and resumed
+    (:func:`run_unit` keeps each finished unit) stays one run as long as the
+    code that makes its numbers is unchanged, and a change to one method
+    re-runs that method only.
     """
     h = hashlib.sha256()
-    for f in FINGERPRINT:
+    for f in FINGERPRINT + FINGERPRINT_METHOD.get(method, []):
         h.update(f.encode())
         h.update((ROOT / f).read_bytes())
     src = (ROOT / "benchmarks" / "peers.py").read_text()
