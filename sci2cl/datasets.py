@@ -84,7 +84,7 @@ class DatasetInfo:
     """Registry entry of a dataset."""
 
     name: str
-    kind: str  # "multiome" or "scrna"
+    kind: str  # "multiome", "scrna" or "spatial"
     description: str
     source: str
     licence: str
@@ -207,121 +207,158 @@ _SCRNA = {
     "camp2015": ("camp2015_fetal_brain_220.h5ad", "Camp et al. 2015 fetal brain", "GPL-2+"),
 }
 
-DATASETS: dict[str, DatasetInfo] = {
-    "scicar_kidney": DatasetInfo(
-        "scicar_kidney",
-        "multiome",
-        "sci-CAR mouse kidney, 5k genes x 10k peaks (JSNMF subset)",
-        "Cao et al. 2018, GEO GSE117089",
-        "GEO public data",
-        "cell_type",
-        path="multiome/scicar_mouse_kidney.h5mu",
-        reader=_drop_kidney_artefacts,
-    ),
-    "snare_adbrain": DatasetInfo(
-        "snare_adbrain",
-        "multiome",
-        "SNARE-seq adult mouse cortex, 5,232 cells (batches 09A-09F); cell_type 15 classes, "
-        "cell_type_fine the 23 published types nested in them",
-        "Chen, Lake & Zhang 2019, GEO GSE126074 (AdBrainCortex), via scMoMaT",
-        "MIT (scMoMaT)",
-        "cell_type",
-        path="multiome/snare_adbrain_5232.h5mu",
-        obs_keys=("cell_type_fine", "batch"),
-        peak_gene_links="multiome/snare_adbrain_peak_gene_links.csv.gz",
-    ),
-    "bmmc_a": DatasetInfo(
-        "bmmc_a",
-        "multiome",
-        "NeurIPS 2021 BMMC multiome starter subset A (500 cells)",
-        "GEO GSE194122",
-        "MIT",
-        "cell_type",
-        path="multiome/bmmc_multiome_500a.h5mu",
-    ),
-    "bmmc_b": DatasetInfo(
-        "bmmc_b",
-        "multiome",
-        "NeurIPS 2021 BMMC multiome starter subset B (500 cells)",
-        "GEO GSE194122",
-        "MIT",
-        "cell_type",
-        path="multiome/bmmc_multiome_500b.h5mu",
-    ),
-    "a549_dex": DatasetInfo(
-        "a549_dex",
-        "multiome",
-        "sci-CAR A549 dexamethasone 0/1/3 h; ATAC is normalised, not counts",
-        "Cao et al. 2018 (scAI package data)",
-        "GPL-3",
-        "dex_time_h",
-        path="multiome/scicar_a549_dex.h5mu",
-        count_modalities=("rna",),
-    ),
-    "pbmc10k_tiny": DatasetInfo(
-        "pbmc10k_tiny",
-        "multiome",
-        "10x PBMC 10k multiome, 1,000-cell test subset, unlabelled",
-        "10x Genomics via muon test data",
-        "BSD-3",
-        None,
-        path="multiome/pbmc10k_multiome_tiny_unlabelled.h5mu",
-    ),
-    "pbmc10k": _glue_pair(
-        "pbmc10k",
-        "10x-Multiome-Pbmc10k",
-        "10x Multiome PBMC 10k as preprocessed for GLUE (paper's PBMC-10K)",
-        "10x Genomics; GLUE (Cao & Gao 2022)",
-        "CC BY 4.0",
-    ),
-    "ma2020": _glue_pair(
-        "ma2020",
-        "Ma-2020",
-        "SHARE-seq mouse skin as preprocessed for GLUE (paper's Ma-2020)",
-        "Ma et al. 2020, GEO GSE140203; GLUE",
-        "GEO public data",
-    ),
-    "pbmc3k": DatasetInfo(
-        "pbmc3k",
-        "multiome",
-        "10x pbmc_granulocyte_sorted_3k multiome with Azimuth level-2 labels",
-        "10x Genomics",
-        "CC BY 4.0",
-        "cell_type",
-        remote=(
-            RemoteFile(
-                "pbmc_granulocyte_sorted_3k_filtered_feature_bc_matrix.h5",
-                "https://cf.10xgenomics.com/samples/cell-arc/2.0.0/pbmc_granulocyte_sorted_3k/"
-                "pbmc_granulocyte_sorted_3k_filtered_feature_bc_matrix.h5",
-            ),
+DATASETS: dict[str, DatasetInfo] = (
+    {
+        "scicar_kidney": DatasetInfo(
+            "scicar_kidney",
+            "multiome",
+            "sci-CAR mouse kidney, 5k genes x 10k peaks (JSNMF subset)",
+            "Cao et al. 2018, GEO GSE117089",
+            "GEO public data",
+            "cell_type",
+            path="multiome/scicar_mouse_kidney.h5mu",
+            reader=_drop_kidney_artefacts,
         ),
-        reader=_read_pbmc3k,
-    ),
-    "cellmix": DatasetInfo(
-        "cellmix",
-        "multiome",
-        "SNARE-seq cell-line mixture (H1, BJ, K562, GM12878)",
-        "Chen et al. 2019, GEO GSE126074",
-        "GEO public data",
-        "cell_type",
-        remote=(
-            RemoteFile(
-                "GSE126074_CellLineMixture_SNAREseq_cDNA_counts.tsv.gz",
-                _GEO + "GSE126074_CellLineMixture_SNAREseq_cDNA_counts.tsv.gz",
-            ),
-            RemoteFile(
-                "GSE126074_CellLineMixture_SNAREseq_chromatin_counts.tsv.gz",
-                _GEO + "GSE126074_CellLineMixture_SNAREseq_chromatin_counts.tsv.gz",
-            ),
+        "snare_adbrain": DatasetInfo(
+            "snare_adbrain",
+            "multiome",
+            "SNARE-seq adult mouse cortex, 5,232 cells (batches 09A-09F); cell_type 15 classes, "
+            "cell_type_fine the 23 published types nested in them",
+            "Chen, Lake & Zhang 2019, GEO GSE126074 (AdBrainCortex), via scMoMaT",
+            "MIT (scMoMaT)",
+            "cell_type",
+            path="multiome/snare_adbrain_5232.h5mu",
+            obs_keys=("cell_type_fine", "batch"),
+            peak_gene_links="multiome/snare_adbrain_peak_gene_links.csv.gz",
         ),
-        reader=_read_cellmix,
-    ),
-} | {
-    k: DatasetInfo(
-        k, "scrna", desc, desc, lic, "cell_type", path=f"scrna/{fname}", count_modalities=("rna",)
-    )
-    for k, (fname, desc, lic) in _SCRNA.items()
-}
+        "bmmc_a": DatasetInfo(
+            "bmmc_a",
+            "multiome",
+            "NeurIPS 2021 BMMC multiome starter subset A (500 cells)",
+            "GEO GSE194122",
+            "MIT",
+            "cell_type",
+            path="multiome/bmmc_multiome_500a.h5mu",
+        ),
+        "bmmc_b": DatasetInfo(
+            "bmmc_b",
+            "multiome",
+            "NeurIPS 2021 BMMC multiome starter subset B (500 cells)",
+            "GEO GSE194122",
+            "MIT",
+            "cell_type",
+            path="multiome/bmmc_multiome_500b.h5mu",
+        ),
+        "a549_dex": DatasetInfo(
+            "a549_dex",
+            "multiome",
+            "sci-CAR A549 dexamethasone 0/1/3 h; ATAC is normalised, not counts",
+            "Cao et al. 2018 (scAI package data)",
+            "GPL-3",
+            "dex_time_h",
+            path="multiome/scicar_a549_dex.h5mu",
+            count_modalities=("rna",),
+        ),
+        "pbmc10k_tiny": DatasetInfo(
+            "pbmc10k_tiny",
+            "multiome",
+            "10x PBMC 10k multiome, 1,000-cell test subset, unlabelled",
+            "10x Genomics via muon test data",
+            "BSD-3",
+            None,
+            path="multiome/pbmc10k_multiome_tiny_unlabelled.h5mu",
+        ),
+        "pbmc10k": _glue_pair(
+            "pbmc10k",
+            "10x-Multiome-Pbmc10k",
+            "10x Multiome PBMC 10k as preprocessed for GLUE (paper's PBMC-10K)",
+            "10x Genomics; GLUE (Cao & Gao 2022)",
+            "CC BY 4.0",
+        ),
+        "ma2020": _glue_pair(
+            "ma2020",
+            "Ma-2020",
+            "SHARE-seq mouse skin as preprocessed for GLUE (paper's Ma-2020)",
+            "Ma et al. 2020, GEO GSE140203; GLUE",
+            "GEO public data",
+        ),
+        "pbmc3k": DatasetInfo(
+            "pbmc3k",
+            "multiome",
+            "10x pbmc_granulocyte_sorted_3k multiome with Azimuth level-2 labels",
+            "10x Genomics",
+            "CC BY 4.0",
+            "cell_type",
+            remote=(
+                RemoteFile(
+                    "pbmc_granulocyte_sorted_3k_filtered_feature_bc_matrix.h5",
+                    "https://cf.10xgenomics.com/samples/cell-arc/2.0.0/pbmc_granulocyte_sorted_3k/"
+                    "pbmc_granulocyte_sorted_3k_filtered_feature_bc_matrix.h5",
+                ),
+            ),
+            reader=_read_pbmc3k,
+        ),
+        "cellmix": DatasetInfo(
+            "cellmix",
+            "multiome",
+            "SNARE-seq cell-line mixture (H1, BJ, K562, GM12878)",
+            "Chen et al. 2019, GEO GSE126074",
+            "GEO public data",
+            "cell_type",
+            remote=(
+                RemoteFile(
+                    "GSE126074_CellLineMixture_SNAREseq_cDNA_counts.tsv.gz",
+                    _GEO + "GSE126074_CellLineMixture_SNAREseq_cDNA_counts.tsv.gz",
+                ),
+                RemoteFile(
+                    "GSE126074_CellLineMixture_SNAREseq_chromatin_counts.tsv.gz",
+                    _GEO + "GSE126074_CellLineMixture_SNAREseq_chromatin_counts.tsv.gz",
+                ),
+            ),
+            reader=_read_cellmix,
+        ),
+    }
+    | {
+        k: DatasetInfo(
+            k,
+            "scrna",
+            desc,
+            desc,
+            lic,
+            "cell_type",
+            path=f"scrna/{fname}",
+            count_modalities=("rna",),
+        )
+        for k, (fname, desc, lic) in _SCRNA.items()
+    }
+    | {
+        "osmfish_sscortex": DatasetInfo(
+            "osmfish_sscortex",
+            "spatial",
+            "osmFISH mouse somatosensory cortex: 4,839 cells x 33 genes (molecule counts), 31 cell "
+            "types (obs 'cell_type') and 11 anatomical regions (obs 'region'), coordinates in "
+            "obsm['spatial'] (micrometres)",
+            "Codeluppi et al. 2018, Nat Methods 15:932 (loom as redistributed by RubD/spatial-datasets)",
+            "MIT (repository)",
+            "cell_type",
+            path="spatial/osmfish_sscortex_4839.h5ad",
+            count_modalities=("rna",),
+            obs_keys=("region",),
+        ),
+        "dlpfc_151510": DatasetInfo(
+            "dlpfc_151510",
+            "spatial",
+            "10x Visium human DLPFC slice 151510: 4,634 spots x 500 genes (counts), cortical layers "
+            "1-6 and white matter in obs 'layer' (39 spots unlabelled: missing, never a class), "
+            "array coordinates in obsm['spatial']",
+            "Maynard et al. 2021, Nat Neurosci 24:425 (500-gene subset shipped by the DR.SC package)",
+            "GPL-3 (DR.SC)",
+            "layer",
+            path="spatial/dlpfc_151510_top500.h5ad",
+            count_modalities=("rna",),
+        ),
+    }
+)
 
 
 # --------------------------------------------------------------------------- download

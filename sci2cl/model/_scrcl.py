@@ -320,11 +320,14 @@ class SCRCL(BaseModel):
             self.adata.obsm[key_added] = z
         return z
 
-    def predict(self, key_added: str | None = "scrcl", use: str = "refined") -> np.ndarray:
+    def predict(
+        self, key_added: str | None = "scrcl", use: str = "refined", n_clusters: int | None = None
+    ) -> np.ndarray:
         """Cluster labels ``(n_cells,)``: k-means on the concatenated refined embeddings.
 
-        With ``n_clusters=None`` the number is Leiden's (resolution 1) on a
-        15-NN graph of the cell embedding (label-free); it is stored in
+        ``n_clusters`` (default: the model's) sets the number of clusters; when
+        both are ``None`` the number is Leiden's (resolution 1) on a 15-NN
+        graph of the cell embedding (label-free). It is stored in
         ``self.n_clusters_``. ``use`` picks what k-means reads: ``"refined"``
         (the paper's read-out, ``(n_cells, 2 * n_genes)``), ``"cell"`` (the
         views' embeddings, ``(n_cells, 2 * n_latent)``) or ``"both"``
@@ -336,8 +339,10 @@ class SCRCL(BaseModel):
         check_choice("use", use, ("refined", "cell", "both"))
         if not self.is_trained:
             raise RuntimeError("the model is not trained; call .train() first")
+        if n_clusters is not None:
+            check_range("n_clusters", n_clusters, 2, self.adata.n_obs, hi_open=True, integer=True)
         cell, refined = self._embeddings()
-        k = self.n_clusters
+        k = self.n_clusters if n_clusters is None else n_clusters
         if k is None:
             k = max(2, len(np.unique(leiden_labels(cell, resolution=1.0, seed=self.seed))))
         self.n_clusters_ = k
