@@ -14,7 +14,8 @@ method gives one embedding per dataset and seed, which is clustered per task:
   method alike, so that a gain of the vote is not read as a gain of the representation.
 
 Spots without a label (39 on DLPFC) are clustered with the others, left out of every score
-and counted in the ``n_unlabelled`` column. Writes ``results/benchmark_spatial.csv``.
+and counted in the ``n_unlabelled`` column. Writes ``results/benchmark_spatial.csv`` and the
+first seed's cluster labels of every method (``results/spatial_labels_<dataset>.csv.gz``).
 """
 
 from __future__ import annotations
@@ -163,8 +164,13 @@ def run_method(
     max_epochs: int | None = None,
     graphst_epochs: int | None = None,
     scrcl_kw: dict | None = None,
+    labels: dict | None = None,
 ) -> list[dict]:
-    """Rows of one method at one seed on one dataset, for each (label column, task)."""
+    """Rows of one method at one seed on one dataset, for each (label column, task).
+
+    With a dict ``labels``, the cluster labels of each (label column, protocol)
+    are stored in it under ``f"{method}|{label column}|{protocol}"``.
+    """
     rows, res = [], None
     for key, task in tasks:
         y = adata.obs[key]
@@ -191,6 +197,8 @@ def run_method(
                 "method": method, "seed": seed, "seconds": sec, "peak_mb": mem.peak_mb}  # fmt: skip
         for proto, lab in (("kmeans", lab_k), ("leiden", lab_free), ("kmeans + vote", voted)):
             rows.append({**base, "protocol": proto, **score(y, lab)})
+            if labels is not None:
+                labels[f"{method}|{key}|{proto}"] = np.asarray(lab).astype(str)
     return rows
 
 
@@ -209,11 +217,13 @@ def run(
     for ds in dict.fromkeys(t[0] for t in TASKS):
         adata = load(ds, max_cells)
         tasks = [(k, t) for d, k, t in TASKS if d == ds]
+        maps = {}  # first seed's labels of every method, for the chapter's maps
         for method in methods or list(METHODS):
             for seed in seeds:
                 new = run_method(
-                    adata, method, seed, tasks, max_epochs=max_epochs, graphst_epochs=graphst_epochs
-                )
+                    adata, method, seed, tasks, max_epochs=max_epochs,
+                    graphst_epochs=graphst_epochs, labels=maps if seed == seeds[0] else None,
+                )  # fmt: skip
                 rows += new
                 for r in new:
                     if r["protocol"] == "kmeans":
@@ -224,6 +234,10 @@ def run(
                 tmp = out.with_suffix(".tmp")
                 pd.DataFrame(rows).to_csv(tmp, index=False)
                 tmp.replace(out)
+                f = out.parent / f"spatial_labels_{ds}.csv.gz"
+                tmp = f.with_name(f.name + ".tmp")
+                pd.DataFrame(maps, index=adata.obs_names).to_csv(tmp, compression="gzip")
+                tmp.replace(f)
     return pd.DataFrame(rows)
 
 

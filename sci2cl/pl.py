@@ -12,6 +12,7 @@ __all__ = [
     "history",
     "embedding_grid",
     "scatter",
+    "spatial_map",
     "grouped_bars",
     "gsea_bars",
     "heatmap",
@@ -35,6 +36,8 @@ METHOD_COLORS: dict[str, str] = {
     "scVI": "#17BECF",
     "scVI+PeakVI": "#17BECF",
     "Leiden": "#9467BD",
+    "BANKSY": "#BCBD22",
+    "GraphST": "#1F3A5F",
 }
 
 
@@ -110,6 +113,43 @@ def embedding_grid(
     fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def spatial_map(
+    xy: np.ndarray,
+    labels,
+    ax=None,
+    title: str = "",
+    legend_title: str = "",
+    s: float = 6,
+    invert_y: bool = False,
+    unit: str = "",
+):
+    """Spots ``(n, 2)`` at their tissue coordinates, coloured by a categorical label.
+
+    Missing labels (NaN/None) are drawn in light grey and counted in the
+    legend ("unlabelled (n)"), never given a colour of their own class.
+    ``invert_y`` puts the first row at the top, as images (Visium) are shown.
+    """
+    ax = ax or plt.subplots(figsize=(5, 4.5))[1]
+    xy = np.asarray(xy, float)
+    lab = pd.Series(np.asarray(labels, dtype=object))
+    missing = lab.isna().to_numpy() | lab.astype(str).isin(["nan", "None"]).to_numpy()
+    cats = sorted(lab[~missing].astype(str).unique())
+    cmap = plt.get_cmap("tab20" if len(cats) > 10 else "tab10", max(len(cats), 1))
+    if missing.any():
+        ax.scatter(*xy[missing].T, s=s, color="#DDDDDD", label=f"unlabelled ({missing.sum()})",
+                   rasterized=True)  # fmt: skip
+    for i, c in enumerate(cats):
+        sel = ~missing & (lab.astype(str) == c).to_numpy()
+        ax.scatter(*xy[sel].T, s=s, color=cmap(i), label=c, rasterized=True)
+    suffix = f" ({unit})" if unit else ""
+    ax.set(title=title, xlabel=f"x{suffix}", ylabel=f"y{suffix}", aspect="equal")
+    if invert_y:
+        ax.invert_yaxis()
+    ax.legend(fontsize=6, markerscale=2, title=legend_title, loc="center left",
+              bbox_to_anchor=(1, 0.5), frameon=False)  # fmt: skip
+    return ax
 
 
 def scatter(

@@ -56,3 +56,11 @@ def test_benchmark_bars_use_the_book_colours():
     bars = [p for p in fig.axes[0].patches]
     got = {mcolors.to_hex(b.get_facecolor()) for b in bars}
     assert got == {pl.method_color("RNA PCA").lower(), pl.method_color("scI2CL").lower()}
+
+
+def test_spatial_map_greys_out_missing_labels_and_counts_them():
+    xy = np.array([[0, 0], [1, 0], [0, 1], [1, 1]], float)
+    ax = pl.spatial_map(xy, ["a", None, "b", np.nan], title="t", legend_title="layer")
+    names = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert names == ["unlabelled (2)", "a", "b"]
+    assert ax.get_title() == "t" and ax.get_aspect() == 1.0

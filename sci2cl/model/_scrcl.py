@@ -59,7 +59,17 @@ class SCRCL(BaseModel):
         Z-score each gene (clipped at 10, ``sc.pp.scale``) before filtering;
         otherwise use the log-normalised values.
     spatial_key
-        Use a spatial kNN on ``adata.obsm[spatial_key]`` as the cell graph.
+        Coordinates ``(n_cells, d)`` in ``adata.obsm[spatial_key]`` for a
+        spatial kNN graph (``n_spatial_neighbors`` neighbours), used as
+        ``spatial_mode`` says.
+    spatial_mode
+        How the spatial graph enters (with ``spatial_key``): ``"graph"``
+        replaces the expression graph everywhere (smoothing, graph
+        convolution, neighbourhood contrast, refinement target); ``"smooth"``
+        smooths the views' features over space and keeps the expression graph
+        for the rest; ``"union"`` uses the union of the two graphs everywhere.
+    n_spatial_neighbors
+        ``k`` of the spatial kNN graph.
     n_hidden, n_latent
         Hidden and output sizes of the cell encoders (>= 2).
     weights
@@ -87,6 +97,8 @@ class SCRCL(BaseModel):
         smoothing: tuple[int, int] = (3, 0),
         scale: bool = True,
         spatial_key: str | None = None,
+        spatial_mode: str = "graph",
+        n_spatial_neighbors: int = 15,
         n_hidden: int = 256,
         n_latent: int = 64,
         weights: dict | None = None,
@@ -124,6 +136,8 @@ class SCRCL(BaseModel):
         self.weights = check_weights(weights, LOSS_WEIGHTS)
         check_range("temperature", temperature, 0, lo_open=True)
         check_range("batch_cells", batch_cells, 2, integer=True)
+        check_choice("spatial_mode", spatial_mode, ("graph", "smooth", "union"))
+        check_range("n_spatial_neighbors", n_spatial_neighbors, 1, integer=True)
         if spatial_key is not None and spatial_key not in adata.obsm:
             raise DataValidationError(
                 f"obsm[{spatial_key!r}] not found for the spatial graph; obsm has {list(adata.obsm)}"
@@ -177,21 +191,32 @@ class SCRCL(BaseModel):
         Xs = np.asarray(a.X)
         sc.tl.pca(a, n_comps=min(50, min(a.shape) - 1), random_state=self.seed)
         pcs = a.obsm["X_pca"]
+        cell_A = knn_adjacency(pcs, p["n_neighbors"], "cosine")
+        smooth_A = cell_A
         if p["spatial_key"] is not None:
-            cell_A = knn_adjacency(
-                np.asarray(adata.obsm[p["spatial_key"]], float), p["n_neighbors"]
-            )
-        else:
-            cell_A = knn_adjacency(pcs, p["n_neighbors"], "cosine")
+            xy = np.asarray(adata.obsm[p["spatial_key"]], float)
+            if not np.isfinite(xy).all():
+                raise DataValidationError(
+                    f"obsm[{p['spatial_key']!r}] holds NaN or infinite values"
+                )
+            space_A = knn_adjacency(xy, p["n_spatial_neighbors"])
+            mode = p["spatial_mode"]
+            if mode == "graph":
+                cell_A = smooth_A = space_A
+            elif mode == "smooth":
+                smooth_A = space_A
+            else:
+                cell_A = smooth_A = ((cell_A + space_A) > 0).astype(np.float32).tocsr()
         singular = np.sqrt(a.uns["pca"]["variance"] * (a.n_obs - 1))
         gene_feat = (a.varm["PCs"] * singular).astype(np.float32)  # (G, n_pcs)
         gene_A = knn_adjacency(gene_feat, p["n_gene_neighbors"], "cosine")
         S = normalised_adjacency(cell_A)
+        S_smooth = S if smooth_A is cell_A else normalised_adjacency(smooth_A)
         views = []
         for t in p["smoothing"]:
             v = (Xs if p["scale"] else Xl).copy()
             for _ in range(t):
-                v = S @ v
+                v = S_smooth @ v
             views.append(v.astype(np.float32))
         self.cell_graph = cell_A
         dev = self.device
