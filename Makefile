@@ -9,7 +9,7 @@ export SCI2CL_DATA_DIR
 SMOKE_DIR ?= build/smoke
 HTML ?= book/_build/html
 
-.PHONY: help install test smoke book html notebooks bench bench-sci2cl bench-scrcl lint format check-book clean
+.PHONY: help install test smoke book html notebooks bench bench-sci2cl bench-scrcl bench-spatial lint format check-book clean
 
 help:
 	@echo "make book   - re-execute (full, papermill) the notebooks whose committed run is stale, build the HTML book"
@@ -19,6 +19,7 @@ help:
 	@echo "make html   - build the HTML book from the committed executed notebooks (no execution)"
 	@echo "make bench  - the clustering benchmark of chapter 3 -> results/benchmark_clustering.csv, results/figures/"
 	@echo "make bench-sci2cl / bench-scrcl - the methods chapter's scI2CL measurements / chapter 7's scRCL benchmark"
+	@echo "make bench-spatial - chapter 8: scRCL's spatial development log and the spatial benchmark"
 	@echo "make lint   - ruff"
 	@echo "make check-book - headless Chromium check of the built HTML (HTML=...)"
 
@@ -84,6 +85,11 @@ bench-sci2cl: $(STAMP)
 
 bench-scrcl: $(STAMP)
 	$(PY) -m benchmarks.scrcl
+
+# one thread each (2 cores); the development log first: the benchmark runs the chosen mode
+bench-spatial: $(STAMP)
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 NUMBA_NUM_THREADS=1 $(PY) -m benchmarks.scrcl_spatial_dev
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 NUMBA_NUM_THREADS=1 $(PY) -m benchmarks.spatial
 
 clean:
 	rm -rf build book/_build

@@ -37,6 +37,7 @@ CONFIGS = {
     "smooth k15": {"spatial_key": "spatial", "spatial_mode": "smooth", "n_spatial_neighbors": 15},
     "smooth k6": {"spatial_key": "spatial", "spatial_mode": "smooth", "n_spatial_neighbors": 6},
     "union k6": {"spatial_key": "spatial", "spatial_mode": "union", "n_spatial_neighbors": 6},
+    "union k15": {"spatial_key": "spatial", "spatial_mode": "union", "n_spatial_neighbors": 15},
 }
 
 

@@ -224,7 +224,13 @@ def run(
     out: Path | None = ROOT / "results" / "benchmark_spatial.csv",
     log=print,
 ) -> pd.DataFrame:
-    """Every method and seed on every task (:data:`TASKS`); the table is rewritten after each method."""
+    """Every method and seed on every task (:data:`TASKS`); the table is rewritten after each method.
+
+    Rows already in ``out`` for other (dataset, method, seed) are kept, so that
+    methods can be run apart and land in one table; the same holds for the
+    label files.
+    """
+    old = pd.read_csv(out) if out is not None and out.exists() else pd.DataFrame()
     rows = []
     all_tasks = tasks
     for ds in dict.fromkeys(t[0] for t in all_tasks):
@@ -243,15 +249,28 @@ def run(
                         log(f"{ds:16s} {r['label']:9s} {method:24s} seed {seed}: "
                             f"NMI {r['nmi']:.3f} ARI {r['ari']:.3f} ({r['seconds']:.0f} s)")  # fmt: skip
             if out is not None:
-                out.parent.mkdir(parents=True, exist_ok=True)
-                tmp = out.with_suffix(".tmp")
-                pd.DataFrame(rows).to_csv(tmp, index=False)
-                tmp.replace(out)
-                f = out.parent / f"spatial_labels_{ds}.csv.gz"
-                tmp = f.with_name(f.name + ".tmp")
-                pd.DataFrame(maps, index=adata.obs_names).to_csv(tmp, compression="gzip")
-                tmp.replace(f)
+                _write(old, pd.DataFrame(rows), out, pd.DataFrame(maps, index=adata.obs_names), ds)
     return pd.DataFrame(rows)
+
+
+def _write(old: pd.DataFrame, new: pd.DataFrame, out: Path, maps: pd.DataFrame, ds: str) -> None:
+    """The table (old rows of other runs kept) and the dataset's label file, each written atomically."""
+    keys = ["dataset", "method", "seed"]
+    if len(old):
+        ran = old.set_index(keys).index.isin(new.set_index(keys).index)
+        new = pd.concat([old[~ran], new], ignore_index=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp")
+    new.to_csv(tmp, index=False)
+    tmp.replace(out)
+    f = out.parent / f"spatial_labels_{ds}.csv.gz"
+    if f.exists():
+        prev = pd.read_csv(f, index_col=0, dtype=str)
+        if prev.index.equals(maps.index):
+            maps = pd.concat([prev.drop(columns=[c for c in maps if c in prev]), maps], axis=1)
+    tmp = f.with_name(f.name + ".tmp")
+    maps.to_csv(tmp, compression="gzip")
+    tmp.replace(f)
 
 
 def main() -> int:

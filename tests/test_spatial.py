@@ -136,3 +136,18 @@ def test_simulated_tissue_has_contiguous_domains_and_mixed_types():
     assert (voted == dom).mean() > 0.9  # domains are contiguous in space
     ct = pd.crosstab(a.obs["domain"], a.obs["cell_type"])
     assert ((ct > 0).sum(1) >= 2).all()  # each domain holds several types
+
+
+def test_spatial_runs_of_different_methods_land_in_one_table(tmp_path):
+    from benchmarks import spatial
+
+    out = tmp_path / "benchmark_spatial.csv"
+    kw = {"tasks": spatial.SIM_TASKS, "max_cells": 300, "out": out, "log": lambda *a: None}
+    spatial.run([0], ["PCA"], **kw)
+    spatial.run([0], ["scRCL (spatial graph)"], max_epochs=3, **kw)
+    spatial.run([0], ["PCA"], **kw)  # a re-run replaces its own rows, keeps the others
+    df = pd.read_csv(out)
+    assert sorted(df.method.unique()) == ["PCA", "scRCL (spatial graph)"]
+    assert len(df) == 2 * 2 * 3  # methods x tasks x protocols
+    labs = pd.read_csv(tmp_path / "spatial_labels_simulated_spatial.csv.gz", index_col=0)
+    assert len(labs) == 300 and len(labs.columns) == 2 * 2 * 3
