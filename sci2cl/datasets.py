@@ -45,6 +45,7 @@ __all__ = [
     "fetch_file",
     "simulate_multiome",
     "simulate_spatial",
+    "simulate_multiome_to_disk",
     "SIM_TYPES",
 ]
 
@@ -817,3 +818,110 @@ def simulate_spatial(
     a.uns["sci2cl_dataset"] = {"name": "simulated_spatial", "label_key": "domain",
                                "count_modalities": ["rna"]}  # fmt: skip
     return a
+
+
+def simulate_multiome_to_disk(
+    path: str | os.PathLike,
+    n_cells: int,
+    n_genes: int = 2000,
+    n_peaks: int = 5000,
+    chunk_size: int = 10_000,
+    seed: int = 0,
+) -> Path:
+    """Write a large paired dataset to an ``.h5mu`` file chunk by chunk (for scaling runs).
+
+    Memory stays at one chunk of dense counts (``chunk_size x max(n_genes,
+    n_peaks)`` floats) plus the cell index, whatever ``n_cells``. The model is
+    a lean version of :func:`simulate_multiome`: the eleven types of
+    ``SIM_TYPES`` in equal proportions, each with a sparse RNA and ATAC
+    programme; negative-binomial RNA counts around a median library of ~500
+    and Poisson ATAC counts around ~200 fragments per cell. No planted
+    subtypes, trajectory or label errors. The programmes come from ``seed``,
+    chunk ``c``'s cells from the seed sequence ``[seed, c + 1]``: a file
+    depends on ``seed`` and ``chunk_size``; keep both to reproduce it.
+
+    Parameters
+    ----------
+    path
+        Output file (``.h5mu``); written to a temporary name and renamed at the end.
+    n_cells, n_genes, n_peaks
+        Shape (>= 1 each).
+    chunk_size
+        Cells generated and appended at a time (>= 1).
+    seed
+        Seed of the programmes and the cells.
+
+    Returns
+    -------
+    Path
+        The file: raw counts in each modality's ``X`` (CSR, float32), the true
+        type in ``obs["cell_type"]``. Open it with ``mudata.read_h5mu(path,
+        backed=True)``.
+    """
+    import h5py
+    from anndata.io import sparse_dataset, write_elem
+
+    from ._utils import check_range
+
+    check_range("n_cells", n_cells, 1, integer=True)
+    check_range("n_genes", n_genes, 1, integer=True)
+    check_range("n_peaks", n_peaks, 1, integer=True)
+    check_range("chunk_size", chunk_size, 1, integer=True)
+    path = Path(path)
+    rng = np.random.default_rng(seed)
+    n_types = len(SIM_TYPES)
+    G = rng.normal(0, 1.2, (n_types, n_genes)) * (rng.random((n_types, n_genes)) < 0.08)
+    P = rng.normal(0, 1.2, (n_types, n_peaks)) * (rng.random((n_types, n_peaks)) < 0.06)
+    G += rng.normal(0, 1.0, n_genes)
+    P += rng.normal(0, 0.5, n_peaks)
+    g_w = np.exp(G - G.max(1, keepdims=True))
+    g_w /= g_w.sum(1, keepdims=True)
+    p_w = np.exp(P - P.max(1, keepdims=True))
+    p_w /= p_w.sum(1, keepdims=True)
+    starts = range(0, n_cells, chunk_size)
+    types = np.concatenate(
+        [np.random.default_rng([seed, c + 1]).integers(0, n_types, min(chunk_size, n_cells - s))
+         for c, s in enumerate(starts)]
+    )  # fmt: skip
+    obs = pd.DataFrame(
+        {"cell_type": pd.Categorical.from_codes(types, categories=list(SIM_TYPES))},
+        index=pd.Index([f"cell{i:08d}" for i in range(n_cells)]),
+    )
+    mods = {
+        m: ad.AnnData(
+            sp.csr_matrix((n_cells, k), dtype=np.float32),
+            obs=obs.copy(),
+            var=pd.DataFrame(index=[f"{m[0]}{j:05d}" for j in range(k)]),
+        )
+        for m, k in (("rna", n_genes), ("atac", n_peaks))
+    }
+    mdata = md.MuData(mods)
+    mdata.obs["cell_type"] = obs["cell_type"].values
+    mdata.uns["sci2cl_dataset"] = {"name": "simulated_disk", "label_key": "cell_type",
+                                   "count_modalities": ["rna", "atac"]}  # fmt: skip
+    tmp = path.with_name(path.name + ".tmp")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        mdata.write_h5mu(tmp)
+    del mdata, mods
+    try:
+        with h5py.File(tmp, "r+") as f:
+            for m, k in (("rna", n_genes), ("atac", n_peaks)):
+                del f[f"mod/{m}/X"]
+                write_elem(f[f"mod/{m}"], "X", sp.csr_matrix((0, k), dtype=np.float32))
+            X = {m: sparse_dataset(f[f"mod/{m}/X"]) for m in ("rna", "atac")}
+            for c, s in enumerate(starts):
+                r = np.random.default_rng([seed, c + 1])
+                t = r.integers(0, n_types, min(chunk_size, n_cells - s))  # the same draw as above
+                lib = r.lognormal(np.log(500), 0.4, (len(t), 1))
+                mu = g_w[t] * lib
+                X["rna"].append(
+                    sp.csr_matrix(r.negative_binomial(2.0, 2.0 / (2.0 + mu)).astype(np.float32))
+                )
+                del mu
+                rate = p_w[t] * r.lognormal(np.log(200), 0.5, (len(t), 1))
+                X["atac"].append(sp.csr_matrix(r.poisson(rate).astype(np.float32)))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path

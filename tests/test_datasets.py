@@ -275,3 +275,26 @@ def test_select_features_warns_about_cells_left_empty():
     with pytest.warns(UserWarning, match="1 cells have no counts in the .* selected atac"):
         pp.select_features(m, n_top_genes=None, n_top_peaks=m["atac"].n_vars - 1)
     assert pp.qc_filter(m)["atac"]["cells_dropped"] == 1 and m.n_obs == 39
+
+
+def test_disk_simulator_writes_chunks_that_read_back_backed(tmp_path):
+    import mudata as md
+
+    from sci2cl import metrics
+
+    f = data.simulate_multiome_to_disk(tmp_path / "big.h5mu", 2500, 200, 300, chunk_size=1000, seed=3)
+    g = data.simulate_multiome_to_disk(tmp_path / "again.h5mu", 2500, 200, 300, chunk_size=1000, seed=3)
+    assert not list(tmp_path.glob("*.tmp"))
+    m = md.read_h5mu(f, backed=True)
+    assert m.n_obs == 2500 and m["rna"].shape == (2500, 200) and m["atac"].shape == (2500, 300)
+    rows = np.arange(900, 1100)  # across a chunk border
+    x = m["rna"].X[rows]
+    assert sp.issparse(x) and np.allclose(x.data, np.round(x.data)) and x.nnz > 0
+    m2 = md.read_h5mu(g, backed=True)
+    assert (m2["atac"].X[rows] != m["atac"].X[rows]).nnz == 0  # reproducible
+    assert m.obs["cell_type"].tolist() == m2.obs["cell_type"].tolist()
+    # the types are in the counts: KMeans on the RNA's PCs finds them
+    a = ad.AnnData(m["rna"].X[np.arange(2500)])
+    X = pp.pca(a, 30, layer=None, seed=0)
+    lab = metrics.kmeans_labels(X, 11, seed=0)
+    assert metrics.nmi(m.obs["cell_type"].astype(str), lab) > 0.5
