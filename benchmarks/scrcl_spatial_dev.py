@@ -14,6 +14,7 @@ mode: a default chosen here is then a claim about other tissue, not a measuremen
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -38,6 +39,19 @@ CONFIGS = {
     "smooth k6": {"spatial_key": "spatial", "spatial_mode": "smooth", "n_spatial_neighbors": 6},
     "union k6": {"spatial_key": "spatial", "spatial_mode": "union", "n_spatial_neighbors": 6},
     "union k15": {"spatial_key": "spatial", "spatial_mode": "union", "n_spatial_neighbors": 15},
+    # the edges of the grid around the best so far (graph k15 t5)
+    "graph k15 t8": {
+        "spatial_key": "spatial",
+        "spatial_mode": "graph",
+        "n_spatial_neighbors": 15,
+        "smoothing": (8, 0),
+    },
+    "graph k25 t5": {
+        "spatial_key": "spatial",
+        "spatial_mode": "graph",
+        "n_spatial_neighbors": 25,
+        "smoothing": (5, 0),
+    },
 }
 
 
@@ -62,8 +76,10 @@ def run(configs: list[str], seeds: list[int], out: Path, log=print) -> pd.DataFr
                 for r in new[new.protocol != "leiden"].itertuples():
                     log(f"{name:14s} {ds:16s} {r.label:9s} {r.protocol:13s} seed {seed}: "
                         f"NMI {r.nmi:.3f} ({r.seconds:.0f} s)")  # fmt: skip
-                done = pd.concat([done, new], ignore_index=True)
-                tmp = out.with_suffix(".tmp")
+                # read the log again before appending: another runner may have written to it
+                now = pd.read_csv(out) if out.exists() else pd.DataFrame()
+                done = pd.concat([now, new], ignore_index=True)
+                tmp = out.with_suffix(f".{os.getpid()}.tmp")
                 done.to_csv(tmp, index=False)
                 tmp.replace(out)
     return done

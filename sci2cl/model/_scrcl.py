@@ -54,14 +54,18 @@ class SCRCL(BaseModel):
     n_gene_neighbors
         ``k`` of the gene kNN graph (cosine on gene loadings of the 50 PCs).
     smoothing
-        Number of low-pass filtering steps ``(t1, t2)`` of the two views (>= 0 each).
+        Number of low-pass filtering steps ``(t1, t2)`` of the two views (>= 0
+        each). ``None``: ``(3, 0)`` on the expression graph and ``(5, 0)`` with
+        a spatial graph (both chosen on development sets: scRNA-seq in
+        ``benchmarks/scrcl_dev.py``, tissue in ``benchmarks/scrcl_spatial_dev.py``).
     scale
         Z-score each gene (clipped at 10, ``sc.pp.scale``) before filtering;
         otherwise use the log-normalised values.
     spatial_key
         Coordinates ``(n_cells, d)`` in ``adata.obsm[spatial_key]`` for a
         spatial kNN graph (``n_spatial_neighbors`` neighbours), used as
-        ``spatial_mode`` says.
+        ``spatial_mode`` says. For spatial domains (layers, regions); cell
+        types, which mix within a domain, are better found without it.
     spatial_mode
         How the spatial graph enters (with ``spatial_key``): ``"graph"``
         replaces the expression graph everywhere (smoothing, graph
@@ -94,7 +98,7 @@ class SCRCL(BaseModel):
         n_top_genes: int = 2000,
         n_neighbors: int = 15,
         n_gene_neighbors: int = 5,
-        smoothing: tuple[int, int] = (3, 0),
+        smoothing: tuple[int, int] | None = None,
         scale: bool = True,
         spatial_key: str | None = None,
         spatial_mode: str = "graph",
@@ -109,6 +113,8 @@ class SCRCL(BaseModel):
     ):
         if not isinstance(adata, ad.AnnData):
             raise TypeError(f"SCRCL needs an AnnData, got {type(adata).__name__}")
+        if smoothing is None:
+            smoothing = (5, 0) if spatial_key is not None else (3, 0)
         smoothing = tuple(smoothing) if isinstance(smoothing, list | tuple) else smoothing
         self._init_common(locals(), "adata", seed, device)
         self.init_params["smoothing"] = list(smoothing)
