@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import os
 import sys
 import time
 import warnings
@@ -230,7 +231,6 @@ def run(
     methods can be run apart and land in one table; the same holds for the
     label files.
     """
-    old = pd.read_csv(out) if out is not None and out.exists() else pd.DataFrame()
     rows = []
     all_tasks = tasks
     for ds in dict.fromkeys(t[0] for t in all_tasks):
@@ -249,18 +249,23 @@ def run(
                         log(f"{ds:16s} {r['label']:9s} {method:24s} seed {seed}: "
                             f"NMI {r['nmi']:.3f} ARI {r['ari']:.3f} ({r['seconds']:.0f} s)")  # fmt: skip
             if out is not None:
-                _write(old, pd.DataFrame(rows), out, pd.DataFrame(maps, index=adata.obs_names), ds)
+                _write(pd.DataFrame(rows), out, pd.DataFrame(maps, index=adata.obs_names), ds)
     return pd.DataFrame(rows)
 
 
-def _write(old: pd.DataFrame, new: pd.DataFrame, out: Path, maps: pd.DataFrame, ds: str) -> None:
-    """The table (old rows of other runs kept) and the dataset's label file, each written atomically."""
+def _write(new: pd.DataFrame, out: Path, maps: pd.DataFrame, ds: str) -> None:
+    """The table (rows of other runs kept) and the dataset's label file, each written atomically.
+
+    The table on disk is read again here, so that runs of other methods side by
+    side keep each other's rows (their writes must not overlap in time).
+    """
     keys = ["dataset", "method", "seed"]
+    old = pd.read_csv(out) if out.exists() else pd.DataFrame()
     if len(old):
         ran = old.set_index(keys).index.isin(new.set_index(keys).index)
         new = pd.concat([old[~ran], new], ignore_index=True)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
+    tmp = out.with_suffix(f".{os.getpid()}.tmp")
     new.to_csv(tmp, index=False)
     tmp.replace(out)
     f = out.parent / f"spatial_labels_{ds}.csv.gz"
