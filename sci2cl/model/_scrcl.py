@@ -73,7 +73,8 @@ class SCRCL(BaseModel):
         smooths the views' features over space and keeps the expression graph
         for the rest; ``"union"`` uses the union of the two graphs everywhere.
     n_spatial_neighbors
-        ``k`` of the spatial kNN graph.
+        ``k`` of the spatial kNN graph (the default, like ``smoothing``'s
+        spatial default, was chosen in ``benchmarks/scrcl_spatial_dev.py``).
     n_hidden, n_latent
         Hidden and output sizes of the cell encoders (>= 2).
     weights
@@ -102,7 +103,7 @@ class SCRCL(BaseModel):
         scale: bool = True,
         spatial_key: str | None = None,
         spatial_mode: str = "graph",
-        n_spatial_neighbors: int = 15,
+        n_spatial_neighbors: int = 25,
         n_hidden: int = 256,
         n_latent: int = 64,
         weights: dict | None = None,
