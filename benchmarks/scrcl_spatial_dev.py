@@ -24,34 +24,27 @@ from benchmarks import spatial
 
 ROOT = Path(__file__).resolve().parents[1]
 
-#: configurations tried, by name (keyword arguments of SCRCL; "expression" has no spatial graph)
+
+def _spatial(mode: str, k: int, smoothing: tuple[int, int] | None = None) -> dict:
+    kw = {"spatial_key": "spatial", "spatial_mode": mode, "n_spatial_neighbors": k}
+    return kw if smoothing is None else {**kw, "smoothing": smoothing}
+
+
+#: configurations tried, by name (keyword arguments of SCRCL; "expression" has no spatial graph).
+#: Runs before the spatial defaults were set used smoothing (3, 0) where none is given here; the
+#: log's ``params`` column holds the arguments as they were passed.
 CONFIGS = {
     "expression": {},
-    "graph k15": {"spatial_key": "spatial", "spatial_mode": "graph", "n_spatial_neighbors": 15},
-    "graph k6": {"spatial_key": "spatial", "spatial_mode": "graph", "n_spatial_neighbors": 6},
-    "graph k15 t5": {
-        "spatial_key": "spatial",
-        "spatial_mode": "graph",
-        "n_spatial_neighbors": 15,
-        "smoothing": (5, 0),
-    },
-    "smooth k15": {"spatial_key": "spatial", "spatial_mode": "smooth", "n_spatial_neighbors": 15},
-    "smooth k6": {"spatial_key": "spatial", "spatial_mode": "smooth", "n_spatial_neighbors": 6},
-    "union k6": {"spatial_key": "spatial", "spatial_mode": "union", "n_spatial_neighbors": 6},
-    "union k15": {"spatial_key": "spatial", "spatial_mode": "union", "n_spatial_neighbors": 15},
+    "graph k15": _spatial("graph", 15, (3, 0)),
+    "graph k6": _spatial("graph", 6, (3, 0)),
+    "graph k15 t5": _spatial("graph", 15, (5, 0)),
+    "smooth k15": _spatial("smooth", 15, (3, 0)),
+    "smooth k6": _spatial("smooth", 6, (3, 0)),
+    "union k6": _spatial("union", 6, (3, 0)),
+    "union k15": _spatial("union", 15, (3, 0)),
     # the edges of the grid around the best so far (graph k15 t5)
-    "graph k15 t8": {
-        "spatial_key": "spatial",
-        "spatial_mode": "graph",
-        "n_spatial_neighbors": 15,
-        "smoothing": (8, 0),
-    },
-    "graph k25 t5": {
-        "spatial_key": "spatial",
-        "spatial_mode": "graph",
-        "n_spatial_neighbors": 25,
-        "smoothing": (5, 0),
-    },
+    "graph k15 t8": _spatial("graph", 15, (8, 0)),
+    "graph k25 t5": _spatial("graph", 25, (5, 0)),
 }
 
 

@@ -1,6 +1,7 @@
 """Spatial benchmark: scRCL on labelled tissue against expression-only and spatial peers.
 
-Usage: python -m benchmarks.spatial [--smoke] [--seeds 0 1 2] [--methods ...] [--out results]
+Usage: python -m benchmarks.spatial [--smoke] [--seeds 0 1 2] [--methods ...] [--datasets ...]
+                                   [--out results]
 
 Tasks (:data:`TASKS`): cell typing on osmFISH cortex (``cell_type``, 31 types) and spatial
 domains on osmFISH (``region``, 11) and on the Visium DLPFC slice (``layer``, 7). Every
@@ -285,6 +286,7 @@ def main() -> int:
     ap.add_argument("--smoke", action="store_true")
     ap.add_argument("--seeds", nargs="*", type=int, default=SEEDS)
     ap.add_argument("--methods", nargs="*", default=list(METHODS))
+    ap.add_argument("--datasets", nargs="*", help="only the tasks of these datasets")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default=str(ROOT / "results"))
     a = ap.parse_args()
@@ -297,7 +299,8 @@ def main() -> int:
         kw = {k: SMOKE[k] for k in ("max_cells", "max_epochs", "graphst_epochs")}
         seeds = SMOKE["seeds"]
     t = time.perf_counter()
-    df = run(seeds, a.methods, out=Path(a.out) / "benchmark_spatial.csv", **kw)
+    tasks = [t for t in TASKS if not a.datasets or t[0] in a.datasets]
+    df = run(seeds, a.methods, out=Path(a.out) / "benchmark_spatial.csv", tasks=tasks, **kw)
     print(
         df[df.protocol != "leiden"]
         .groupby(["dataset", "label", "protocol", "method"])["nmi"]
