@@ -489,8 +489,8 @@ def run(
     """Run the benchmark on ``datasets`` and merge; ``jobs`` units side by side.
 
     A unit is one (dataset, method, seed) (:func:`run_unit`); with ``jobs > 1``
-    units run in that many worker processes with one thread each, the costliest
-    first. Units already on disk from the same code version and settings are
+    units run ``jobs`` at a time, each in a fresh process with one thread (so
+    that ``peak_mb`` is its own), the costliest first. Units already on disk from the same code version and settings are
     read back, so re-running the same command resumes an interrupted run.
     ``kwargs`` go to :func:`run_dataset`.
     """
@@ -512,7 +512,9 @@ def run(
         )
         for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
             os.environ[k] = "1"  # inherited by the workers
-        with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as ex:
+        # one process per unit: its peak memory is then the method's, not an earlier unit's
+        ctx = mp.get_context("spawn")
+        with ProcessPoolExecutor(jobs, mp_context=ctx, max_tasks_per_child=1) as ex:
             futures = [
                 ex.submit(_unit_job, ds, m, s, settings, s == seeds[0], str(out_dir))
                 for ds, m, s in units
