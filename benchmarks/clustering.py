@@ -12,6 +12,9 @@ what the code change touched. Per dataset the runner then writes
 coordinates of every method's seed-0 embedding (``embeddings_<dataset>.npz``). The parts
 are then merged into ``results/benchmark_clustering.csv`` and the figures redrawn.
 
+Each unit that runs records the machine's load average when it ends (``load_15min``, next to
+its record), so that a time measured while other jobs shared the machine can be told apart.
+
 Every peer is checked for collapse before its rows are read (:func:`collapse_check`);
 the ``check`` column says why a row is flagged and the tables mark it.
 """
@@ -51,6 +54,7 @@ COLUMNS = [
     "scib_clisi",
     "seconds",
     "peak_mb",
+    "load_15min",
     "kl_local",
     "epochs",
     "check",
@@ -336,7 +340,9 @@ def run_dataset(
                     {"dataset": ds, "method": method, "seed": seed, "reason": rec["reason"]}
                 )
                 continue
-            rows += rec["rows"]
+            side = _unit_path(out_dir, ds, method, seed).with_suffix(".load.json")
+            load = json.loads(side.read_text()) if side.exists() else {}
+            rows += [{**r, "load_15min": load.get("load_15min", np.nan)} for r in rec["rows"]]
             if rec["curves"]:
                 curves.append(
                     pd.DataFrame(rec["curves"]).assign(dataset=ds, method=method, seed=seed)
@@ -469,10 +475,18 @@ def _unit_job(ds: str, method: str, seed: int, settings: dict, coords: bool, out
     import torch
 
     torch.set_num_threads(1)
+    path = _unit_path(Path(out_dir), ds, method, seed)
+    before = path.stat().st_mtime if path.exists() else None
     rec = run_unit(
         ds, method, seed, settings=settings, coords=coords, out_dir=Path(out_dir),
         log=lambda *a: print(*a, flush=True),
     )  # fmt: skip
+    if (
+        path.exists() and path.stat().st_mtime != before
+    ):  # it ran here: say how busy the machine was
+        load = dict(zip(("load_1min", "load_5min", "load_15min"), os.getloadavg(), strict=True))
+        side = path.with_suffix(".load.json")
+        side.write_text(json.dumps({**load, "cpus": os.cpu_count()}))
     return f"{ds} {method} seed {seed}: {rec['status']}"
 
 
