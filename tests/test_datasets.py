@@ -282,8 +282,12 @@ def test_disk_simulator_writes_chunks_that_read_back_backed(tmp_path):
 
     from sci2cl import metrics
 
-    f = data.simulate_multiome_to_disk(tmp_path / "big.h5mu", 2500, 200, 300, chunk_size=1000, seed=3)
-    g = data.simulate_multiome_to_disk(tmp_path / "again.h5mu", 2500, 200, 300, chunk_size=1000, seed=3)
+    f = data.simulate_multiome_to_disk(
+        tmp_path / "big.h5mu", 2500, 200, 300, chunk_size=1000, seed=3
+    )
+    g = data.simulate_multiome_to_disk(
+        tmp_path / "again.h5mu", 2500, 200, 300, chunk_size=1000, seed=3
+    )
     assert not list(tmp_path.glob("*.tmp"))
     m = md.read_h5mu(f, backed=True)
     assert m.n_obs == 2500 and m["rna"].shape == (2500, 200) and m["atac"].shape == (2500, 300)
