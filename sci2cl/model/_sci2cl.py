@@ -3,22 +3,24 @@
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 
+import anndata as ad
 import mudata as md
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from .._graph import choose_modality_weight, modality_weights, modularity_weight_scores
 from .._utils import check_choice, check_range, check_weights, get_matrix
 from ..module import COUNT_LIKELIHOODS, LIKELIHOODS, SCI2CLModule
 from ..pp import DataValidationError, validate
 from ._base import BaseModel, TrainingError, resolve_device
+from ._data import CellBatches, RowReader, is_backed_matrix
+from ._training import BestWeights, TrainingPlan, fit, lightning_trainer
+from ._training import early_stopping as early_stopping_callback
 
 __all__ = ["SCI2CL"]
 
@@ -37,9 +39,10 @@ MIXTURE_MARGIN = 0.01
 WEIGHT_GRID = np.round(np.linspace(0.0, 1.0, 11), 2)
 
 
-def _rows(X, idx: np.ndarray) -> np.ndarray:
-    rows = X[idx]
-    return rows.toarray() if sp.issparse(rows) else np.asarray(rows)
+#: cells read together from a backed file when mini-batches are drawn (``block_size=None``)
+BACKED_BLOCK_SIZE = 32
+#: cells on which the joint read-out's principal axes are fitted (all cells below this)
+MAX_READOUT_PCA_CELLS = 50_000
 
 
 class SCI2CL(BaseModel):
@@ -263,12 +266,22 @@ class SCI2CL(BaseModel):
                 "SCI2CL.setup_mudata(mdata, modalities={'rna': ..., 'atac': ...})."
             )
         counts = tuple(mods[r] for r in ROLES if setup["likelihood"][r] in COUNT_LIKELIHOODS)
-        validate(
-            mdata,
-            modalities=tuple(mods[r] for r in ROLES),
-            count_modalities=counts,
-            layer=setup["layer"],
-        )
+        layer = setup["layer"]
+        backed = [
+            m
+            for m in mods.values()
+            if (layer is None or layer in mdata[m].layers)
+            and is_backed_matrix(get_matrix(mdata[m], layer))
+        ]
+        if backed:
+            SCI2CL._validate_backed(mdata, [mods[r] for r in ROLES], counts, layer)
+        else:
+            validate(
+                mdata,
+                modalities=tuple(mods[r] for r in ROLES),
+                count_modalities=counts,
+                layer=layer,
+            )
         for r in ROLES:
             a = mdata[mods[r]]
             if features is not None and a.var_names.tolist() != features[r]:
@@ -277,9 +290,47 @@ class SCI2CL(BaseModel):
                     f"{len(features[r])} features the model was built with (in that order); "
                     "select the same features, or build the model again after select_features"
                 )
+            if mods[r] in backed:
+                continue  # checked chunk by chunk
             X = get_matrix(a, setup["layer"])
             if np.asarray((X != 0).sum(0)).ravel().max() == 0:
                 raise DataValidationError(f"every value of modality {mods[r]!r} ({r}) is zero")
+
+    @staticmethod
+    def _validate_backed(mdata: md.MuData, names: list[str], counts: tuple, layer) -> None:
+        """:func:`~sci2cl.pp.validate` for data on disk, one chunk of cells in memory at a time.
+
+        The cells and features are checked on shells of the modalities (names
+        and order, no values), then the values chunk by chunk with the same
+        function.
+        """
+        shells = md.MuData(
+            {
+                m: ad.AnnData(
+                    sp.csr_matrix(mdata[m].shape, dtype=np.float32),
+                    obs=pd.DataFrame(index=mdata[m].obs_names),
+                    var=pd.DataFrame(index=mdata[m].var_names),
+                )
+                for m in names
+            }
+        )
+        validate(shells, modalities=tuple(names), count_modalities=(), layer=None)
+        for m in names:
+            X = RowReader(get_matrix(mdata[m], layer))
+            nonzero = False
+            for start, rows in X.chunks():
+                try:
+                    validate(
+                        ad.AnnData(rows),
+                        count_modalities=("rna",) if m in counts else (),
+                        layer=None,
+                    )
+                except DataValidationError as e:
+                    where = f"modality {m!r} (cells {start} to {start + rows.shape[0] - 1})"
+                    raise DataValidationError(str(e).replace("modality 'rna'", where)) from None
+                nonzero = nonzero or (rows.nnz if sp.issparse(rows) else np.count_nonzero(rows)) > 0
+            if not nonzero:
+                raise DataValidationError(f"every value of modality {m!r} is zero")
 
     def _get_setup(self, mdata: md.MuData) -> dict:
         setup = mdata.uns.get(SETUP_KEY)
@@ -316,7 +367,7 @@ class SCI2CL(BaseModel):
             s2 = torch.zeros_like(s1)
             for s in range(0, n, chunk):
                 idx = np.arange(s, min(s + chunk, n))
-                h = ae.normalise(torch.from_numpy(_rows(X[m], idx))).double()
+                h = ae.normalise(torch.from_numpy(X[m].rows(idx))).double()
                 s1 += h.sum(0)
                 s2 += (h**2).sum(0)
             mean = s1 / n
@@ -334,7 +385,7 @@ class SCI2CL(BaseModel):
             sub = np.arange(n) if sub is None else sub
             S = torch.cat(
                 [
-                    ae.standardise(ae.normalise(torch.from_numpy(_rows(X[m], sub[s : s + chunk]))))
+                    ae.standardise(ae.normalise(torch.from_numpy(X[m].rows(sub[s : s + chunk]))))
                     for s in range(0, len(sub), chunk)
                 ]
             ).numpy()
@@ -351,20 +402,17 @@ class SCI2CL(BaseModel):
                 w[:d, :d] = torch.eye(d)
                 ae.skip.weight.copy_(w)
 
-    def _matrices(self, mdata: md.MuData) -> dict:
-        out = {}
-        for r in ROLES:
-            X = get_matrix(self._mod(mdata, r), self.setup["layer"])
-            out[r] = (
-                sp.csr_matrix(X, dtype=np.float32) if sp.issparse(X) else np.asarray(X, np.float32)
-            )
-        return out
+    def _matrices(self, mdata: md.MuData) -> dict[str, RowReader]:
+        """Each modality's raw data as a :class:`RowReader` (in memory, or on disk if backed)."""
+        return {r: RowReader(get_matrix(self._mod(mdata, r), self.setup["layer"])) for r in ROLES}
 
-    def _batch(self, X: dict, idx: np.ndarray) -> dict[str, torch.Tensor]:
-        b = {m: torch.from_numpy(_rows(X[m], idx)).to(self.device) for m in X}
+    def _blank(self, b: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         if self.init_params["use_rna_only"]:
             b["atac"] = torch.zeros_like(b["atac"])
         return b
+
+    def _batch(self, X: dict, idx: np.ndarray) -> dict[str, torch.Tensor]:
+        return self._blank({m: torch.from_numpy(X[m].rows(idx)).to(self.device) for m in X})
 
     # ------------------------------------------------------------------ training
     def train(
@@ -379,6 +427,9 @@ class SCI2CL(BaseModel):
         min_epochs: int | None = None,
         validation_fraction: float = 0.1,
         progress_bar: bool = True,
+        devices: int | list[int] | str | None = None,
+        strategy: str = "auto",
+        block_size: int | None = None,
     ) -> SCI2CL:
         """Train in two stages: per-modality pretraining, then joint training.
 
@@ -414,7 +465,21 @@ class SCI2CL(BaseModel):
             Fraction of cells held out for early stopping, in ``[0, 1)``; at
             least 2 cells must remain for training.
         progress_bar
-            Show a tqdm bar with the current losses.
+            Show Lightning's progress bar with the current losses.
+        devices, strategy
+            Passed to :class:`lightning.pytorch.Trainer` (the accelerator is the
+            model's ``device``). ``devices=None``: the model's one device.
+            ``strategy="ddp"`` with ``devices=n`` trains on ``n`` GPUs, or on
+            ``n`` CPU processes (gloo), each drawing its share of the same
+            mini-batches; run it from a script (Lightning launches the other
+            processes by running the script again), not from a notebook.
+        block_size
+            Cells read together when mini-batches are drawn: the training
+            cells are cut into blocks of ``block_size`` consecutive cells and
+            the blocks are shuffled. ``None``: 1 (every cell shuffled) for data
+            in memory, :data:`BACKED_BLOCK_SIZE` for data on disk (backed
+            MuData), where each block is one contiguous read. Blocks mix cells
+            less when the file is sorted by cell type.
 
         Returns
         -------
@@ -439,6 +504,8 @@ class SCI2CL(BaseModel):
         if min_epochs is not None:
             check_range("min_epochs", min_epochs, 0, integer=True)
         check_range("validation_fraction", validation_fraction, 0, 1, hi_open=True)
+        if block_size is not None:
+            check_range("block_size", block_size, 1, integer=True)
         self._check_data(self.mdata)
         n = self.mdata.n_obs
         n_val = int(round(validation_fraction * n)) if early_stopping and n >= 50 else 0
@@ -453,7 +520,7 @@ class SCI2CL(BaseModel):
             torch.manual_seed(self.seed)
             self._train(
                 max_epochs, pretrain_epochs, batch_size, lr, weight_decay, early_stopping,
-                patience, min_epochs, n_val, progress_bar,
+                patience, min_epochs, n_val, progress_bar, devices, strategy, block_size,
             )  # fmt: skip
         return self
 
@@ -462,7 +529,7 @@ class SCI2CL(BaseModel):
 
     def _train(
         self, max_epochs, pretrain_epochs, batch_size, lr, weight_decay, early_stopping,
-        patience, min_epochs, n_val, progress_bar,
+        patience, min_epochs, n_val, progress_bar, devices, strategy, block_size,
     ) -> None:  # fmt: skip
         rng = np.random.default_rng(self.seed)
         X = self._matrices(self.mdata)
@@ -470,65 +537,49 @@ class SCI2CL(BaseModel):
         perm = rng.permutation(n)
         val_idx, train_idx = perm[:n_val], perm[n_val:]
         batch_size = min(batch_size, len(train_idx))
-        opt = torch.optim.AdamW(self.module.parameters(), lr=lr, weight_decay=weight_decay)
-        records, steps = [], 0
-        total = pretrain_epochs + max_epochs
-        best, best_state, bad = np.inf, None, 0
-        t0 = time.perf_counter()
-        with tqdm(total=total, desc="scI2CL", disable=not progress_bar, unit="epoch") as bar:
-            for epoch in range(total):
-                stage = "pretrain" if epoch < pretrain_epochs else "joint"
-                self.module.train()
-                order = rng.permutation(train_idx)
-                sums: dict[str, float] = {}
-                nb = 0
-                for s in range(0, len(order), batch_size):
-                    idx = order[s : s + batch_size]
-                    if len(idx) < 2:
-                        continue
-                    out = self._loss(self._batch(X, idx), stage)
-                    if not out["loss"].requires_grad:
-                        continue
-                    opt.zero_grad(set_to_none=True)
-                    out["loss"].backward()
-                    torch.nn.utils.clip_grad_norm_(self.module.parameters(), 10.0)
-                    opt.step()
-                    steps += 1
-                    for k, v in out.items():
-                        sums[k] = sums.get(k, 0.0) + float(v.detach() if torch.is_tensor(v) else v)
-                    nb += 1
-                rec = {
-                    "epoch": epoch,
-                    "stage": stage,
-                    **{k: v / max(nb, 1) for k, v in sums.items()},
-                }
-                if n_val and stage == "joint":
-                    rec["val_loss"] = self._eval_loss(X, val_idx, batch_size)
-                rec["seconds"] = time.perf_counter() - t0
-                records.append(rec)
-                bar.set_postfix({k: f"{rec[k]:.3g}" for k in ("loss", "val_loss") if k in rec})
-                bar.update()
-                self._check_finite_epoch(rec, epoch, lr)
-                eligible = early_stopping and n_val and stage == "joint"
-                if eligible and epoch - pretrain_epochs + 1 >= min_epochs:
-                    if not np.isfinite(best) or rec["val_loss"] < best - 1e-4 * abs(best):
-                        best, bad = rec["val_loss"], 0
-                        best_state = {
-                            k: v.detach().clone() for k, v in self.module.state_dict().items()
-                        }
-                    else:
-                        bad += 1
-                        if bad >= patience:
-                            break
-        if steps == 0:
+        if block_size is None:
+            block_size = BACKED_BLOCK_SIZE if any(r.backed for r in X.values()) else 1
+        train_data = CellBatches(X, train_idx, batch_size, self.seed, True, block_size, self._blank)
+        val_data = (
+            CellBatches(X, val_idx, batch_size, shuffle=False, transform=self._blank)
+            if n_val
+            else None
+        )
+        first_eligible = pretrain_epochs + max(min_epochs - 1, 0)
+        plan = TrainingPlan(
+            self.module,
+            self._loss,
+            train_data,
+            val_data,
+            lr=lr,
+            weight_decay=weight_decay,
+            stage_fn=lambda e: "pretrain" if e < pretrain_epochs else "joint",
+            val_stages=("joint",),
+            eligible_fn=lambda e: early_stopping and e >= first_eligible,
+            val_seed=self.seed + 1,
+            check_fn=lambda rec, e: self._check_finite_epoch(rec, e, lr),
+        )
+        callbacks = [BestWeights()]
+        if early_stopping and n_val:
+            callbacks.append(early_stopping_callback(patience))
+        trainer = lightning_trainer(
+            self.device,
+            pretrain_epochs + max_epochs,
+            callbacks,
+            devices=devices,
+            strategy=strategy,
+            progress_bar=progress_bar,
+            gradient_clip_val=10.0,
+        )
+        fit(trainer, plan)
+        self.module.to(self.device)  # Lightning leaves the module where its teardown puts it
+        if plan.n_steps == 0:
             raise TrainingError(
                 "training took no optimisation step (no mini-batch of at least 2 cells, or no "
                 "loss term with a gradient); the model was not changed"
             )
-        if best_state is not None:
-            self.module.load_state_dict(best_state)
         self._fit_readout(X)
-        self.history = pd.DataFrame(records)
+        self.history = pd.DataFrame(plan.records)
         self.validation_indices_ = np.sort(val_idx)
         self.is_trained = True
 
@@ -538,19 +589,32 @@ class SCI2CL(BaseModel):
 
         Modality weights by ``modality_weighting`` (see the class) from the
         per-modality embeddings of up to ``max_cells`` cells; then the principal
-        axes of the weighted concatenation of all cells.
+        axes of the weighted concatenation of all cells (of a seeded sample of
+        :data:`MAX_READOUT_PCA_CELLS` cells when there are more, so that
+        memory does not grow with the data).
         """
         from sklearn.decomposition import PCA
 
         n = self.mdata.n_obs
-        out = self._map_batches(X, n, self.module.encode, 2048)
+        rng = np.random.default_rng(self.seed)  # the same cells whenever the read-out is fitted
+        sub = np.sort(rng.choice(n, max_cells, replace=False)) if n > max_cells else np.arange(n)
+        if n > MAX_READOUT_PCA_CELLS:
+            fit_cells = np.union1d(
+                sub, np.random.default_rng([self.seed, 1]).choice(n, MAX_READOUT_PCA_CELLS, False)
+            )
+            sub = np.searchsorted(fit_cells, sub)  # positions of the weighting cells in fit_cells
+        else:
+            fit_cells = np.arange(n)
+        self.module.eval()
+        out = [
+            self.module.encode(self._batch(X, fit_cells[s : s + 2048]))
+            for s in range(0, len(fit_cells), 2048)
+        ]
         z = {m: torch.cat([o[m] for o in out]) for m in self.module.modalities}
         if not all(torch.isfinite(v).all() for v in z.values()):
             raise TrainingError(
                 "the trained encoders give non-finite embeddings; lower the learning rate"
             )
-        rng = np.random.default_rng(self.seed)  # the same cells whenever the read-out is fitted
-        sub = np.sort(rng.choice(n, max_cells, replace=False)) if n > max_cells else np.arange(n)
         mod = self.module
         scales = [float(z[m].norm(dim=1).mean().clamp(min=1e-12)) for m in mod.modalities]
         mod.readout_scales.copy_(torch.as_tensor(scales, dtype=torch.float32))
@@ -637,19 +701,17 @@ class SCI2CL(BaseModel):
         )
 
     @torch.no_grad()
-    def _eval_loss(self, X, idx, batch_size) -> float:
-        """Joint-stage loss of the cells ``idx`` in eval mode, with fixed masks and negatives."""
+    def _eval_loss(self, X: dict, idx: np.ndarray, batch_size: int) -> float:
+        """Held-out loss of the cells ``idx`` as training's validation computes it (one device)."""
         self.module.eval()
-        tot, nb = 0.0, 0
+        data = CellBatches(X, idx, batch_size, shuffle=False, transform=self._blank)
         with torch.random.fork_rng(devices=self._rng_devices()):
-            torch.manual_seed(self.seed + 1)  # the same masks/negatives every epoch
-            for s in range(0, len(idx), batch_size):
-                b = idx[s : s + batch_size]
-                if len(b) < 2:
-                    continue
-                tot += float(self._loss(self._batch(X, b), "joint")["loss"])
-                nb += 1
-        return tot / max(nb, 1)
+            torch.manual_seed(self.seed + 1)
+            losses = [
+                float(self._loss({m: v.to(self.device) for m, v in b.items()}, "joint")["loss"])
+                for b in data
+            ]
+        return float(np.mean(losses))
 
     # ------------------------------------------------------------------ inference
     @torch.no_grad()

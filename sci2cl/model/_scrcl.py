@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 
 import anndata as ad
@@ -12,13 +11,13 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from .._graph import knn_adjacency, leiden_labels, normalised_adjacency
 from .._utils import check_choice, check_range, check_weights, get_matrix
 from ..module import SCRCLModule, neighbourhood_contrastive, refinement_consistency, symmetric_kl
 from ..pp import DataValidationError, validate
 from ._base import BaseModel, resolve_device
+from ._training import SmoothedLossStopping, TrainingPlan, fit, lightning_trainer
 
 __all__ = ["SCRCL"]
 
@@ -33,6 +32,24 @@ def _to_torch_sparse(A: sp.csr_matrix, device) -> torch.Tensor:
     return (
         torch.sparse_coo_tensor(idx, values, A.shape, check_invariants=False).coalesce().to(device)
     )
+
+
+class _CellDraws(torch.utils.data.Dataset):
+    """One item per epoch: the ``size`` cells (of ``n``) that epoch's losses use, drawn from ``(seed, epoch)``."""
+
+    def __init__(self, n: int, size: int, seed: int):
+        self.n, self.size, self.seed, self.epoch = n, size, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return 1
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        state = np.random.SeedSequence([self.seed, self.epoch]).generate_state(1)[0]
+        gen = torch.Generator().manual_seed(int(state))
+        return torch.randperm(self.n, generator=gen)[: self.size]
 
 
 class SCRCL(BaseModel):
@@ -240,9 +257,9 @@ class SCRCL(BaseModel):
             "align": symmetric_kl(h1 / tau, h2 / tau, dim=1).mean()
             + symmetric_kl(h1 / tau, h2 / tau, dim=0).mean()
         }
-        sel = idx.numpy()
-        A = torch.from_numpy(self.cell_graph[sel][:, sel].toarray()).to(self.device)
-        b1, b2 = h1[idx.to(self.device)], h2[idx.to(self.device)]
+        sel = idx.cpu().numpy()
+        A = torch.from_numpy(self.cell_graph[sel][:, sel].toarray()).to(h1.device)
+        b1, b2 = h1[idx.to(h1.device)], h2[idx.to(h1.device)]
         out["neighbour"] = 0.5 * (
             neighbourhood_contrastive(b1, b2, A, tau) + neighbourhood_contrastive(b2, b1, A, tau)
         )
@@ -301,37 +318,20 @@ class SCRCL(BaseModel):
         return self
 
     def _train(self, max_epochs, lr, weight_decay, patience, tol, min_epochs, progress_bar):
-        gen = torch.Generator().manual_seed(self.seed)
-        opt = torch.optim.AdamW(self.module.parameters(), lr=lr, weight_decay=weight_decay)
         n = self.adata.n_obs
-        B = min(self.init_params["batch_cells"], n)
-        records, best, bad = [], np.inf, 0
-        t0 = time.perf_counter()
-        with tqdm(total=max_epochs, desc="scRCL", disable=not progress_bar, unit="epoch") as bar:
-            for epoch in range(max_epochs):
-                self.module.train()
-                idx = torch.randperm(n, generator=gen)[:B]
-                out = self._losses(idx)
-                opt.zero_grad(set_to_none=True)
-                out["loss"].backward()
-                opt.step()
-                rec = {
-                    "epoch": epoch,
-                    **{k: float(v.detach()) for k, v in out.items()},
-                    "seconds": time.perf_counter() - t0,
-                }
-                records.append(rec)
-                bar.set_postfix(loss=f"{rec['loss']:.4g}")
-                bar.update()
-                self._check_finite_epoch(rec, epoch, lr)
-                smooth = np.mean([r["loss"] for r in records[-10:]])
-                if not np.isfinite(best) or smooth < best - tol * abs(best):
-                    best, bad = smooth, 0
-                else:
-                    bad += 1
-                    if bad >= patience and epoch + 1 >= min_epochs:
-                        break
-        self.history = pd.DataFrame(records)
+        plan = TrainingPlan(
+            self.module,
+            lambda idx, stage: self._losses(idx),
+            _CellDraws(n, min(self.init_params["batch_cells"], n), self.seed),
+            lr=lr,
+            weight_decay=weight_decay,
+            check_fn=lambda rec, e: self._check_finite_epoch(rec, e, lr),
+        )
+        stopping = SmoothedLossStopping(patience, tol, min_epochs)
+        trainer = lightning_trainer(self.device, max_epochs, [stopping], progress_bar=progress_bar)
+        fit(trainer, plan)
+        self.module.to(self.device)
+        self.history = pd.DataFrame(plan.records)
         self.is_trained = True
 
     @torch.no_grad()

@@ -1,0 +1,162 @@
+"""Rows of a count matrix in memory or on disk, and the mini-batches that training reads.
+
+An AnnData opened in backed mode (``anndata.read_h5ad(path, backed="r")``,
+``mudata.read_h5mu(path, backed=True)``) keeps ``.X`` on disk; :class:`RowReader`
+reads the rows a mini-batch needs from it (anndata's own sparse-dataset reader),
+so that memory does not grow with the number of cells. In memory, the matrix is
+held once as CSR (or dense) float32 and rows are indexed directly.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+__all__ = ["CellBatches", "RowReader", "is_backed_matrix"]
+
+
+def is_backed_matrix(X) -> bool:
+    """Whether ``X`` is a matrix on disk (an anndata sparse dataset or an h5py dataset)."""
+    import h5py
+    from anndata.abc import CSCDataset, CSRDataset
+
+    return isinstance(X, CSRDataset | CSCDataset | h5py.Dataset)
+
+
+def _runs(idx: np.ndarray) -> list[tuple[int, int]]:
+    """Contiguous runs ``[(start, stop), ...]`` of the sorted, unique indices ``idx``."""
+    if len(idx) == 0:
+        return []
+    breaks = np.flatnonzero(np.diff(idx) != 1) + 1
+    starts = np.r_[idx[0], idx[breaks]]
+    stops = np.r_[idx[breaks - 1] + 1, idx[-1] + 1] if len(breaks) else np.array([idx[-1] + 1])
+    return list(zip(starts.tolist(), stops.tolist()))
+
+
+class RowReader:
+    """Dense float32 rows of a cells x features matrix in memory or on disk.
+
+    Parameters
+    ----------
+    X
+        A scipy sparse matrix, a numpy array, or a backed matrix (an anndata
+        CSR dataset or an h5py dataset), shape ``(n_cells, n_features)``.
+    """
+
+    def __init__(self, X):
+        self.backed = is_backed_matrix(X)
+        if self.backed:
+            from anndata.abc import CSCDataset
+
+            if isinstance(X, CSCDataset):
+                raise ValueError(
+                    "the matrix on disk is stored by column (CSC): reading cells from it means "
+                    "reading the whole file. Write it by row (CSR), e.g. adata.X = "
+                    "adata.X.tocsr() before write_h5ad, or load it into memory."
+                )
+            self.X = X
+        elif sp.issparse(X):
+            self.X = sp.csr_matrix(X, dtype=np.float32)
+        else:
+            self.X = np.asarray(X, np.float32)
+        self.shape = tuple(X.shape)
+
+    def rows(self, idx: np.ndarray) -> np.ndarray:
+        """Rows ``idx`` (any order, no repeats needed), shape ``(len(idx), n_features)``."""
+        idx = np.asarray(idx, dtype=np.int64)
+        if not self.backed:
+            out = self.X[idx]
+            return out.toarray() if sp.issparse(out) else np.asarray(out)
+        order = np.argsort(idx, kind="stable")
+        sidx = idx[order]
+        uniq, inv = np.unique(sidx, return_inverse=True)
+        parts = [self.X[a:b] for a, b in _runs(uniq)]  # one read per contiguous run
+        block = (
+            sp.vstack(parts, format="csr").toarray()
+            if sp.issparse(parts[0])
+            else np.concatenate([np.asarray(p) for p in parts])
+        )
+        out = np.empty((len(idx), self.shape[1]), np.float32)
+        out[order] = block[inv]
+        return out
+
+    def chunks(self, chunk_size: int = 10_000):
+        """``(start, rows)`` over the whole matrix in order, ``chunk_size`` rows at a time.
+
+        ``rows`` is sparse (CSR) or dense as stored; memory holds one chunk.
+        """
+        n = self.shape[0]
+        for s in range(0, n, chunk_size):
+            rows = self.X[s : min(s + chunk_size, n)]
+            yield s, (sp.csr_matrix(rows) if sp.issparse(rows) else np.asarray(rows, np.float32))
+
+
+class CellBatches(torch.utils.data.Dataset):
+    """The mini-batches of one epoch: item ``i`` is batch ``i``, a dict of dense tensors.
+
+    The batches are redrawn by :meth:`set_epoch` from ``(seed, epoch)`` alone,
+    so that every process of a distributed run, and every rerun, draws the
+    same ones (the distributed sampler then deals the batches out to the
+    processes).
+
+    Parameters
+    ----------
+    readers
+        ``{modality: RowReader}``, the same cells in the same order.
+    cells
+        Indices of the cells to batch, ``(n,)``.
+    batch_size
+        Cells per batch; batches of fewer than 2 cells are dropped.
+    seed
+        Seed of the shuffling.
+    shuffle
+        Redraw the batches each epoch (training); otherwise fixed, in order.
+    block_size
+        With ``shuffle``: cells are taken in blocks of ``block_size``
+        consecutive cells (in the order of ``cells`` sorted), the blocks
+        shuffled, so that a batch is read from disk in ``batch_size /
+        block_size`` contiguous reads. 1 shuffles single cells.
+    transform
+        Applied to each batch dict (e.g. to blank a modality).
+    """
+
+    def __init__(
+        self,
+        readers: dict[str, RowReader],
+        cells: np.ndarray,
+        batch_size: int,
+        seed: int = 0,
+        shuffle: bool = True,
+        block_size: int = 1,
+        transform=None,
+    ):
+        self.readers = readers
+        self.cells = np.sort(np.asarray(cells, dtype=np.int64))
+        self.batch_size = int(batch_size)
+        self.seed = int(seed)
+        self.shuffle = shuffle
+        self.block_size = max(1, int(block_size))
+        self.transform = transform
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw the batches of ``epoch``."""
+        c = self.cells
+        if self.shuffle:
+            rng = np.random.default_rng([self.seed, int(epoch)])
+            if self.block_size == 1:
+                c = rng.permutation(c)
+            else:
+                blocks = [c[s : s + self.block_size] for s in range(0, len(c), self.block_size)]
+                c = np.concatenate([blocks[i] for i in rng.permutation(len(blocks))])
+        b = [c[s : s + self.batch_size] for s in range(0, len(c), self.batch_size)]
+        self.batches = [x for x in b if len(x) >= 2]
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        idx = self.batches[i]
+        batch = {m: torch.from_numpy(r.rows(idx)) for m, r in self.readers.items()}
+        return self.transform(batch) if self.transform is not None else batch

@@ -1,0 +1,162 @@
+"""Training on Lightning, data read from disk, and distributed training."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import warnings
+from pathlib import Path
+
+import anndata as ad
+import mudata as md
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import sci2cl
+from sci2cl.datasets import simulate_multiome_to_disk
+from sci2cl.model._data import CellBatches, RowReader
+from sci2cl.pp import DataValidationError
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = dict(n_latent=8, n_hidden=32, n_views=2, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def disk_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("disk") / "sim.h5mu"
+    return simulate_multiome_to_disk(path, 500, 300, 600, chunk_size=170, seed=3)
+
+
+def _read(path, backed):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        m = md.read_h5mu(path, backed=backed)
+    sci2cl.SCI2CL.setup_mudata(m, layer=None)
+    return m
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.integers(0, 499), min_size=1, max_size=60))
+def test_rows_read_from_disk_equal_rows_in_memory(disk_file, idx):
+    """Any rows, in any order and with repeats, are the same read from disk or from memory."""
+    backed = _read(disk_file, True)
+    mem = _read(disk_file, False)
+    idx = np.array(idx)
+    a = RowReader(backed["rna"].X)
+    b = RowReader(mem["rna"].X)
+    assert a.backed and not b.backed
+    np.testing.assert_array_equal(a.rows(idx), b.rows(idx))
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    st.integers(2, 300),
+    st.integers(2, 64),
+    st.integers(1, 40),
+    st.integers(0, 5),
+)
+def test_each_epoch_batches_every_cell_once(n, batch_size, block_size, epoch):
+    rng = np.random.default_rng(n)
+    cells = rng.choice(1000, n, replace=False)
+    data = CellBatches({}, cells, batch_size, seed=7, block_size=block_size)
+    data.set_epoch(epoch)
+    got = np.concatenate(data.batches) if data.batches else np.array([], int)
+    dropped = n - len(got)
+    assert dropped in (0, 1) and len(np.unique(got)) == len(got)  # only a last lone cell
+    assert set(got) <= set(cells)
+    # the epoch is a shuffle of whole blocks of consecutive cells
+    s = np.sort(cells)
+    blocks = {int(s[i]): s[i : i + block_size] for i in range(0, n, block_size)}
+    pos = 0
+    while pos < len(got):
+        blk = blocks[int(got[pos])]
+        np.testing.assert_array_equal(got[pos : pos + len(blk)], blk[: len(got) - pos])
+        pos += len(blk)
+    data.set_epoch(epoch)
+    again = np.concatenate(data.batches) if data.batches else np.array([], int)
+    np.testing.assert_array_equal(got, again)  # an epoch's batches depend on (seed, epoch) only
+
+
+def test_training_from_disk_equals_training_in_memory(disk_file):
+    """Backed data train the same model as the same data in memory (same batches, same values)."""
+    backed, mem = _read(disk_file, True), _read(disk_file, False)
+    zs = []
+    for m in (backed, mem):
+        model = sci2cl.SCI2CL(m, seed=4, **SMALL)
+        model.train(max_epochs=3, pretrain_epochs=1, block_size=16, progress_bar=False)
+        zs.append(model.get_latent_representation(key_added=None, batch_size=97))
+    np.testing.assert_allclose(zs[0], zs[1], rtol=1e-4, atol=1e-5)
+    assert RowReader(backed["rna"].X).backed  # the backed model never loaded the matrix
+
+
+def test_backed_data_with_bad_values_name_the_modality_and_cells(tmp_path):
+    rng = np.random.default_rng(0)
+    X = sp.csr_matrix(rng.poisson(1.0, (60, 20)).astype(np.float32))
+    Y = X.copy()
+    Y[45, 3] = 0.5  # not a count
+    m = md.MuData({"rna": ad.AnnData(X), "atac": ad.AnnData(Y)})
+    m.mod["atac"].obs_names = m.mod["rna"].obs_names
+    m.mod["atac"].var_names = [f"p{i}" for i in range(20)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        m.write_h5mu(tmp_path / "bad.h5mu")
+    b = md.read_h5mu(tmp_path / "bad.h5mu", backed=True)
+    with pytest.raises(
+        DataValidationError, match=r"modality 'atac' \(cells 0 to 59\).*non-integer"
+    ):
+        sci2cl.SCI2CL.setup_mudata(b, layer=None)
+
+
+DDP_SCRIPT = """
+import json, os, sys, warnings
+warnings.simplefilter("ignore")
+import numpy as np, torch
+torch.set_num_threads(1)
+import sci2cl
+from sci2cl.datasets import simulate_multiome
+from sklearn.cluster import KMeans
+from sklearn.metrics import normalized_mutual_info_score
+
+mode, out = sys.argv[1], sys.argv[2]
+m = simulate_multiome(n_cells=600, seed=5)
+sci2cl.SCI2CL.setup_mudata(m)
+kw = dict(devices=2, strategy="ddp") if mode == "ddp" else {}
+model = sci2cl.SCI2CL(m, n_latent=16, n_hidden=64, seed=0, device="cpu")
+model.train(max_epochs=30, progress_bar=False, **kw)
+z = model.get_latent_representation(key_added=None)
+labels = m.obs["cell_type"].to_numpy()  # scores only
+k = len(set(labels))
+nmi = normalized_mutual_info_score(labels, KMeans(k, n_init=10, random_state=0).fit_predict(z))
+if int(os.environ.get("LOCAL_RANK", 0)) == 0:
+    with open(out, "w") as f:
+        json.dump({"nmi": nmi, "world": torch.distributed.is_initialized()
+                   and torch.distributed.get_world_size(), "epochs": len(model.history)}, f)
+"""
+
+
+def test_ddp_on_two_cpu_processes_matches_one_process(tmp_path):
+    """strategy="ddp" on 2 CPU processes (gloo) learns an embedding as good as one process."""
+    script = tmp_path / "ddp.py"
+    script.write_text(textwrap.dedent(DDP_SCRIPT))
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    res = {}
+    for mode in ("single", "ddp"):
+        out = tmp_path / f"{mode}.json"
+        r = subprocess.run(
+            [sys.executable, str(script), mode, str(out)],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=600,
+            cwd=tmp_path,
+        )
+        assert r.returncode == 0, r.stderr[-3000:]
+        res[mode] = json.loads(out.read_text())
+    assert res["ddp"]["world"] == 2 and not res["single"]["world"]
+    assert res["single"]["nmi"] > 0.3, res  # the run learned something
+    print(json.dumps(res))
+    assert abs(res["ddp"]["nmi"] - res["single"]["nmi"]) <= 0.03, res
