@@ -18,7 +18,7 @@ help:
 	@echo "make smoke  - execute every notebook with SMOKE=True in $(SMOKE_DIR) and build the book from them"
 	@echo "make html   - build the HTML book from the committed executed notebooks (no execution)"
 	@echo "make bench  - the clustering benchmark of chapter 3 -> results/benchmark_clustering.csv, results/figures/"
-	@echo "make bench-sci2cl / bench-scrcl - the methods chapter's scI2CL measurements / chapter 7's scRCL benchmark"
+	@echo "make bench-sci2cl / bench-scrcl - the methods chapter's scI2CL measurements (speed, quality, scaling to 1M cells from disk, Lightning vs loop) / chapter 7's scRCL benchmark"
 	@echo "make bench-spatial - chapter 8: scRCL's spatial development log and the spatial benchmark"
 	@echo "make lint   - ruff"
 	@echo "make check-book - headless Chromium check of the built HTML (HTML=...)"
@@ -81,6 +81,8 @@ bench: $(STAMP)
 # the methods chapter's measurements of scI2CL's variants and speed, and chapter 7's scRCL benchmark
 bench-sci2cl: $(STAMP)
 	$(PY) -m benchmarks.sci2cl_speed
+	$(PY) -m benchmarks.sci2cl_scaling
+	$(PY) -m benchmarks.lightning_overhead
 	$(PY) -m benchmarks.sci2cl_report
 
 bench-scrcl: $(STAMP)

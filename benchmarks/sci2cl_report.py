@@ -23,6 +23,8 @@ ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "book" / "_generated"
 QUALITY = ROOT / "results" / "sci2cl_quality.csv"
 SPEED = ROOT / "results" / "sci2cl_speed.csv"
+SCALING = ROOT / "results" / "sci2cl_scaling.csv"
+LIGHTNING = ROOT / "results" / "sci2cl_lightning_vs_loop.csv"
 #: the development configuration that the package's defaults equal, and its read-out rule
 DEFAULT_CONFIG, DEFAULT_READOUT = "skip_no_moc_mom", "joint"
 DEV_SETS = ["scicar_kidney", "snare_adbrain", "bmmc_a", "bmmc_b"]
@@ -169,6 +171,72 @@ def speed_table(path: Path = SPEED) -> str:
     return _md(t)
 
 
+def scaling_table(path: Path = SCALING) -> str:
+    """Training from a backed file at 100k-1M cells (``benchmarks.sci2cl_scaling``)."""
+    df = pd.read_csv(path).sort_values("cells")
+    t = pd.DataFrame(
+        {
+            "cells": df["cells"].map("{:,}".format),
+            "genes + peaks": df["genes"].astype(str) + " + " + df["peaks"].astype(str),
+            "file (GB)": df["file_gb"].round(2),
+            "s / epoch": df["s_per_epoch"].round(0).astype(int),
+            "s / epoch per 100k cells": (df["s_per_epoch"] / df["cells"] * 1e5).round(1),
+            "set-up s": df["s_setup"].round(0).astype(int),
+            "embedding s": df["s_embed"].round(0).astype(int),
+            "peak RSS (MB)": df["peak_rss_mb"].round(0).astype(int),
+            "load (1 min)": df["load_1min"].round(1),
+        }
+    )
+    return _md(t)
+
+
+def scaling_figure(path: Path = SCALING, out: Path = OUT / "sci2cl_scaling.png") -> Path:
+    """Seconds per epoch and peak memory against cells (log-log), with the linear reference."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    df = pd.read_csv(path).sort_values("cells")
+    fig, ax = plt.subplots(1, 2, figsize=(9, 3.6))
+    n = df["cells"].to_numpy()
+    ax[0].loglog(n, df["s_per_epoch"], "o-", color="#1f77b4", label="measured")
+    ax[0].loglog(
+        n, df["s_per_epoch"].iloc[0] * n / n[0], "--", color="grey", label="linear in cells"
+    )
+    ax[0].set(xlabel="cells", ylabel="seconds per epoch", title="Training time (1 thread)")
+    ax[0].legend(frameon=False)
+    ax[1].semilogx(n, df["peak_rss_mb"] / 1024, "o-", color="#1f77b4")
+    ax[1].axhline(4, ls="--", color="grey", label="4 GB target")
+    ax[1].set(xlabel="cells", ylabel="peak RSS (GB)", title="Memory (data read from disk)")
+    ax[1].set_ylim(0, max(4.5, df["peak_rss_mb"].max() / 1024 * 1.1))
+    ax[1].legend(frameon=False)
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
+
+
+def lightning_table(path: Path = LIGHTNING) -> str:
+    """Lightning vs the former loop on kidney (``benchmarks.lightning_overhead``), mean ± SD over seeds."""
+    from benchmarks.lightning_overhead import summary
+
+    s = summary(pd.read_csv(path))
+    rows = []
+    for impl, g in s.groupby("impl", sort=False):
+        rows.append(
+            {
+                "training": {"loop": "hand-written loop", "lightning": "Lightning"}[impl],
+                "seeds": len(g),
+                "epochs": _cell(g["epochs"]),
+                "CPU s / epoch": _cell(g["cpu_s_per_epoch"]),
+                "wall s / epoch": _cell(g["wall_s_per_epoch"]),
+                "best held-out loss": _cell(g["best_val_loss"]),
+            }
+        )
+    return _md(pd.DataFrame(rows))
+
+
 def main() -> int:
     OUT.mkdir(parents=True, exist_ok=True)
     files = {
@@ -180,6 +248,11 @@ def main() -> int:
         files["sci2cl_quality.md"] = quality_table()
     if SPEED.exists():
         files["sci2cl_speed.md"] = speed_table()
+    if SCALING.exists() and "peak_rss_mb" in pd.read_csv(SCALING).columns:
+        files["sci2cl_scaling.md"] = scaling_table()
+        print(f"wrote {scaling_figure()}")
+    if LIGHTNING.exists():
+        files["sci2cl_lightning.md"] = lightning_table()
     for name, text in files.items():
         (OUT / name).write_text(text)
         print(f"wrote {OUT / name}")

@@ -2,11 +2,11 @@
 
 Usage:
   python -m benchmarks.sci2cl_speed speed          # default training on scicar_kidney, snare_adbrain
-  python -m benchmarks.sci2cl_speed scaling [--cells 5000 20000 50000]
   python -m benchmarks.sci2cl_speed quality [--datasets ...] [--seeds 0 1 2] [--variants ...]
                                           [--append]   # add rows to an existing quality CSV
   python -m benchmarks.sci2cl_speed all
-Writes results/sci2cl_speed.csv, results/sci2cl_scaling.csv, results/sci2cl_quality.csv.
+Writes results/sci2cl_speed.csv, results/sci2cl_quality.csv. Scaling to atlas size (data on disk):
+``python -m benchmarks.sci2cl_scaling``.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import torch
 
 from benchmarks import peers
 from benchmarks.common import label_key, prepare
-from sci2cl import SCI2CL, datasets, metrics
+from sci2cl import SCI2CL, metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -95,35 +95,6 @@ def speed(out: Path = OUT, names=("scicar_kidney", "snare_adbrain")) -> pd.DataF
     return df
 
 
-def scaling(cells=(5000, 20000, 50000), epochs: int = 3, out: Path = OUT) -> pd.DataFrame:
-    """Per-epoch time and peak memory on simulated data of growing size (fixed epochs, no early stop)."""
-    torch.set_num_threads(2)
-    rows = []
-    for n in cells:
-        m = datasets.simulate_multiome(n_cells=n, seed=0)
-        with peers.PeakMemory() as mem:
-            t = time.perf_counter()
-            model = SCI2CL(peers.setup_sci2cl(m), seed=0)
-            model.train(
-                max_epochs=epochs - 1, pretrain_epochs=1, early_stopping=False, progress_bar=False
-            )
-            sec = time.perf_counter() - t
-        rows.append(
-            {
-                "cells": n,
-                "epochs": len(model.history),
-                "seconds": sec,
-                "s_per_epoch": sec / len(model.history),
-                "peak_mb": mem.peak_mb,
-            }
-        )
-        print(rows[-1], flush=True)
-    df = pd.DataFrame(rows)
-    df["s_per_epoch_per_1k_cells"] = df["s_per_epoch"] / (df["cells"] / 1000)
-    df.to_csv(out / "sci2cl_scaling.csv", index=False)
-    return df
-
-
 def quality(
     datasets, seeds, variants, peer_names=PEERS, out: Path = OUT, append: bool = False
 ) -> pd.DataFrame:
@@ -177,10 +148,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument(
-        "what", choices=["speed", "scaling", "quality", "all"], nargs="?", default="all"
-    )
-    ap.add_argument("--cells", nargs="*", type=int, default=[5000, 20000, 50000])
+    ap.add_argument("what", choices=["speed", "quality", "all"], nargs="?", default="all")
     ap.add_argument(
         "--datasets",
         nargs="*",
@@ -197,8 +165,6 @@ def main() -> int:
     t = time.perf_counter()
     if a.what in ("speed", "all"):
         print(speed(out=a.out).to_string())
-    if a.what in ("scaling", "all"):
-        print(scaling(a.cells, out=a.out).to_string())
     if a.what in ("quality", "all"):
         torch.set_num_threads(a.threads)
         df = quality(a.datasets, a.seeds, a.variants, a.peers, out=a.out, append=a.append)
