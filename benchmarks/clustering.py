@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from benchmarks import peers, plots
+from benchmarks import embeddings, peers, plots
 from benchmarks.common import available_paired, label_key, paired_differences, prepare
 from benchmarks.config import MAX_EPOCHS, MULTIVI_EPOCHS, SEEDS, SIMULATED, SMOKE
 from sci2cl import metrics, pl
@@ -477,6 +477,15 @@ def _unit_job(ds: str, method: str, seed: int, settings: dict, coords: bool, out
     torch.set_num_threads(1)
     path = _unit_path(Path(out_dir), ds, method, seed)
     before = path.stat().st_mtime if path.exists() else None
+    run_peer = peers.run_peer
+
+    def run_and_keep(name, mdata, seed=0, **kw):  # keep the embedding for chapters 4-6
+        res = run_peer(name, mdata, seed=seed, **kw)
+        key = {"code_version": code_version(name), "data_version": data_version(mdata), **settings}
+        embeddings.save(ds, name, seed, res, key)
+        return res
+
+    peers.run_peer = run_and_keep  # this worker process runs this one unit only
     rec = run_unit(
         ds, method, seed, settings=settings, coords=coords, out_dir=Path(out_dir),
         log=lambda *a: print(*a, flush=True),
