@@ -31,6 +31,7 @@ __all__ = [
     "pseudobulk_correlation",
     "trajectory",
     "gene_activity",
+    "linked_gene_activity",
     "gsea_prerank",
     "spatial_vote",
 ]
@@ -593,15 +594,55 @@ def gene_activity(
             UserWarning,
             stacklevel=2,
         )
-    M = sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(atac.n_vars, len(g)))
+    return _summed_activity(atac, np.asarray(rows), np.asarray(cols), g.index, layer)
+
+
+def _summed_activity(atac: ad.AnnData, peaks, genes, names: pd.Index, layer) -> ad.AnnData:
+    """Cells x genes sums of the counts of the peaks assigned to each gene (``peaks[i] -> genes[i]``)."""
+    M = sp.csr_matrix((np.ones(len(peaks)), (peaks, genes)), shape=(atac.n_vars, len(names)))
     X = get_matrix(atac, layer)
     out = ad.AnnData(
         sp.csr_matrix(X @ M, dtype=np.float32),
         obs=atac.obs[[]].copy(),
-        var=pd.DataFrame(index=g.index),
+        var=pd.DataFrame(index=names),
     )
     out.layers["counts"] = out.X.copy()
     return out
+
+
+def linked_gene_activity(
+    atac: ad.AnnData, gene_key: str = "gene", layer: str | None = "counts"
+) -> ad.AnnData:
+    """Gene activity from a peak-to-gene table: ATAC counts summed over each gene's peaks.
+
+    For data that ship each peak's gene (e.g. SNARE-seq cortex,
+    ``atac.var["gene"]`` from its peak-gene links) instead of a genome
+    annotation; :func:`gene_activity` builds the same from coordinates.
+    Peaks without a gene (NaN or empty) count for none.
+
+    Returns
+    -------
+    anndata.AnnData
+        Cells x linked genes (sorted), counts in ``X`` and ``layers["counts"]``.
+
+    Raises
+    ------
+    KeyError
+        ``atac.var`` has no column ``gene_key``.
+    ValueError
+        No peak has a gene.
+    """
+    if gene_key not in atac.var.columns:
+        raise KeyError(
+            f"atac.var has no column {gene_key!r} (columns: {list(atac.var.columns)}); pass the "
+            "column that names each peak's gene, or use gene_activity() with gene coordinates"
+        )
+    gene = atac.var[gene_key].astype("string").fillna("").str.strip().to_numpy()
+    linked = np.flatnonzero(gene != "")
+    if len(linked) == 0:
+        raise ValueError(f"no peak has a gene in atac.var[{gene_key!r}]")
+    names = pd.Index(np.unique(gene[linked]))
+    return _summed_activity(atac, linked, names.get_indexer(gene[linked]), names, layer)
 
 
 def gsea_prerank(

@@ -1,6 +1,8 @@
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sci2cl import metrics, tl
 
@@ -189,6 +191,30 @@ def test_gene_activity_counts_overlapping_peaks():
     bad.var_names = ["p1", "p2", "p3"]
     with pytest.raises(ValueError, match="coordinates"):
         tl.gene_activity(bad, genes, layer=None)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.sampled_from(["Rorb", "Cux2", "Mog", "", None]), min_size=1, max_size=12))
+def test_linked_gene_activity_sums_each_genes_peaks(genes):
+    import anndata as ad
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(len(genes))
+    X = rng.poisson(1.0, (5, len(genes))).astype(np.float32)
+    atac = ad.AnnData(sp.csr_matrix(X))
+    atac.var["gene"] = pd.Series(genes, index=atac.var_names, dtype=object)
+    named = [g for g in genes if g]
+    if not named:
+        with pytest.raises(ValueError, match="no peak has a gene"):
+            tl.linked_gene_activity(atac, layer=None)
+        return
+    ga = tl.linked_gene_activity(atac, layer=None)
+    assert list(ga.var_names) == sorted(set(named))
+    for g in ga.var_names:  # brute force: the sum over that gene's peaks
+        cols = [j for j, x in enumerate(genes) if x == g]
+        np.testing.assert_allclose(ga[:, g].X.toarray().ravel(), X[:, cols].sum(1))
+    with pytest.raises(KeyError, match="no column 'peak_gene'"):
+        tl.linked_gene_activity(atac, gene_key="peak_gene", layer=None)
 
 
 def test_gsea_prerank_local_gmt(tmp_path):
