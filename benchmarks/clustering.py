@@ -467,7 +467,7 @@ def paired_table(
 #: order in which units start when run side by side: the costly ones first so that the workers
 #: finish together, except GLUE (by far the longest), last, so that a run stopped before its end
 #: has every other row
-_ORDER = ["MultiVI", "MOFA+", "scI2CL", "WNN", "RNA PCA", "ATAC LSI", "PCA+LSI", "GLUE"]
+_ORDER = ["MultiVI", "MOFA+", "scI2CL", "WNN (muon)", "RNA PCA", "ATAC LSI", "PCA+LSI", "GLUE"]
 
 
 def _unit_job(ds: str, method: str, seed: int, settings: dict, coords: bool, out_dir: str) -> str:

@@ -7,7 +7,10 @@ carry none are left out of an analysis and counted in its result.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
+import warnings
 from collections.abc import Sequence
 
 import anndata as ad
@@ -536,8 +539,6 @@ def gene_activity(
     UserWarning
         Fewer than ``min_fraction`` of the genes have any peak; the warning gives the count.
     """
-    import warnings
-
     need = {"chrom", "start", "end", "strand"}
     if not need <= set(genes.columns):
         raise ValueError(f"genes needs columns {sorted(need)}; it has {list(genes.columns)}")
@@ -715,19 +716,30 @@ def gsea_prerank(
     if to_human:
         rnk["names"] = rnk["names"].str.upper()
     rnk = rnk.drop_duplicates("names").set_index("names")["scores"].sort_values(ascending=False)
-    res = gp.prerank(
-        rnk=rnk,
-        gene_sets=gene_sets,
-        permutation_num=permutation_num,
-        min_size=min_size,
-        max_size=max_size,
-        seed=seed,
-        threads=1,
-        outdir=None,
-        verbose=False,
-    )
+    tied = float(rnk.duplicated(keep=False).mean())
+    if tied > 0.1:  # said once, as a Python warning, instead of gseapy's log line per call
+        warnings.warn(
+            f"{tied:.0%} of the ranked genes share their score with another gene; their order "
+            "is arbitrary, which weakens the test (typical of sparse data: rank on a finer "
+            "statistic, or filter genes detected in few cells)",
+            UserWarning,
+            stacklevel=2,
+        )
+    with contextlib.redirect_stderr(io.StringIO()):  # gseapy's logger writes the same to stderr
+        res = gp.prerank(
+            rnk=rnk,
+            gene_sets=gene_sets,
+            permutation_num=permutation_num,
+            min_size=min_size,
+            max_size=max_size,
+            seed=seed,
+            threads=1,
+            outdir=None,
+            verbose=False,
+        )
     out = res.res2d.copy()
     out["group"] = group
+    out.attrs["tied_fraction"] = tied
     return out
 
 

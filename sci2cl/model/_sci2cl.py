@@ -41,6 +41,9 @@ WEIGHT_GRID = np.round(np.linspace(0.0, 1.0, 11), 2)
 
 #: cells read together from a backed file when mini-batches are drawn (``block_size=None``)
 BACKED_BLOCK_SIZE = 32
+#: backed files whose values passed the checks (path, mtime, size, modality, layer, counts):
+#: each check reads the whole file, so an unchanged file is not read again
+_BACKED_CHECKED: set[tuple] = set()
 #: cells on which the joint read-out's principal axes are fitted (all cells below this)
 MAX_READOUT_PCA_CELLS = 50_000
 
@@ -316,6 +319,11 @@ class SCI2CL(BaseModel):
         )
         validate(shells, modalities=tuple(names), count_modalities=(), layer=None)
         for m in names:
+            f = mdata[m].filename or mdata.filename
+            st = os.stat(f) if f is not None else None
+            key = (str(f), st.st_mtime_ns, st.st_size, m, layer, m in counts) if st else None
+            if key is not None and key in _BACKED_CHECKED:
+                continue  # this file, unchanged since, passed already: a pass is a full read
             X = RowReader(get_matrix(mdata[m], layer))
             nonzero = False
             for start, rows in X.chunks():
@@ -331,6 +339,8 @@ class SCI2CL(BaseModel):
                 nonzero = nonzero or (rows.nnz if sp.issparse(rows) else np.count_nonzero(rows)) > 0
             if not nonzero:
                 raise DataValidationError(f"every value of modality {m!r} is zero")
+            if key is not None:
+                _BACKED_CHECKED.add(key)
 
     def _get_setup(self, mdata: md.MuData) -> dict:
         setup = mdata.uns.get(SETUP_KEY)
