@@ -9,7 +9,7 @@ export SCI2CL_DATA_DIR
 SMOKE_DIR ?= build/smoke
 HTML ?= book/_build/html
 
-.PHONY: help install test smoke book html notebooks bench bench-sci2cl bench-scrcl bench-spatial lint format check-book clean
+.PHONY: help install test smoke smoke-paper book html notebooks bench bench-sci2cl bench-scrcl bench-spatial lint format check-book clean
 
 help:
 	@echo "make book   - re-execute (full, papermill) the notebooks whose committed run is stale, build the HTML book"
@@ -68,8 +68,20 @@ book: $(STAMP)
 smoke: $(STAMP) build/mathjax/es5/tex-svg.js
 	rm -rf $(SMOKE_DIR)
 	$(PY) scripts/run_notebooks.py --mode smoke --out $(SMOKE_DIR)/notebooks
+	$(MAKE) smoke-paper
 	$(PY) scripts/build_book.py --src . --notebooks $(SMOKE_DIR)/notebooks --out $(SMOKE_DIR) --strict
 	@echo "Smoke book: $(abspath $(SMOKE_DIR)/_build/html/index.html)"
+
+# chapters 4-6 on files in the formats of the paper's PBMC-10K and PBMC-3K (made from the simulator):
+# the path a user with the real files takes
+PAPER_DIR = build/paper_format
+smoke-paper: $(STAMP)
+	rm -rf $(PAPER_DIR) $(SMOKE_DIR)/paper
+	$(PY) scripts/paper_format_files.py $(PAPER_DIR)
+	SCI2CL_DATA_DIR=$(abspath $(PAPER_DIR)) $(PY) scripts/run_notebooks.py --mode smoke --out $(SMOKE_DIR)/paper/pbmc10k \
+	  --only 04 06 -p DATASET=pbmc10k -p "POPULATION=CD14 Mono" -p 'PATH_=["HSPC", "B naive", "B intermediate", "B memory"]'
+	SCI2CL_DATA_DIR=$(abspath $(PAPER_DIR)) $(PY) scripts/run_notebooks.py --mode smoke --out $(SMOKE_DIR)/paper/pbmc3k \
+	  --only 05 -p DATASET=pbmc3k
 
 check-book: $(STAMP)
 	$(PY) scripts/check_book.py $(HTML) --screenshots build/screenshots

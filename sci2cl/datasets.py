@@ -125,7 +125,12 @@ def _read_pbmc3k(files: list[Path], data_dir: Path) -> md.MuData:
     import muon as mu
 
     mdata = mu.read_10x_h5(str(files[0]))
-    mdata.mod = {"rna": mdata["rna"], "atac": mdata["atac"]} if "rna" in mdata.mod else mdata.mod
+    missing = {"rna", "atac"} - set(mdata.mod)
+    if missing:
+        raise DatasetUnavailableError(
+            f"{files[0]} holds the modalities {list(mdata.mod)}, not 'rna' and 'atac': a Cell Ranger "
+            "ARC matrix has 'Gene Expression' and 'Peaks' features"
+        )
     for a in mdata.mod.values():
         a.var_names_make_unique()
     lab = data_dir / "labels" / "pbmc3k_multiome_azimuth_l2_2874.txt"

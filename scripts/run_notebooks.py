@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import sys
 import time
@@ -69,6 +70,14 @@ def main() -> int:
         action="store_true",
         help="full mode: skip notebooks whose committed full run is current (see above)",
     )
+    ap.add_argument(
+        "-p",
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="one more notebook parameter (VALUE read as JSON when it parses, else a string); repeatable",
+    )
     args = ap.parse_args()
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -83,6 +92,14 @@ def main() -> int:
         "DATA_DIR": os.environ.get("SCI2CL_DATA_DIR", str(ROOT / "data")),
         "RUN_DIR": str(run_dir),
     }
+    for p in args.param:
+        name, sep, value = p.partition("=")
+        if not sep or not name.isidentifier():
+            ap.error(f"--param {p!r}: write NAME=VALUE")
+        try:
+            params[name] = json.loads(value)
+        except json.JSONDecodeError:
+            params[name] = value
     nbs = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
     if args.only:
         nbs = [n for n in nbs if any(n.name.startswith(p) for p in args.only)]
