@@ -82,7 +82,9 @@ FINGERPRINT_METHOD = {
     "scI2CL": [
         "sci2cl/distributions.py",
         "sci2cl/model/_base.py",
+        "sci2cl/model/_data.py",
         "sci2cl/model/_sci2cl.py",
+        "sci2cl/model/_training.py",
         "sci2cl/module.py",
         "sci2cl/nn.py",
     ],

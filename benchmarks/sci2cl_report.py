@@ -180,7 +180,8 @@ def scaling_table(path: Path = SCALING) -> str:
             "genes + peaks": df["genes"].astype(str) + " + " + df["peaks"].astype(str),
             "file (GB)": df["file_gb"].round(2),
             "s / epoch": df["s_per_epoch"].round(0).astype(int),
-            "s / epoch per 100k cells": (df["s_per_epoch"] / df["cells"] * 1e5).round(1),
+            "CPU s / epoch": df["cpu_s_per_epoch"].round(0).astype(int),
+            "CPU s / epoch per 100k cells": (df["cpu_s_per_epoch"] / df["cells"] * 1e5).round(1),
             "set-up s": df["s_setup"].round(0).astype(int),
             "embedding s": df["s_embed"].round(0).astype(int),
             "peak RSS (MB)": df["peak_rss_mb"].round(0).astype(int),
@@ -235,7 +236,9 @@ def lightning_table(path: Path = LIGHTNING) -> str:
             }
         )
     df = pd.read_csv(path)
-    v = df[df.stage == "joint"].pivot_table(index=["seed", "epoch"], columns="impl", values="val_loss")
+    v = df[df.stage == "joint"].pivot_table(
+        index=["seed", "epoch"], columns="impl", values="val_loss"
+    )
     gap = ((v["lightning"] - v["loop"]).abs() / v["loop"]).dropna().groupby("seed").max()
     note = (
         f"\nLargest gap between the two held-out loss curves, per seed, over the joint epochs both ran "

@@ -11,7 +11,9 @@ builds the default model, trains ``--epochs`` joint epochs (no pretraining, no
 held-out split: one epoch means one pass over every cell), and writes the joint
 embedding of every cell in chunks. Rows are merged into
 ``results/sci2cl_scaling.csv`` (one per size; a rerun replaces its sizes):
-``cells``, ``s_per_epoch`` (the training epoch alone), ``peak_rss_mb`` (the
+``cells``, ``s_per_epoch`` (wall time of the training epoch alone), ``cpu_s_per_epoch`` (its
+process CPU time: with one thread, the wall time it would take on a machine of its own),
+``peak_rss_mb`` (the
 process's peak resident memory, ``ru_maxrss``, everything included),
 ``s_setup`` (opening, checking the counts, input scaling), ``s_embed`` (the read-out
 and the embedding), the 1- and 5-minute load averages at the end (above 1 means
@@ -59,6 +61,7 @@ def child(path: str, epochs: int, seed: int = 0) -> dict:
     model.train(max_epochs=epochs, pretrain_epochs=0, early_stopping=False, progress_bar=False)
     h = model.history
     s_train = float(h["seconds"].iloc[-1])
+    cpu_train = float(h["cpu_seconds"].iloc[-1])
     t = time.perf_counter()
     z = model.get_latent_representation(key_added=None, batch_size=4096)
     s_embed = time.perf_counter() - t
@@ -72,6 +75,7 @@ def child(path: str, epochs: int, seed: int = 0) -> dict:
         "peaks": int(m["atac"].n_vars),
         "epochs": int(len(h)),
         "s_per_epoch": s_train / len(h),
+        "cpu_s_per_epoch": cpu_train / len(h),
         "s_setup": s_setup,
         "s_embed": s_embed,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,

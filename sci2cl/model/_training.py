@@ -83,6 +83,7 @@ class TrainingPlan(pl.LightningModule):
         self.records: list[dict] = []
         self.n_steps = 0
         self._t0 = time.perf_counter()
+        self._c0 = time.process_time()
         self._rng_ctx = None
 
     # -------------------------------------------------------------- data
@@ -129,7 +130,8 @@ class TrainingPlan(pl.LightningModule):
         rec.update({k: v / max(self._nb, 1) for k, v in self._sums.items()})
         if self._val is not None:
             rec["val_loss"] = self._val
-        rec["seconds"] = time.perf_counter() - self._t0
+        rec["seconds"] = time.perf_counter() - self._t0  # wall time since the start
+        rec["cpu_seconds"] = time.process_time() - self._c0  # this process's CPU time, all threads
         self.records.append(rec)
         if self.check_fn is not None:
             self.check_fn(rec, epoch)
