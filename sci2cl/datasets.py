@@ -825,6 +825,10 @@ def simulate_spatial(
     return a
 
 
+#: values per HDF5 chunk of the count arrays written by :func:`simulate_multiome_to_disk`
+FILE_CHUNK = 2**20
+
+
 def simulate_multiome_to_disk(
     path: str | os.PathLike,
     n_cells: int,
@@ -913,7 +917,10 @@ def simulate_multiome_to_disk(
         with h5py.File(tmp, "r+") as f:
             for m, k in (("rna", n_genes), ("atac", n_peaks)):
                 del f[f"mod/{m}/X"]
-                write_elem(f[f"mod/{m}"], "X", sp.csr_matrix((0, k), dtype=np.float32))
+                # large HDF5 chunks: with h5py's default for an empty resizable dataset (1,024
+                # values) a reader's memory grows with the part of the file it has read
+                write_elem(f[f"mod/{m}"], "X", sp.csr_matrix((0, k), dtype=np.float32),
+                           dataset_kwargs={"chunks": (FILE_CHUNK,)})  # fmt: skip
             X = {m: sparse_dataset(f[f"mod/{m}/X"]) for m in ("rna", "atac")}
             for c, s in enumerate(starts):
                 r = np.random.default_rng([seed, c + 1])
