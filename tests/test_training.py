@@ -160,3 +160,19 @@ def test_ddp_on_two_cpu_processes_matches_one_process(tmp_path):
     assert res["single"]["nmi"] > 0.3, res  # the run learned something
     print(json.dumps(res))
     assert abs(res["ddp"]["nmi"] - res["single"]["nmi"]) <= 0.03, res
+
+
+def test_tiny_hdf5_chunks_are_flagged_and_the_disk_simulator_avoids_them(disk_file, tmp_path):
+    """Tiny chunks make a backed reader's memory grow with the file read: the user is told."""
+    import h5py
+    from anndata.io import sparse_dataset, write_elem
+
+    with h5py.File(tmp_path / "tiny.h5", "w") as f:  # anndata's appendable default: 1-value chunks
+        write_elem(f, "X", sp.csr_matrix((0, 10), dtype=np.float32))
+        sparse_dataset(f["X"]).append(sp.csr_matrix(np.ones((5, 10), np.float32)))
+    with h5py.File(tmp_path / "tiny.h5", "r") as f:
+        with pytest.warns(UserWarning, match="HDF5 chunks"):
+            RowReader(sparse_dataset(f["X"]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        RowReader(_read(disk_file, True)["atac"].X)

@@ -34,6 +34,34 @@ def _runs(idx: np.ndarray) -> list[tuple[int, int]]:
     return list(zip(starts.tolist(), stops.tolist()))
 
 
+#: HDF5 chunks smaller than this (values) make a reader's memory grow with what it has read
+MIN_CHUNK = 4096
+
+
+def _warn_small_chunks(X) -> None:
+    """Warn when the arrays of a backed sparse matrix are stored in tiny HDF5 chunks."""
+    import warnings
+
+    group = getattr(X, "group", None)
+    if group is None:
+        return
+    small = {
+        a: group[a].chunks[0]
+        for a in ("indptr", "indices", "data")
+        if a in group and getattr(group[a], "chunks", None) and group[a].chunks[0] < MIN_CHUNK
+    }
+    if small:
+        warnings.warn(
+            f"the matrix on disk ({group.name}) stores {sorted(small)} in HDF5 chunks of "
+            f"{min(small.values())} values: reading it this way keeps memory in proportion to the "
+            "part of the file read. Rewrite the file with larger chunks (e.g. read it in chunks and "
+            "write it with h5py chunks of 2**20 values; sci2cl.datasets.simulate_multiome_to_disk "
+            "does this)",
+            UserWarning,
+            stacklevel=3,
+        )
+
+
 class RowReader:
     """Dense float32 rows of a cells x features matrix in memory or on disk.
 
@@ -56,6 +84,7 @@ class RowReader:
                     "adata.X.tocsr() before write_h5ad, or load it into memory."
                 )
             self.X = X
+            _warn_small_chunks(X)
         elif sp.issparse(X):
             self.X = sp.csr_matrix(X, dtype=np.float32)
         else:
