@@ -144,16 +144,31 @@ def run_dataset(
     return rows
 
 
-def run(datasets, seeds, out_dir: Path = ROOT / "results", **kw) -> pd.DataFrame:
+def run(names, seeds, out_dir: Path = ROOT / "results", **kw) -> pd.DataFrame:
+    """Run the datasets ``names`` x ``seeds`` and write ``out_dir/benchmark_scrcl.csv``.
+
+    Rows of an existing table that this run does not redo (other datasets, or
+    other methods when ``methods=`` names a subset) are kept, so re-running one
+    method after a change to it leaves the peers' rows in place.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = []
+    csv = out_dir / "benchmark_scrcl.csv"
+    redo_methods = set(kw.get("methods", METHODS))
+    if csv.exists():
+        old = pd.read_csv(csv)
+        kept = old[~(old["dataset"].isin(names) & old["method"].isin(redo_methods))]
+    else:
+        kept = pd.DataFrame()
 
     def write(new: list[dict]) -> pd.DataFrame:  # after every seed: a long run leaves results
-        d = pd.DataFrame(rows + new)
-        d.to_csv(out_dir / "benchmark_scrcl.csv", index=False)
+        d = pd.concat([kept, pd.DataFrame(rows + new)], ignore_index=True)
+        if len(d):
+            d = d.sort_values(["dataset", "method", "seed"], kind="stable")
+        d.to_csv(csv, index=False)
         return d
 
-    for ds in datasets:
+    for ds in names:
         try:
             rows += run_dataset(ds, seeds, checkpoint=write, **kw)
         except datasets.DatasetUnavailableError as e:

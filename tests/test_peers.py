@@ -1,6 +1,7 @@
 """The benchmark's peer plumbing (benchmarks/peers.py)."""
 
 import numpy as np
+import pandas as pd
 import pytest
 import scipy.sparse as sp
 
@@ -212,3 +213,30 @@ def test_a_method_that_cannot_run_or_crashes_is_recorded_not_dropped(tmp_path, m
     assert len(merged) == len(df)
     with pytest.raises(FileNotFoundError, match="no benchmark results for \\['bmmc_a'\\]"):
         clustering.merge(tmp_path, ["simulated", "bmmc_a"])
+
+
+def test_scrcl_benchmark_rerun_of_one_method_keeps_the_other_rows(tmp_path, monkeypatch):
+    """Re-running scRCL alone replaces its rows and leaves the peers' rows of the table."""
+    from benchmarks import scrcl as bench
+
+    old = pd.DataFrame(
+        [
+            {"dataset": d, "method": m, "seed": 5, "nmi": 0.1}
+            for d in ("a", "b")
+            for m in ("scRCL", "PCA + KMeans")
+        ]
+    )
+    old.to_csv(tmp_path / "benchmark_scrcl.csv", index=False)
+
+    def fake(name, seeds, *, methods, checkpoint, **kw):
+        rows = [{"dataset": name, "method": "scRCL", "seed": s, "nmi": 0.9} for s in seeds]
+        checkpoint(rows)
+        return rows
+
+    monkeypatch.setattr(bench, "run_dataset", fake)
+    df = bench.run(["a"], [5], out_dir=tmp_path, methods=("scRCL",))
+    on_disk = pd.read_csv(tmp_path / "benchmark_scrcl.csv")
+    assert len(df) == len(on_disk) == 4
+    nmi = on_disk.set_index(["dataset", "method"])["nmi"]
+    assert nmi[("a", "scRCL")] == 0.9
+    assert nmi[("a", "PCA + KMeans")] == nmi[("b", "scRCL")] == nmi[("b", "PCA + KMeans")] == 0.1
