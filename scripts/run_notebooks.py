@@ -53,8 +53,30 @@ def stale_reason(path: Path) -> str | None:
     return None
 
 
+def _is_noise(text: str) -> bool:
+    """A stderr stream of warnings or progress bars (not an error: those are ``error`` outputs)."""
+    return any(k in text for k in ("Warning", "warn(", "warnings.warn", "it/s]", "s/it]", "\r"))
+
+
+def clean_outputs(nb) -> int:
+    """Drop warning and progress-bar streams from executed outputs; returns how many were dropped."""
+    dropped = 0
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        keep = []
+        for o in cell.get("outputs", []):
+            if o.get("output_type") == "stream" and o.get("name") == "stderr" and _is_noise(o["text"]):
+                dropped += 1
+            else:
+                keep.append(o)
+        cell.outputs = keep
+    return dropped
+
+
 def stamp(path: Path, mode: str, seconds: float) -> None:
     nb = nbformat.read(path, as_version=4)
+    clean_outputs(nb)
     nb.metadata["sci2cl"] = {"mode": mode, "code_sha256": code_hash(nb), "seconds": round(seconds)}
     nbformat.write(nb, path)
 
