@@ -185,7 +185,10 @@ def _glue(mdata: md.MuData, seed: int, max_epochs: int | None = None) -> np.ndar
     pair by obs name; training length is GLUE's own (early stopping on its
     validation loss). The joint embedding is the mean of the two modalities'
     cell embeddings (``encode_data``), which GLUE aligns. ``max_epochs`` caps
-    each of GLUE's two training stages (smoke runs and tests only).
+    each of GLUE's two training stages (smoke runs and tests only). One
+    deviation, forced by the stack: the cell graph of GLUE's balancing weights
+    uses exact cosine neighbours (scanpy's ``"sklearn"`` transformer), because
+    scanpy's approximate path fails on more than 4,096 cells here.
     """
     import scanpy as sc
     import scglue
@@ -214,18 +217,31 @@ def _glue(mdata: md.MuData, seed: int, max_epochs: int | None = None) -> np.ndar
     scglue.models.configure_dataset(
         atac, "NB", use_highly_variable=True, use_rep="X_lsi", use_obs_names=True
     )
-    with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(io.StringIO()):
-        glue = scglue.models.fit_SCGLUE(
-            {"rna": rna, "atac": atac},
-            graph,
-            model=scglue.models.PairedSCGLUEModel,
-            init_kws={"random_seed": seed},
-            fit_kws={
-                "directory": tmp,
-                **({} if max_epochs is None else {"max_epochs": max_epochs}),
-            },
-        )
-        z = (glue.encode_data("rna", rna) + glue.encode_data("atac", atac)) / 2
+    # GLUE's balancing weights call sc.pp.neighbors(metric="cosine"); on more than 4,096 cells scanpy
+    # then takes pynndescent's transformer, whose csr_array output scanpy 1.11 reads with the removed
+    # getnnz (AttributeError with scipy 1.17). Exact kNN (scanpy's "sklearn" transformer) stands in.
+    scanpy_neighbors = sc.pp.neighbors
+
+    def neighbors_exact(adata, *args, **kw):
+        kw.setdefault("transformer", "sklearn")
+        return scanpy_neighbors(adata, *args, **kw)
+
+    sc.pp.neighbors = neighbors_exact
+    try:
+        with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(io.StringIO()):
+            glue = scglue.models.fit_SCGLUE(
+                {"rna": rna, "atac": atac},
+                graph,
+                model=scglue.models.PairedSCGLUEModel,
+                init_kws={"random_seed": seed},
+                fit_kws={
+                    "directory": tmp,
+                    **({} if max_epochs is None else {"max_epochs": max_epochs}),
+                },
+            )
+            z = (glue.encode_data("rna", rna) + glue.encode_data("atac", atac)) / 2
+    finally:
+        sc.pp.neighbors = scanpy_neighbors
     return z
 
 
