@@ -66,7 +66,11 @@ def clean_outputs(nb) -> int:
             continue
         keep = []
         for o in cell.get("outputs", []):
-            if o.get("output_type") == "stream" and o.get("name") == "stderr" and _is_noise(o["text"]):
+            if (
+                o.get("output_type") == "stream"
+                and o.get("name") == "stderr"
+                and _is_noise(o["text"])
+            ):
                 dropped += 1
             else:
                 keep.append(o)
