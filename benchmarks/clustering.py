@@ -460,7 +460,8 @@ def paired_table(
             if r.dataset != "all" and scope != "all":
                 continue
             cell = f"{r.mean:+.3f}"
-            cell += f" ± {r.std:.3f} ({r.verdict})" if r.count > 1 else " (1 seed)"
+            one = " (1 dataset)" if r.dataset == "all" else " (1 seed)"  # no spread, no verdict
+            cell += f" ± {r.std:.3f} ({r.verdict})" if r.count > 1 else one
             out.setdefault(key, {})[r.method] = cell
     datasets = [x for x in dict.fromkeys(d["dataset"])] + ["real sets", "all"]
     return pd.DataFrame(out).T.reindex(index=[x for x in datasets if x in out], columns=peers_)

@@ -444,13 +444,15 @@ def trajectory(
         X2 = X
     codes = pd.Categorical(lab[keep], categories=cats).codes
     onehot = np.eye(len(cats))[codes]
-    import contextlib
-    import io
-
     state = np.random.get_state()  # noqa: NPY002 - pyslingshot reads numpy's global generator only
     np.random.seed(seed)  # noqa: NPY002 - restored below
     try:
-        with contextlib.redirect_stdout(io.StringIO()):
+        # pyslingshot prints its lineages and draws a tqdm bar: both are dropped, its warnings kept
+        with (
+            warnings.catch_warnings(record=True) as caught,
+            contextlib.redirect_stdout(io.StringIO()),
+            contextlib.redirect_stderr(io.StringIO()),
+        ):
             sl = Slingshot(
                 X2,
                 onehot,
@@ -458,6 +460,8 @@ def trajectory(
                 end_nodes=[cats.index(e) for e in end] if end else None,
             )
             sl.fit(num_epochs=num_epochs)
+        for w in caught:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     except np.linalg.LinAlgError as e:
         raise ValueError(
             f"Slingshot failed on obsm[{use_rep!r}] ({e}): a cluster is degenerate in the "

@@ -196,6 +196,7 @@ def test_paired_table_calls_ties_ties():
     assert t.loc["d1", "A"].endswith("(gain)") and t.loc["d1", "A"].startswith("+0.100")
     assert t.loc["d1", "B"].endswith("(tie)")
     assert t.loc["d1", "C"].endswith("(loss)") and t.loc["d1", "C"].startswith("-0.100")
+    assert t.loc["all", "A"].endswith("(1 dataset)")  # a mean over one dataset has no spread
     s = clustering.summary_table(df)
     assert s.loc["d1", "A"] == "0.510 ± 0.010"
 

@@ -125,21 +125,31 @@ mode, out = sys.argv[1], sys.argv[2]
 m = simulate_multiome(n_cells=600, seed=5)
 sci2cl.SCI2CL.setup_mudata(m)
 kw = dict(devices=2, strategy="ddp") if mode == "ddp" else {}
-model = sci2cl.SCI2CL(m, n_latent=16, n_hidden=64, seed=0, device="cpu")
+model = sci2cl.SCI2CL(m, n_latent=16, n_hidden=64, seed=int(sys.argv[3]), device="cpu")
 model.train(max_epochs=30, progress_bar=False, **kw)
 z = model.get_latent_representation(key_added=None)
 labels = m.obs["cell_type"].to_numpy()  # scores only
 k = len(set(labels))
 nmi = normalized_mutual_info_score(labels, KMeans(k, n_init=10, random_state=0).fit_predict(z))
-if int(os.environ.get("LOCAL_RANK", 0)) == 0:
-    with open(out, "w") as f:
-        json.dump({"nmi": nmi, "world": torch.distributed.is_initialized()
-                   and torch.distributed.get_world_size(), "epochs": len(model.history)}, f)
+params = torch.cat([p.detach().flatten() for p in model.module.parameters()])
+rank = int(os.environ.get("LOCAL_RANK", 0))
+with open(f"{out}.{rank}", "w") as f:
+    json.dump({"nmi": nmi, "world": torch.distributed.is_initialized()
+               and torch.distributed.get_world_size(), "epochs": len(model.history),
+               "params": params.double().sum().item(), "params_abs": params.abs().double().sum().item()}, f)
 """
 
 
 def test_ddp_on_two_cpu_processes_matches_one_process(tmp_path):
-    """strategy="ddp" on 2 CPU processes (gloo) learns an embedding as good as one process."""
+    """strategy="ddp" on 2 CPU processes (gloo): the ranks stay in sync and the embedding is learned.
+
+    DDP doubles the effective batch (each process takes a full batch), so it
+    takes half the optimiser steps per epoch: its NMI is not expected to equal
+    one process's, only to be of the same quality. The bound on the difference
+    (0.1) is about twice the range of one-process NMIs over model seeds 0-2 at
+    this size, measured when it was set; a run that does not learn or whose
+    ranks drift apart fails.
+    """
     script = tmp_path / "ddp.py"
     script.write_text(textwrap.dedent(DDP_SCRIPT))
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
@@ -147,7 +157,7 @@ def test_ddp_on_two_cpu_processes_matches_one_process(tmp_path):
     for mode in ("single", "ddp"):
         out = tmp_path / f"{mode}.json"
         r = subprocess.run(
-            [sys.executable, str(script), mode, str(out)],
+            [sys.executable, str(script), mode, str(out), "0"],
             capture_output=True,
             text=True,
             env=env,
@@ -155,11 +165,14 @@ def test_ddp_on_two_cpu_processes_matches_one_process(tmp_path):
             cwd=tmp_path,
         )
         assert r.returncode == 0, r.stderr[-3000:]
-        res[mode] = json.loads(out.read_text())
-    assert res["ddp"]["world"] == 2 and not res["single"]["world"]
-    assert res["single"]["nmi"] > 0.3, res  # the run learned something
-    print(json.dumps(res))
-    assert abs(res["ddp"]["nmi"] - res["single"]["nmi"]) <= 0.03, res
+        res[mode] = [json.loads(p.read_text()) for p in sorted(tmp_path.glob(f"{mode}.json.*"))]
+    single, ddp = res["single"][0], res["ddp"]
+    assert len(ddp) == 2 and all(d["world"] == 2 for d in ddp) and not single["world"], res
+    # DDP averages gradients, so both ranks end with the same weights (a drifting rank differs)
+    assert ddp[0]["params_abs"] == pytest.approx(ddp[1]["params_abs"], rel=1e-6), res
+    assert ddp[0]["params"] == pytest.approx(ddp[1]["params"], rel=1e-6, abs=1e-6), res
+    assert single["nmi"] > 0.3 and ddp[0]["nmi"] > 0.3, res  # both runs learned the planted types
+    assert abs(ddp[0]["nmi"] - single["nmi"]) <= 0.1, res
 
 
 def test_tiny_hdf5_chunks_are_flagged_and_the_disk_simulator_avoids_them(disk_file, tmp_path):
