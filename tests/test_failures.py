@@ -141,6 +141,9 @@ def test_interrupted_retrain_restores_the_model(tmp_path):
         PRELUDE
         + """
     h0, w0 = model.history.copy(), dict(model.modality_weights_)
+    # Python's own Ctrl-C handling, also when pytest runs in the background (where SIGINT
+    # starts ignored and the child inherits that: the signal would never arrive)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     print("TRAINING", flush=True)
     try:
         model.train(max_epochs=10000, pretrain_epochs=0, early_stopping=False, progress_bar=False)
