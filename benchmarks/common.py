@@ -15,6 +15,7 @@ from sci2cl import datasets, pp
 
 __all__ = [
     "available_paired",
+    "thin_counts",
     "prepare",
     "label_key",
     "dev_parser",
@@ -52,15 +53,23 @@ def prepare(
     n_genes=N_GENES,
     n_peaks=N_PEAKS,
     data_dir=None,
+    rna_fraction: float = 1.0,
+    thin_seed: int = 0,
 ) -> md.MuData:
     """Load, align, subsample, select features, and drop cells left empty by the selection.
 
     The subsample is seeded and not stratified; cells without counts in a
-    modality's selected features are dropped.
+    modality's selected features are dropped. ``rna_fraction < 1`` first thins
+    the RNA counts binomially (seed ``thin_seed``), as a shallower run of the
+    same cells (:func:`thin_counts`).
     """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         m = datasets.load(name, data_dir=data_dir, download=False)
+    if rna_fraction != 1.0:
+        rna = m["rna"]
+        rna.layers["counts"] = thin_counts(rna.layers["counts"], rna_fraction, thin_seed)
+        rna.X = rna.layers["counts"].copy()
     if max_cells is not None and m.n_obs > max_cells:
         import muon as mu
 
@@ -72,6 +81,25 @@ def prepare(
         pp.select_features(m, n_top_genes=n_genes, n_top_peaks=n_peaks)
     pp.qc_filter(m)
     return m
+
+
+def thin_counts(X, fraction: float, seed: int):
+    """Binomial thinning of a count matrix: each count kept with probability ``fraction``.
+
+    ``X`` is a scipy sparse matrix of non-negative integers; returns a CSR matrix of the same
+    shape whose entries are ``Binomial(x, fraction)`` draws (``fraction = 1`` returns ``X``).
+    """
+    import scipy.sparse as sp
+
+    if not 0 < fraction <= 1:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+    X = sp.csr_matrix(X, copy=True)
+    if fraction == 1:
+        return X
+    rng = np.random.default_rng(seed)
+    X.data = rng.binomial(np.rint(X.data).astype(np.int64), fraction).astype(X.dtype)
+    X.eliminate_zeros()
+    return X
 
 
 def dev_parser(doc: str, datasets: list[str], readouts: list[str]) -> argparse.ArgumentParser:

@@ -1,0 +1,319 @@
+"""When does ATAC help? Every method of the clustering benchmark on real cells with shallower RNA.
+
+Usage: python -m benchmarks.depth [--datasets ...] [--fractions 1 0.5 0.3 0.1] [--methods ...]
+       [--seeds 0 1 2] [--one-seed-methods MultiVI GLUE] [--report-only]
+
+RNA counts are thinned binomially (each UMI kept with probability ``fraction``; the standard
+model of a shallower run of the same cells, seeded by the run's seed, so that every method at a
+seed sees the same thinned cells), then the whole preparation a user would run is redone:
+QC, feature selection, QC (:func:`benchmarks.common.prepare`). ATAC is left as it is.
+
+The unit of work is one (dataset, fraction, method, seed); each finished unit is kept in
+``results/depth_sweep/runs/<dataset>/<fraction>/<method>__<seed>.json`` with the version of the
+code that made its embedding and of the code that scored it, so the same command resumes an
+interrupted sweep. The embedding itself is kept under ``build/depth_sweep/`` (not committed): a
+change of the scoring code re-scores a kept embedding instead of re-training. Units run one at
+a time, one thread (the other core stays free). ``results/depth_sweep.csv`` gathers every row,
+with the collapse check of the clustering benchmark (a multi-modal method below the better
+single modality of its own seed is flagged).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import inspect
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from benchmarks.common import prepare, thin_counts
+
+ROOT = Path(__file__).resolve().parents[1]
+#: development sets of the sweep (issue: SNARE-seq cortex, BMMC subsets, sci-CAR kidney)
+DATASETS = ["snare_adbrain", "scicar_kidney", "bmmc_a", "bmmc_b"]
+FRACTIONS = [1.0, 0.5, 0.3, 0.1]
+#: cheap first, so that an interrupted sweep has every cheap row; GLUE (about an hour a run) last
+ORDER = ["RNA PCA", "ATAC LSI", "PCA+LSI", "WNN (muon)", "MOFA+", "scI2CL", "MultiVI", "GLUE"]
+OUT = ROOT / "results" / "depth_sweep"
+EMB = ROOT / "build" / "depth_sweep"
+
+
+#: methods cheap enough to run in the sweep's own process (seconds); the others get a fresh
+#: process each, so that their time and peak memory are their own
+CHEAP = ("RNA PCA", "ATAC LSI", "PCA+LSI")
+_PREPARED: dict = {}
+
+
+def prepare_thinned(ds: str, fraction: float, seed: int):
+    """Load ``ds``, thin its RNA counts to ``fraction`` (seeded), then QC and feature selection.
+
+    Kept per process, so that the cheap methods share one preparation.
+    """
+    if (ds, fraction, seed) not in _PREPARED:
+        _PREPARED.clear()
+        _PREPARED[ds, fraction, seed] = prepare(ds, rna_fraction=fraction, thin_seed=seed)
+    return _PREPARED[ds, fraction, seed]
+
+
+def _method_version(method: str) -> str:
+    """Hash of the code that makes a method's embedding (the clustering benchmark's rule)."""
+    from benchmarks import clustering, peers
+
+    h = hashlib.sha256()
+    for f in ["constraints-cpu.txt", *clustering.FINGERPRINT_METHOD.get(method, [])]:
+        h.update((ROOT / f).read_bytes())
+    src = (ROOT / "benchmarks" / "peers.py").read_text()
+    for name, fn in peers.PEERS.items():
+        if name != method:
+            src = src.replace(inspect.getsource(fn), "")
+    h.update(src.encode())
+    from sci2cl import pp
+
+    for fn in (pp.pca, pp.tfidf_lsi, pp.log_normalize, thin_counts):
+        h.update(inspect.getsource(fn).encode())
+    return "src-" + h.hexdigest()[:12]
+
+
+def _score_version() -> str:
+    """Hash of the code that scores an embedding (metrics and graphs)."""
+    from benchmarks import clustering
+
+    h = hashlib.sha256()
+    for f in ("sci2cl/metrics.py", "sci2cl/_graph.py"):
+        h.update((ROOT / f).read_bytes())
+    for fn in (clustering.scib_scores, _score):
+        h.update(inspect.getsource(fn).encode())
+    return "score-" + h.hexdigest()[:12]
+
+
+def _tag(fraction: float) -> str:
+    return f"rna{fraction:g}"
+
+
+def _paths(ds: str, fraction: float, method: str, seed: int) -> tuple[Path, Path]:
+    name = f"{method.replace(' ', '_')}__{seed}"
+    return (
+        OUT / "runs" / ds / _tag(fraction) / f"{name}.json",
+        EMB / ds / _tag(fraction) / f"{name}.npz",
+    )
+
+
+def _score(res: dict, y: np.ndarray, seed: int) -> list[dict]:
+    from benchmarks.clustering import scib_scores
+    from sci2cl import metrics
+
+    emb = res["embedding"]
+    base = {**scib_scores(emb, y, seed)}
+    return [
+        {**base, **r} for r in metrics.cluster_embedding(emb, y, seed=seed, adjacency=res["adj"])
+    ]
+
+
+def run_unit(ds: str, fraction: float, method: str, seed: int, settings: dict, log=print) -> dict:
+    """Run (or read back, or re-score) one unit; returns its record."""
+    import scipy.sparse as sp
+
+    from benchmarks import peers
+    from benchmarks.clustering import data_version
+    from benchmarks.common import label_key
+
+    rec_path, emb_path = _paths(ds, fraction, method, seed)
+    mdata = prepare_thinned(ds, fraction, seed)
+    key = {
+        "method_version": _method_version(method),
+        "data_version": data_version(mdata),
+        **settings,
+    }
+    score_v = _score_version()
+    old = json.loads(rec_path.read_text()) if rec_path.exists() else None
+    if old is not None and old["key"] == key and old.get("score_version") == score_v:
+        return old
+    y = mdata.obs[label_key(ds)].astype(str).to_numpy()
+    rec = {"key": key, "score_version": score_v, "status": "ok", "rows": [], "reason": ""}
+    res = None
+    if old is not None and old["key"] == key and old["status"] == "ok" and emb_path.exists():
+        with np.load(emb_path, allow_pickle=False) as z:  # same embedding, new scoring code
+            adj = (
+                sp.csr_matrix((z["adj_data"], z["adj_indices"], z["adj_indptr"]), tuple(z["adj_shape"]))
+                if "adj_data" in z
+                else None
+            )
+            res = {"embedding": z["embedding"], "adj": adj, "seconds": old["seconds"]}
+            res["peak_mb"], res["diagnostics"] = old["peak_mb"], old["diagnostics"]
+    elif old is not None and old["key"] == key and old["status"] == "unavailable":
+        rec.update(status="unavailable", reason=old["reason"])
+    else:
+        caps = {"scI2CL": "max_epochs", "MultiVI": "multivi_epochs", "GLUE": "glue_epochs"}
+        kw = {}
+        if method in caps and settings.get(caps[method]) is not None:
+            kw["max_epochs"] = settings[caps[method]]
+        try:
+            out = peers.run_peer(method, mdata, seed=seed, **kw)
+        except peers.PeerUnavailable as e:
+            rec.update(status="unavailable", reason=str(e))
+            log(f"{ds} {_tag(fraction)} {method}: cannot run ({e})")
+        except Exception as e:  # a crash is recorded, never dropped
+            rec.update(status="failed", reason=f"{type(e).__name__}: {e}")
+            log(f"{ds} {_tag(fraction)} {method} seed {seed}: FAILED {type(e).__name__}: {e}")
+        else:
+            res = {**out, "adj": out["adjacency"]}
+            emb_path.parent.mkdir(parents=True, exist_ok=True)
+            arrays = {"embedding": res["embedding"].astype(np.float32)}
+            if res["adj"] is not None:
+                A = sp.csr_matrix(res["adj"])
+                arrays.update(
+                    adj_data=A.data, adj_indices=A.indices, adj_indptr=A.indptr,
+                    adj_shape=np.array(A.shape),
+                )  # fmt: skip
+            tmp = emb_path.with_name(emb_path.stem + ".tmp.npz")
+            np.savez_compressed(tmp, **arrays)
+            os.replace(tmp, emb_path)
+    if res is not None:
+        rows = _score(res, y, seed)
+        base = {
+            "dataset": ds, "rna_fraction": fraction, "method": method, "seed": seed,
+            "n_cells": mdata.n_obs, "rna_median_counts": float(
+                np.median(np.asarray(mdata["rna"].layers["counts"].sum(1)).ravel())
+            ),
+            "seconds": res["seconds"], "peak_mb": res["peak_mb"],
+            "method_version": key["method_version"],
+        }  # fmt: skip
+        rec["rows"] = [{**base, **res["diagnostics"], **r} for r in rows]
+        rec.update(seconds=res["seconds"], peak_mb=res["peak_mb"], diagnostics=res["diagnostics"])
+        km = rec["rows"][0]
+        log(
+            f"{ds:14s} {_tag(fraction):7s} {method:11s} seed {seed}: KMeans NMI {km['nmi']:.3f}, "
+            f"Leiden NMI {rec['rows'][1]['nmi']:.3f} ({res['seconds']:.0f} s)"
+        )
+    rec_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = rec_path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(rec, default=float, indent=0))
+    os.replace(tmp, rec_path)
+    return rec
+
+
+def _unit_job(args) -> str:
+    """One unit in a fresh worker process (one thread)."""
+    import torch
+
+    torch.set_num_threads(1)
+    ds, fraction, method, seed, settings = args
+    rec = run_unit(ds, fraction, method, seed, settings, log=lambda *a: print(*a, flush=True))
+    return f"{ds} {_tag(fraction)} {method} seed {seed}: {rec['status']}"
+
+
+def units(datasets, fractions, methods, seeds, one_seed_methods) -> list[tuple]:
+    """The (dataset, fraction, method, seed) units of a sweep, in the order they run."""
+    rank = {m: i for i, m in enumerate(ORDER)}
+    out = []
+    for m in methods:
+        for ds in datasets:
+            for f in fractions:
+                ss = seeds[:1] if (m in one_seed_methods and f < 1) else seeds
+                out += [(ds, f, m, s) for s in ss]
+    # shallow RNA first: full depth is also in the clustering benchmark
+    # (the cheap methods of one preparation together, so that it is made once)
+    def order(u):
+        if u[2] in CHEAP:
+            return (0, u[1], u[0], u[3], rank[u[2]])
+        return (rank.get(u[2], len(ORDER)), u[1], u[0], u[3], 0)
+
+    return sorted(out, key=order)
+
+
+def collect() -> pd.DataFrame:
+    """Every finished unit's rows, with the clustering benchmark's collapse check per set and depth."""
+    from benchmarks.clustering import collapse_check
+
+    recs = [json.loads(p.read_text()) for p in sorted((OUT / "runs").rglob("*.json"))]
+    rows = [r for rec in recs for r in rec["rows"]]
+    df = pd.DataFrame(rows)
+    if df.empty:
+        return df
+    parts = []
+    for _, d in df.groupby(["dataset", "rna_fraction"], sort=False):
+        d = d.copy()
+        d["check"] = collapse_check(d)
+        parts.append(d)
+    df = pd.concat(parts, ignore_index=True)
+    skipped = [
+        {"dataset": r["rows"][0]["dataset"] if r["rows"] else None, "status": r["status"],
+         "reason": r["reason"]}
+        for r in recs if r["status"] != "ok"
+    ]  # fmt: skip
+    if skipped:
+        print(f"{len(skipped)} units did not run (unavailable or failed)")
+    return df
+
+
+def write(df: pd.DataFrame) -> Path:
+    path = ROOT / "results" / "depth_sweep.csv"
+    tmp = path.with_suffix(".csv.tmp")
+    df.to_csv(tmp, index=False)
+    os.replace(tmp, path)
+    return path
+
+
+def summary(df: pd.DataFrame, protocol: str = "kmeans") -> pd.DataFrame:
+    """(dataset, fraction) x method table of mean ± SD NMI over seeds."""
+    d = df[df["protocol"] == protocol]
+    g = d.groupby(["dataset", "rna_fraction", "method"])["nmi"].agg(["mean", "std", "count"])
+    cell = g.apply(
+        lambda r: f"{r['mean']:.3f}" + (f" ± {r['std']:.3f}" if r["count"] > 1 else " (1 seed)"),
+        axis=1,
+    )
+    out = cell.unstack("method")
+    return out[[m for m in ORDER if m in out.columns]].sort_index(ascending=[True, False])
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--datasets", nargs="*", default=DATASETS)
+    ap.add_argument("--fractions", nargs="*", type=float, default=FRACTIONS)
+    ap.add_argument("--methods", nargs="*", default=ORDER)
+    ap.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
+    ap.add_argument(
+        "--one-seed-methods", nargs="*", default=["MultiVI", "GLUE"],
+        help="methods run at the first seed only below full depth (the slowest)",
+    )  # fmt: skip
+    ap.add_argument("--report-only", action="store_true")
+    a = ap.parse_args()
+    for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+        os.environ[k] = "1"
+    import torch
+
+    torch.set_num_threads(1)
+    settings = {"max_epochs": None, "multivi_epochs": None, "glue_epochs": None}
+    t = time.perf_counter()
+    if not a.report_only:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        todo = units(a.datasets, a.fractions, a.methods, a.seeds, set(a.one_seed_methods))
+        ctx = mp.get_context("spawn")
+        with ProcessPoolExecutor(1, mp_context=ctx, max_tasks_per_child=1) as ex:
+            for u in todo:
+                if u[2] in CHEAP:
+                    rec = run_unit(*u, settings, log=lambda *a: print(*a, flush=True))
+                    print(f"{u[0]} {_tag(u[1])} {u[2]} seed {u[3]}: {rec['status']}", flush=True)
+                else:
+                    print(ex.submit(_unit_job, (*u, settings)).result(), flush=True)
+                write(collect())
+    df = collect()
+    write(df)
+    for proto in ("kmeans", "leiden"):
+        print(f"\nNMI, {proto}\n" + summary(df, proto).to_string())
+    print(f"total wall time {time.perf_counter() - t:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
