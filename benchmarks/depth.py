@@ -140,7 +140,9 @@ def run_unit(ds: str, fraction: float, method: str, seed: int, settings: dict, l
     if old is not None and old["key"] == key and old["status"] == "ok" and emb_path.exists():
         with np.load(emb_path, allow_pickle=False) as z:  # same embedding, new scoring code
             adj = (
-                sp.csr_matrix((z["adj_data"], z["adj_indices"], z["adj_indptr"]), tuple(z["adj_shape"]))
+                sp.csr_matrix(
+                    (z["adj_data"], z["adj_indices"], z["adj_indptr"]), tuple(z["adj_shape"])
+                )
                 if "adj_data" in z
                 else None
             )
@@ -217,6 +219,7 @@ def units(datasets, fractions, methods, seeds, one_seed_methods) -> list[tuple]:
             for f in fractions:
                 ss = seeds[:1] if (m in one_seed_methods and f < 1) else seeds
                 out += [(ds, f, m, s) for s in ss]
+
     # shallow RNA first: full depth is also in the clustering benchmark
     # (the cheap methods of one preparation together, so that it is made once)
     def order(u):

@@ -34,6 +34,7 @@ __all__ = [
     "scvi_embedding",
     "atac_is_counts",
     "setup_sci2cl",
+    "sci2cl_likelihood",
 ]
 
 
@@ -338,14 +339,19 @@ def scvi_embedding(
 
 
 def setup_sci2cl(mdata: md.MuData) -> md.MuData:
-    """``SCI2CL.setup_mudata`` on the raw counts; ATAC is Gaussian where it is not counts."""
-    lik = {"rna": "zinb", "atac": "zinb" if atac_is_counts(mdata) else "gaussian"}
-    sci2cl.SCI2CL.setup_mudata(mdata, layer="counts", likelihood=lik)
+    """``SCI2CL.setup_mudata`` on the raw counts (layer ``counts``); returns ``mdata``."""
+    sci2cl.SCI2CL.setup_mudata(mdata, layer="counts")
     return mdata
+
+
+def sci2cl_likelihood(mdata: md.MuData) -> dict[str, str]:
+    """scI2CL's likelihoods for a dataset: ZINB, and Gaussian for ATAC that is not counts."""
+    return {"rna": "zinb", "atac": "zinb" if atac_is_counts(mdata) else "gaussian"}
 
 
 def _sci2cl(mdata: md.MuData, seed: int, max_epochs: int | None = None, **kwargs) -> dict:
     """scI2CL with its defaults (``max_epochs=None``: its default training length)."""
+    kwargs.setdefault("likelihood", sci2cl_likelihood(mdata))
     m = sci2cl.SCI2CL(setup_sci2cl(mdata), seed=seed, **kwargs)
     m.train(**({} if max_epochs is None else {"max_epochs": max_epochs}), progress_bar=False)
     return {

@@ -136,7 +136,10 @@ def run_config(name: str, datasets, seeds, log: Path = LOG) -> None:
         y = m.obs[label_key(ds)].astype(str).to_numpy()
         for seed in seeds:
             t = time.perf_counter()
-            model = SCI2CL(peers.setup_sci2cl(m), seed=seed, **cfg.get("init", {}))
+            model = SCI2CL(
+                peers.setup_sci2cl(m), likelihood=peers.sci2cl_likelihood(m), seed=seed,
+                **cfg.get("init", {}),
+            )  # fmt: skip
             model.train(progress_bar=False, **cfg.get("train", {}))
             sec = time.perf_counter() - t
             h = model.history

@@ -51,7 +51,9 @@ def _train(
 ) -> dict:
     with peers.PeakMemory() as mem:
         t = time.perf_counter()
-        m = SCI2CL(peers.setup_sci2cl(mdata), seed=seed, **kw)
+        m = SCI2CL(
+            peers.setup_sci2cl(mdata), likelihood=peers.sci2cl_likelihood(mdata), seed=seed, **kw
+        )  # fmt: skip
         m.train(max_epochs=max_epochs, early_stopping=early_stopping, progress_bar=False)
         z = m.get_latent_representation(key_added=None)
         sec = time.perf_counter() - t

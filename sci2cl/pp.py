@@ -7,6 +7,7 @@ what is ours is the checking and the reporting.
 
 from __future__ import annotations
 
+import functools
 import warnings
 
 import anndata as ad
@@ -14,9 +15,8 @@ import mudata as md
 import numpy as np
 import scipy.sparse as sp
 
+from ._rows import RowReader, is_backed_matrix
 from ._utils import dense, get_matrix
-
-md.set_options(pull_on_update=False)
 
 __all__ = [
     "DataValidationError",
@@ -34,12 +34,33 @@ class DataValidationError(ValueError):
     """Input data that the models or analyses cannot use, with the reason."""
 
 
+def _update(mdata: md.MuData) -> None:
+    """``mdata.update()`` without pulling the modalities' obs columns into ``mdata.obs``."""
+    with md.set_options(pull_on_update=False):
+        mdata.update()
+
+
+def _no_pull(fn):
+    """Run ``fn`` with mudata's ``pull_on_update=False`` (muon's filters update the MuData).
+
+    The option is set for the call only; mudata's own setting stays as the user set it.
+    """
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with md.set_options(pull_on_update=False):
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
 def _mods(data: md.MuData | ad.AnnData) -> dict[str, ad.AnnData]:
     """The modalities of a MuData, or ``{"rna": adata}`` for an AnnData."""
     return dict(data.mod) if isinstance(data, md.MuData) else {"rna": data}
 
 
 # --------------------------------------------------------------------------- validation
+@_no_pull
 def align_modalities(mdata: md.MuData, min_shared: float = 0.5) -> md.MuData:
     """Restrict the modalities to their shared cells (muon), all in the first modality's order.
 
@@ -74,7 +95,7 @@ def align_modalities(mdata: md.MuData, min_shared: float = 0.5) -> md.MuData:
     for m in list(mdata.mod):
         if not mdata[m].obs_names.equals(shared):
             mdata.mod[m] = mdata[m][shared].copy()
-    mdata.update()
+    _update(mdata)
     return mdata
 
 
@@ -86,6 +107,7 @@ def validate(
     layer: str | None = "counts",
     modalities: tuple[str, ...] | None = None,
     allow_empty: bool = True,
+    chunk_size: int = 10_000,
 ) -> None:
     """Check data before use; raise :class:`DataValidationError` with the reason.
 
@@ -108,6 +130,10 @@ def validate(
         Modalities that must exist (only these are checked).
     allow_empty
         Accept cells or features without any non-zero value.
+    chunk_size
+        Cells read at a time from a matrix on disk (backed AnnData or
+        MuData): its values are checked chunk by chunk, and an error names
+        the chunk's cells; memory holds one chunk.
     """
     if not isinstance(data, md.MuData | ad.AnnData):
         raise TypeError(f"expected a MuData or AnnData, got {type(data).__name__}")
@@ -141,27 +167,23 @@ def validate(
             X = get_matrix(a, layer, what=f"modality {m!r}")
         except KeyError as e:
             raise DataValidationError(e.args[0]) from None
-        vals = X.data if sp.issparse(X) else np.asarray(X)
-        if not np.issubdtype(vals.dtype, np.number) or np.issubdtype(
-            vals.dtype, np.complexfloating
-        ):
-            raise DataValidationError(
-                f"modality {m!r} holds {vals.dtype} values; numbers (int or float) are needed"
-            )
-        if not np.isfinite(vals).all():
-            raise DataValidationError(f"modality {m!r} contains NaN or infinite values")
-        if count_modalities is not None and m in count_modalities:
-            if (vals < 0).any():
-                raise DataValidationError(
-                    f"modality {m!r} has negative values where raw counts are expected "
-                    f"(layer {layer!r}); pass raw counts or declare the modality as non-count "
-                    "(likelihood 'gaussian')."
-                )
-            if not np.allclose(vals, np.round(vals)):
-                raise DataValidationError(
-                    f"modality {m!r} has non-integer values where raw counts are expected "
-                    f"(layer {layer!r}); pass raw counts or use a Gaussian likelihood for it."
-                )
+        counts = count_modalities is not None and m in count_modalities
+        if is_backed_matrix(X):  # on disk: one chunk of cells in memory at a time
+            nonzero_cells = 0
+            for start, rows in RowReader(X).chunks(chunk_size):
+                where = f"modality {m!r} (cells {start} to {start + rows.shape[0] - 1})"
+                _check_values(rows, where, counts, layer)
+                nz = np.asarray((rows != 0).sum(1)).ravel()
+                nonzero_cells += int((nz > 0).sum())
+                if not allow_empty and (nz == 0).any():
+                    raise DataValidationError(
+                        f"{where} has {(nz == 0).sum()} empty cells; remove them with "
+                        "sci2cl.pp.qc_filter(data) before writing the file"
+                    )
+            if nonzero_cells == 0:
+                raise DataValidationError(f"every value of modality {m!r} is zero")
+            continue
+        _check_values(X, f"modality {m!r}", counts, layer)
         if not allow_empty:
             ncell = np.asarray((X != 0).sum(1)).ravel()
             nfeat = np.asarray((X != 0).sum(0)).ravel()
@@ -176,12 +198,36 @@ def validate(
         )
 
 
+def _check_values(X, where: str, counts: bool, layer) -> None:
+    """Numbers, finite, and (``counts``) non-negative integers; the error names ``where``."""
+    vals = X.data if sp.issparse(X) else np.asarray(X)
+    if not np.issubdtype(vals.dtype, np.number) or np.issubdtype(vals.dtype, np.complexfloating):
+        raise DataValidationError(
+            f"{where} holds {vals.dtype} values; numbers (int or float) are needed"
+        )
+    if not np.isfinite(vals).all():
+        raise DataValidationError(f"{where} contains NaN or infinite values")
+    if counts:
+        if (vals < 0).any():
+            raise DataValidationError(
+                f"{where} has negative values where raw counts are expected "
+                f"(layer {layer!r}); pass raw counts or declare the modality as non-count "
+                "(likelihood 'gaussian')."
+            )
+        if not np.allclose(vals, np.round(vals)):
+            raise DataValidationError(
+                f"{where} has non-integer values where raw counts are expected "
+                f"(layer {layer!r}); pass raw counts or use a Gaussian likelihood for it."
+            )
+
+
 # --------------------------------------------------------------------------- preprocessing
 def _detected_per_cell(a: ad.AnnData, layer: str | None) -> np.ndarray:
     """Number of features with a count in each cell, ``(n_cells,)``."""
     return np.asarray((get_matrix(a, layer) > 0).sum(1)).ravel()
 
 
+@_no_pull
 def qc_filter(
     data: md.MuData | ad.AnnData,
     min_features: int = 1,
@@ -212,10 +258,11 @@ def qc_filter(
         if (detected < min_cells).any():
             mu.pp.filter_var(a, detected >= min_cells)
     if isinstance(data, md.MuData):
-        data.update()
+        _update(data)
     return report
 
 
+@_no_pull
 def select_features(
     data: md.MuData | ad.AnnData,
     n_top_genes: int | None = 2000,
@@ -257,7 +304,7 @@ def select_features(
             if not a.var["highly_variable"].all():
                 mu.pp.filter_var(a, a.var["highly_variable"].to_numpy())
         if isinstance(data, md.MuData):
-            data.update()
+            _update(data)
         for m, a in _mods(data).items():
             n_empty = int((_detected_per_cell(a, layer) == 0).sum())
             if n_empty:
@@ -265,7 +312,7 @@ def select_features(
                     f"{n_empty} cells have no counts in the {kept[m]} selected {m} features; "
                     "remove them with sci2cl.pp.qc_filter(data) before clustering or WNN",
                     UserWarning,
-                    stacklevel=2,
+                    stacklevel=3,
                 )
     return kept
 

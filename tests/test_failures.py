@@ -193,11 +193,13 @@ def test_untrained_model_refuses_to_save(small, tmp_path):
     assert not (tmp_path / "x").exists()
 
 
-def test_save_never_replaces_a_folder_that_is_not_a_checkpoint(trained, tmp_path):
+def test_save_never_touches_files_it_did_not_write(trained, tmp_path):
     (tmp_path / "notes.txt").write_text("mine")
-    with pytest.raises(FileExistsError, match="holds no checkpoint"):
-        trained.save(tmp_path, overwrite=True)
-    assert (tmp_path / "notes.txt").read_text() == "mine"
+    with pytest.raises(FileExistsError, match="holds other files"):
+        trained.save(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+    trained.save(tmp_path, overwrite=True)  # told: the checkpoint is added beside the notes
+    assert (tmp_path / "notes.txt").read_text() == "mine" and (tmp_path / "model.pt").exists()
 
 
 # ----------------------------------------------------------- 3. divergence restores the model
@@ -399,9 +401,11 @@ def test_validation_fraction_and_likelihood_keys(small):
     with pytest.raises(ValueError, match=r"validation_fraction must be in \[0, 1\)"):
         model.train(validation_fraction=-0.1, progress_bar=False)
     with pytest.raises(ValueError, match="likelihood keys must be among"):
-        sci2cl.SCI2CL.setup_mudata(small.copy(), likelihood={"rna": "zinb", "protein": "nb"})
+        sci2cl.SCI2CL(small, likelihood={"rna": "zinb", "protein": "nb"})
     with pytest.raises(ValueError, match=r"likelihood\['atac'\] must be one of"):
-        sci2cl.SCI2CL.setup_mudata(small.copy(), likelihood={"atac": "poisson"})
+        sci2cl.SCI2CL(small, likelihood={"atac": "poisson"})
+    with pytest.raises(TypeError, match="pass it to the model"):
+        sci2cl.SCI2CL.setup_mudata(small.copy(), likelihood="nb")
 
 
 # ----------------------------------------------------------- 9. unhelpful errors made helpful

@@ -57,8 +57,15 @@ def test_matching_loss_learns_to_separate_pairs():
 
 def test_module_shapes_and_batch_independence():
     torch.manual_seed(0)
+    w = {"rec": 1.0, "mse": 1.0, "moc": 1.0, "mom": 1.0}
     mod = SCI2CLModule(
-        {"rna": 30, "atac": 50}, {"rna": "zinb", "atac": "zinb"}, n_hidden=32, n_latent=16
+        {"rna": 30, "atac": 50},
+        {"rna": "zinb", "atac": "zinb"},
+        n_hidden=32,
+        n_latent=16,
+        weights=w,
+        n_negatives=2,
+        hard_negatives=True,
     )
     mod.eval()
     x = {"rna": torch.poisson(torch.rand(20, 30) * 3), "atac": torch.poisson(torch.rand(20, 50))}
@@ -69,8 +76,7 @@ def test_module_shapes_and_batch_independence():
     z_perm = mod.joint_embedding({k: v.flip(0) for k, v in x.items()})
     torch.testing.assert_close(z[:1], z_alone, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(z.flip(0), z_perm, atol=1e-5, rtol=1e-5)
-    w = {"rec": 1.0, "mse": 1.0, "moc": 1.0, "mom": 1.0}
-    out = mod.joint_loss(x, 3, 0.4, w, 0.2, 2, hard_negatives=True)
+    out = mod.loss(x, "joint")
     assert {"rec", "mse", "moc", "mom", "loss"} <= set(out)
     assert all(torch.isfinite(torch.as_tensor(v)) for v in out.values())
 

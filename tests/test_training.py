@@ -105,10 +105,22 @@ def test_backed_data_with_bad_values_name_the_modality_and_cells(tmp_path):
         warnings.simplefilter("ignore")
         m.write_h5mu(tmp_path / "bad.h5mu")
     b = md.read_h5mu(tmp_path / "bad.h5mu", backed=True)
+    sci2cl.SCI2CL.setup_mudata(b, layer=None)  # read chunk by chunk, values recorded
     with pytest.raises(
-        DataValidationError, match=r"modality 'atac' \(cells 0 to 59\).*non-integer"
+        DataValidationError, match=r"'atac' \(atac\) does not hold raw counts.*cell 45"
     ):
-        sci2cl.SCI2CL.setup_mudata(b, layer=None)
+        sci2cl.SCI2CL(b)
+    Z = X.toarray()
+    Z[50, 2] = np.nan
+    m2 = md.MuData({"rna": ad.AnnData(X), "atac": ad.AnnData(sp.csr_matrix(Z))})
+    m2.mod["atac"].obs_names = m2.mod["rna"].obs_names
+    m2.mod["atac"].var_names = [f"p{i}" for i in range(20)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        m2.write_h5mu(tmp_path / "nan.h5mu")
+    b2 = md.read_h5mu(tmp_path / "nan.h5mu", backed=True)
+    with pytest.raises(DataValidationError, match=r"modality 'atac' \(cells 0 to 59\).*NaN"):
+        sci2cl.SCI2CL.setup_mudata(b2, layer=None)
 
 
 DDP_SCRIPT = """

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import hashlib
 import inspect
 import json
 import os
@@ -16,7 +17,6 @@ import uuid
 import warnings
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 
@@ -25,6 +25,25 @@ from .._utils import check_range
 __all__ = ["BaseModel", "CheckpointError", "TrainingError", "resolve_device"]
 
 CHECKPOINT_FILES = ("model.json", "model.pt", "history.csv")
+#: version of the checkpoint layout written by :meth:`BaseModel.save` (1: before it was recorded)
+CHECKPOINT_FORMAT = 2
+
+
+def _package_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("sci2cl")
+    except PackageNotFoundError:  # pragma: no cover - a source tree without installing
+        return "0.0.0+unknown"
+
+
+def _sha256(f: Path) -> str:
+    h = hashlib.sha256()
+    with open(f, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 class TrainingError(RuntimeError):
@@ -133,100 +152,127 @@ class BaseModel:
                 )
             raise
 
-    @staticmethod
-    def _check_finite_epoch(rec: dict, epoch: int, lr: float) -> None:
-        for k in ("loss", "val_loss"):
-            if k in rec and not np.isfinite(rec[k]):
-                raise TrainingError(
-                    f"training diverged at epoch {epoch} ({k} = {rec[k]}); the model was restored "
-                    f"to its state before train(). Lower the learning rate (lr={lr})."
-                )
-
     # ------------------------------------------------------------------ persistence
     def _checkpoint_extra(self) -> dict:  # pragma: no cover - overridden
         return {}
 
     def save(self, path: str | os.PathLike, overwrite: bool = False) -> Path:
-        """Save the trained model to the folder ``path`` (atomically).
+        """Save the trained model to the folder ``path``; only the checkpoint's own files are written.
 
-        The checkpoint (``model.json``: class, init parameters, set-up, features;
-        ``model.pt``: weights; ``history.csv``) is written into a temporary
-        sibling folder that then replaces ``path``, so that a failure at any
-        point (a full disk, an interruption) leaves the previous checkpoint
-        whole and no partial one behind.
+        The checkpoint is three files, ``model.pt`` (weights), ``history.csv``
+        and ``model.json`` (class, format version, init parameters, set-up,
+        features, and a hash of the weights file). A new folder is written
+        whole under a temporary name and then renamed, so a failure leaves
+        nothing behind. In an existing folder each file is written under a
+        temporary name and renamed over the old one, ``model.json`` last; other
+        files in the folder are never touched, and a save that stopped half-way
+        is detected at load time (the weights' hash does not match).
 
         Parameters
         ----------
         path
-            Folder to create.
+            Folder to write (a symbolic link to a folder writes into its target).
         overwrite
-            Replace an existing checkpoint at ``path``. A non-empty folder that
-            is not a checkpoint is never replaced.
+            Replace the checkpoint files already in ``path``, or add the
+            checkpoint to an existing folder that holds other files. Without
+            it, an existing checkpoint or a non-empty folder is refused.
 
         Raises
         ------
         RuntimeError
             The model is not trained.
-        OSError
-            Writing failed (disk full, no permission); the message says that
-            the previous checkpoint is unchanged, or that nothing was written.
         FileExistsError
-            ``path`` exists and ``overwrite`` is False, or it is a non-empty
-            folder that holds no checkpoint.
+            ``path`` is a file, or holds a checkpoint or other files and
+            ``overwrite`` is False.
+        OSError
+            Writing failed (disk full, no permission); the message says what
+            was left as it was.
         """
         if not self.is_trained:
             raise RuntimeError(
                 f"this {type(self).__name__} is not trained: call .train() before .save()"
             )
-        path = Path(path)
+        if not isinstance(path, str | os.PathLike) or str(path) == "":
+            raise TypeError(f"path must be a folder path (str or os.PathLike), got {path!r}")
+        path = Path(os.path.abspath(path))
+        if path.is_symlink():
+            path = path.resolve()
         if path.exists():
             if not path.is_dir():
                 raise FileExistsError(f"{path} exists and is not a folder")
-            if any(path.iterdir()):
-                if not (path / "model.json").exists():
-                    raise FileExistsError(
-                        f"{path} is a non-empty folder that holds no checkpoint; choose another path"
-                    )
-                if not overwrite:
-                    raise FileExistsError(f"{path} holds a checkpoint; pass overwrite=True")
-        path.parent.mkdir(parents=True, exist_ok=True)
+            if (path / "model.json").exists() and not overwrite:
+                raise FileExistsError(
+                    f"{path} holds a checkpoint; pass overwrite=True to replace its files"
+                )
+            others = sorted(p.name for p in path.iterdir() if p.name not in CHECKPOINT_FILES)
+            if others and not overwrite and not (path / "model.json").exists():
+                raise FileExistsError(
+                    f"{path} is a folder that holds other files ({', '.join(others[:3])}"
+                    f"{', ...' if len(others) > 3 else ''}); choose another path, or pass "
+                    "overwrite=True to add the checkpoint's files to it (nothing else is touched)"
+                )
         tag = uuid.uuid4().hex[:8]
-        tmp = path.with_name(f".{path.name}.tmp-{tag}")
-        old = path.with_name(f".{path.name}.old-{tag}")
         meta = {
             "class": type(self).__name__,
+            "format_version": CHECKPOINT_FORMAT,
+            "sci2cl_version": _package_version(),
             "init": self.init_params,
             "is_trained": True,
             **self._checkpoint_extra(),
         }
+        fresh = not path.exists()
+        target = path.with_name(f".{path.name}.tmp-{tag}") if fresh else path
+        written: list[Path] = []
         try:
-            tmp.mkdir()
-            torch.save(self.module.state_dict(), tmp / "model.pt")
-            (tmp / "model.json").write_text(json.dumps(meta, indent=2, default=str))
-            self.history.to_csv(tmp / "history.csv", index=False)
-            for f in tmp.iterdir():  # the data are on disk before the folder is swapped in
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if fresh:
+                target.mkdir()
+            tmp = {f: target / (f".{f}.tmp-{tag}" if not fresh else f) for f in CHECKPOINT_FILES}
+            written += list(tmp.values())
+            torch.save(self.module.state_dict(), tmp["model.pt"])
+            meta["weights_sha256"] = _sha256(tmp["model.pt"])
+            self.history.to_csv(tmp["history.csv"], index=False)
+            tmp["model.json"].write_text(json.dumps(meta, indent=2, default=str))
+            for f in tmp.values():  # the data are on disk before anything is renamed
                 with open(f, "rb") as fh:
                     os.fsync(fh.fileno())
-            if path.exists():
-                path.rename(old)
-            try:
-                tmp.rename(path)
-            except BaseException:
-                if old.exists() and not path.exists():
-                    old.rename(path)
-                raise
+            if fresh:
+                target.rename(path)
+            else:
+                for f in ("model.pt", "history.csv", "model.json"):  # model.json last
+                    os.replace(tmp[f], path / f)
         except BaseException as e:
-            shutil.rmtree(tmp, ignore_errors=True)
-            kept = (
-                f"the checkpoint already at {path} is unchanged"
-                if path.exists()
-                else "nothing was written"
-            )
+            for f in written:
+                if f.name.startswith(".") and f.exists():
+                    f.unlink()
+            if fresh and target.exists():
+                shutil.rmtree(target, ignore_errors=True)
+            kept = "nothing was written" if fresh else f"the files already in {path} are unchanged"
             if isinstance(e, Exception):  # torch reports a full disk as a RuntimeError
                 raise OSError(f"could not save to {path} ({type(e).__name__}: {e}); {kept}") from e
             raise
-        shutil.rmtree(old, ignore_errors=True)
         return path
+
+    @staticmethod
+    def _checkpoint_error(f: Path, meta: dict, why: str):
+        raise CheckpointError(
+            f"{f} cannot be loaded: {why}. It was written by sci2cl "
+            f"{meta.get('sci2cl_version', 'older than 0.1')} (checkpoint format "
+            f"{meta.get('format_version', 1)}); this is sci2cl {_package_version()} (format "
+            f"{CHECKPOINT_FORMAT}). Load it with the version that wrote it, or train and save again."
+        )
+
+    @classmethod
+    def _checkpoint_init(cls, f: Path, meta: dict) -> dict:
+        """The checked init parameters of a checkpoint (errors name the file and its version)."""
+        init = meta.get("init")
+        if not isinstance(init, dict):
+            cls._checkpoint_error(f, meta, "its 'init' entry is not a table of parameters")
+        known = set(inspect.signature(cls.__init__).parameters) - {"self"}
+        unknown = sorted(set(init) - known)
+        if unknown:
+            cls._checkpoint_error(f, meta, f"it has init parameters this version lacks: {unknown}")
+        return dict(init)
 
     @classmethod
     def _read_checkpoint(cls, path: str | os.PathLike, device: torch.device) -> tuple[dict, dict]:
@@ -247,6 +293,18 @@ class BaseModel:
             raise CheckpointError(f"{path / 'model.json'} is not a sci2cl checkpoint description")
         if meta["class"] != cls.__name__:
             raise CheckpointError(f"{path} holds a {meta['class']}, not a {cls.__name__}")
+        if meta.get("format_version", 1) > CHECKPOINT_FORMAT:
+            cls._checkpoint_error(
+                path / "model.json", meta, "its format is newer than this version's"
+            )
+        sha = meta.get("weights_sha256")
+        if sha is not None and _sha256(path / "model.pt") != sha:
+            raise CheckpointError(
+                f"{path / 'model.pt'} is truncated or corrupted: it is not the weights that "
+                f"{path / 'model.json'} describes (a damaged file, a save that stopped half-way, or "
+                "a file copied from another checkpoint). Save the model again or restore the "
+                "folder from a backup."
+            )
         try:
             state = torch.load(path / "model.pt", map_location=device, weights_only=True)
         except Exception as e:  # torch raises several types for damaged files

@@ -5,47 +5,52 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import anndata as ad
 import mudata as md
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
 
-from .._graph import choose_modality_weight, modality_weights, modularity_weight_scores
+from .._rows import RowReader
 from .._utils import check_choice, check_range, check_weights, get_matrix
-from ..module import COUNT_LIKELIHOODS, LIKELIHOODS, SCI2CLModule
-from ..pp import DataValidationError, validate
+from ..module import LIKELIHOODS, SCI2CLModule
+from ..pp import DataValidationError
 from ._base import BaseModel, TrainingError, resolve_device
-from ._data import CellBatches, RowReader, is_backed_matrix
-from ._training import BestWeights, TrainingPlan, fit, lightning_trainer
-from ._training import early_stopping as early_stopping_callback
+from ._data import CellBatches
+from ._inputs import fit_input_scaling
+from ._readout import MODALITY_WEIGHTINGS, fit_readout, readout_cells
+from ._setup import ROLES, SETUP_KEY, check_data, check_likelihoods, setup_record
+from ._training import TrainSettings, train_module
 
 __all__ = ["SCI2CL"]
 
-ROLES = ("rna", "atac")
-SETUP_KEY = "_sci2cl_setup"
 MIN_CELLS = 10
 LOSS_WEIGHTS = ("rec", "mse", "moc", "mom")
 #: default loss weights: L_MOC and L_MOM are off (no measured gain on the real development sets,
 #: see the methods chapter); ``weights={"moc": 1, "mom": 1}`` turns the paper's inter-omics terms on
 DEFAULT_WEIGHTS = {"rec": 1.0, "mse": 1.0, "moc": 0.0, "mom": 0.0}
-MODALITY_WEIGHTINGS = ("modularity", "wnn")
 READOUT_SCALINGS = ("global", "cell")
-#: modularity a mixture of the modalities must gain over the better one alone (label-free rule)
-MIXTURE_MARGIN = 0.01
-#: RNA weights tried by ``modality_weighting="modularity"`` (ATAC gets ``1 - w``)
-WEIGHT_GRID = np.round(np.linspace(0.0, 1.0, 11), 2)
-
-
 #: cells read together from a backed file when mini-batches are drawn (``block_size=None``)
 BACKED_BLOCK_SIZE = 32
-#: backed files whose values passed the checks (path, mtime, size, modality, layer, counts):
-#: each check reads the whole file, so an unchanged file is not read again
-_BACKED_CHECKED: set[tuple] = set()
-#: cells on which the joint read-out's principal axes are fitted (all cells below this)
-MAX_READOUT_PCA_CELLS = 50_000
+
+
+def _likelihoods(likelihood) -> dict[str, str]:
+    """``{"rna": ..., "atac": ...}`` from one name or a partial dict (missing roles: ``"zinb"``)."""
+    if isinstance(likelihood, str):
+        lik = dict.fromkeys(ROLES, likelihood)
+    elif isinstance(likelihood, dict):
+        lik = dict(likelihood)
+    else:
+        raise TypeError(
+            f"likelihood must be a name or a dict {{'rna': name, 'atac': name}}, got {likelihood!r}"
+        )
+    unknown = set(lik) - set(ROLES)
+    if unknown:
+        raise ValueError(f"likelihood keys must be among {list(ROLES)}, got {sorted(unknown)}")
+    for r in ROLES:
+        lik.setdefault(r, "zinb")
+        check_choice(f"likelihood[{r!r}]", lik[r], LIKELIHOODS)
+    return lik
 
 
 class SCI2CL(BaseModel):
@@ -61,6 +66,12 @@ class SCI2CL(BaseModel):
         MuData set up with :meth:`setup_mudata`; every feature of both
         modalities is used (select them first, e.g. with
         :func:`sci2cl.pp.select_features`).
+    likelihood
+        One likelihood for both modalities, or ``{"rna": ..., "atac": ...}``
+        (a missing key is ``"zinb"``): ``"zinb"`` (default), ``"nb"``,
+        ``"bernoulli"`` (binarised accessibility) or ``"gaussian"``
+        (normalised, non-count data such as the A549 ATAC). Count
+        likelihoods need raw counts.
     n_latent
         Embedding size ``E`` (>= 2).
     n_hidden
@@ -126,11 +137,18 @@ class SCI2CL(BaseModel):
         ``"auto"`` (CUDA, then MPS, then CPU), ``"cpu"``, ``"cuda"``, ...
     """
 
-    _train_state = ("history", "is_trained", "validation_indices_", "readout_scores_")
+    _train_state = (
+        "history",
+        "is_trained",
+        "validation_indices_",
+        "readout_scores_",
+        "modality_weighting_",
+    )
 
     def __init__(
         self,
         mdata: md.MuData,
+        likelihood: str | dict[str, str] = "zinb",
         n_latent: int = 32,
         n_hidden: int = 128,
         n_views: int = 3,
@@ -181,9 +199,11 @@ class SCI2CL(BaseModel):
                 "with weights['rec'] = 0 and no intra-omics term (weights['mse'] = 0 or n_views = 0) "
                 "the pretraining stage has nothing to learn; give 'rec' or 'mse' a weight > 0"
             )
-        self.weights = w
+        self.likelihoods = _likelihoods(likelihood)
+        self.init_params["likelihood"] = dict(self.likelihoods)
         self.setup = self._get_setup(mdata)
-        self.likelihoods = dict(self.setup["likelihood"])
+        check_likelihoods(self.likelihoods, self.setup["facts"], self.setup["modalities"])
+        self._known: set[str] = set()  # fingerprints of data this model has checked
         self._check_data(mdata)
         if mdata.n_obs < MIN_CELLS:
             raise DataValidationError(
@@ -194,6 +214,9 @@ class SCI2CL(BaseModel):
         self.feature_names = {r: self._mod(mdata, r).var_names.tolist() for r in ROLES}
         self.validation_indices_ = np.array([], dtype=np.int64)
         self.readout_scores_ = pd.DataFrame()
+        #: the weighting of the fitted read-out (``modality_weighting``, or another given to
+        #: :meth:`refit_readout`); ``None`` before training
+        self.modality_weighting_: str | None = None
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
             self.module = SCI2CLModule(
@@ -205,8 +228,18 @@ class SCI2CL(BaseModel):
                 n_input_pcs=n_input_pcs,
                 input_skip=input_skip,
                 readout_scaling=readout_scaling,
+                n_views=n_views,
+                mask_rate=mask_rate,
+                temperature=temperature,
+                n_negatives=n_negatives,
+                hard_negatives=hard_negatives,
+                weights=w,
+                joint_rec=joint_rec,
+                use_rna_only=use_rna_only,
             ).to(self.device)
-        self._set_input_scaling(mdata)
+        X = self._matrices(mdata)
+        for r in ROLES:
+            fit_input_scaling(self.module.ae[r], X[r], self.seed)
 
     # ------------------------------------------------------------------ set-up
     @classmethod
@@ -215,214 +248,83 @@ class SCI2CL(BaseModel):
         mdata: md.MuData,
         layer: str | None = "counts",
         modalities: dict[str, str] | None = None,
-        likelihood: str | dict[str, str] = "zinb",
+        **kwargs,
     ) -> None:
-        """Record how :class:`SCI2CL` reads ``mdata`` (in ``mdata.uns["_sci2cl_setup"]``).
+        """Check ``mdata`` and record how :class:`SCI2CL` reads it (``mdata.uns["_sci2cl_setup"]``).
+
+        The values are checked here, once (chunk by chunk for data on disk);
+        the record keeps a fingerprint of each modality so that later calls
+        check them again only when they change.
 
         Parameters
         ----------
         mdata
-            Paired data, the same cells in the same order in both modalities.
+            Paired data: the same cells in the same order in both modalities
+            and in ``mdata`` (:func:`sci2cl.pp.align_modalities` makes it so).
         layer
-            Layer of every modality that holds the raw data (counts for count
-            likelihoods); ``None`` uses ``.X``. A layer that is not there is an
+            Layer of every modality that holds the raw data; ``None`` uses
+            ``.X`` (as in a backed atlas). A layer that is not there is an
             error, never a silent fall-back to ``.X``.
         modalities
             ``{"rna": name, "atac": name}``: which modalities of ``mdata`` are
             RNA and ATAC (default: the modalities named ``rna`` and ``atac``).
-        likelihood
-            One likelihood for both, or ``{"rna": ..., "atac": ...}``: ``"zinb"``
-            (default), ``"nb"``, ``"bernoulli"`` (binarised accessibility) or
-            ``"gaussian"`` (normalised, non-count data such as the A549 ATAC).
 
         Raises
         ------
         DataValidationError
-            A modality or the layer is missing, or the values do not suit the
-            likelihood (e.g. non-integers for ``"zinb"``).
+            A modality or the layer is missing, the cells differ between the
+            modalities, or values are NaN, infinite or all zero.
         """
-        if not isinstance(mdata, md.MuData):
-            raise TypeError(f"setup_mudata needs a MuData, got {type(mdata).__name__}")
-        mods = {r: r for r in ROLES} if modalities is None else dict(modalities)
-        if set(mods) != set(ROLES):
-            raise ValueError(
-                f"modalities must map exactly {list(ROLES)} to modality names, got {mods}"
+        if "likelihood" in kwargs:
+            raise TypeError(
+                "setup_mudata no longer takes likelihood (a model choice, not a fact about the "
+                "data): pass it to the model, SCI2CL(mdata, likelihood=...)"
             )
-        lik = dict.fromkeys(ROLES, likelihood) if isinstance(likelihood, str) else dict(likelihood)
-        unknown = set(lik) - set(ROLES)
-        if unknown:
-            raise ValueError(f"likelihood keys must be among {list(ROLES)}, got {sorted(unknown)}")
-        for r in ROLES:
-            lik.setdefault(r, "zinb")
-            check_choice(f"likelihood[{r!r}]", lik[r], LIKELIHOODS)
-        setup = {"layer": layer, "modalities": mods, "likelihood": lik}
-        cls._validate(mdata, setup)
-        mdata.uns[SETUP_KEY] = setup
-
-    @staticmethod
-    def _validate(mdata: md.MuData, setup: dict, features: dict | None = None) -> None:
-        mods = setup["modalities"]
-        missing = [m for m in mods.values() if m not in mdata.mod]
-        if missing:
-            raise DataValidationError(
-                f"MuData lacks modalities {missing}; it has {list(mdata.mod)}. Name them in "
-                "SCI2CL.setup_mudata(mdata, modalities={'rna': ..., 'atac': ...})."
-            )
-        counts = tuple(mods[r] for r in ROLES if setup["likelihood"][r] in COUNT_LIKELIHOODS)
-        layer = setup["layer"]
-        backed = [
-            m
-            for m in mods.values()
-            if (layer is None or layer in mdata[m].layers)
-            and is_backed_matrix(get_matrix(mdata[m], layer))
-        ]
-        if backed:
-            SCI2CL._validate_backed(mdata, [mods[r] for r in ROLES], counts, layer)
-        else:
-            validate(
-                mdata,
-                modalities=tuple(mods[r] for r in ROLES),
-                count_modalities=counts,
-                layer=layer,
-            )
-        for r in ROLES:
-            a = mdata[mods[r]]
-            if features is not None and a.var_names.tolist() != features[r]:
-                raise DataValidationError(
-                    f"modality {mods[r]!r} ({r}) has {a.n_vars} features, not the "
-                    f"{len(features[r])} features the model was built with (in that order); "
-                    "select the same features, or build the model again after select_features"
-                )
-            if mods[r] in backed:
-                continue  # checked chunk by chunk
-            X = get_matrix(a, setup["layer"])
-            if np.asarray((X != 0).sum(0)).ravel().max() == 0:
-                raise DataValidationError(f"every value of modality {mods[r]!r} ({r}) is zero")
-
-    @staticmethod
-    def _validate_backed(mdata: md.MuData, names: list[str], counts: tuple, layer) -> None:
-        """:func:`~sci2cl.pp.validate` for data on disk, one chunk of cells in memory at a time.
-
-        The cells and features are checked on shells of the modalities (names
-        and order, no values), then the values chunk by chunk with the same
-        function.
-        """
-        shells = md.MuData(
-            {
-                m: ad.AnnData(
-                    sp.csr_matrix(mdata[m].shape, dtype=np.float32),
-                    obs=pd.DataFrame(index=mdata[m].obs_names),
-                    var=pd.DataFrame(index=mdata[m].var_names),
-                )
-                for m in names
-            }
-        )
-        validate(shells, modalities=tuple(names), count_modalities=(), layer=None)
-        for m in names:
-            f = mdata[m].filename or mdata.filename
-            st = os.stat(f) if f is not None else None
-            key = (str(f), st.st_mtime_ns, st.st_size, m, layer, m in counts) if st else None
-            if key is not None and key in _BACKED_CHECKED:
-                continue  # this file, unchanged since, passed already: a pass is a full read
-            X = RowReader(get_matrix(mdata[m], layer))
-            nonzero = False
-            for start, rows in X.chunks():
-                try:
-                    validate(
-                        ad.AnnData(rows),
-                        count_modalities=("rna",) if m in counts else (),
-                        layer=None,
-                    )
-                except DataValidationError as e:
-                    where = f"modality {m!r} (cells {start} to {start + rows.shape[0] - 1})"
-                    raise DataValidationError(str(e).replace("modality 'rna'", where)) from None
-                nonzero = nonzero or (rows.nnz if sp.issparse(rows) else np.count_nonzero(rows)) > 0
-            if not nonzero:
-                raise DataValidationError(f"every value of modality {m!r} is zero")
-            if key is not None:
-                _BACKED_CHECKED.add(key)
+        if kwargs:
+            raise TypeError(f"setup_mudata got unexpected arguments {sorted(kwargs)}")
+        mdata.uns[SETUP_KEY] = setup_record(mdata, layer, modalities)
 
     def _get_setup(self, mdata: md.MuData) -> dict:
         setup = mdata.uns.get(SETUP_KEY)
         if setup is None:
             raise DataValidationError(
                 "the MuData is not set up: call sci2cl.SCI2CL.setup_mudata(mdata, layer='counts') "
-                "first (it records the layer of raw counts, the modality names and the likelihoods)"
+                "first (it records the layer of raw counts and the modality names, and checks "
+                "the values)"
+            )
+        if "fingerprints" not in setup:
+            raise DataValidationError(
+                "the MuData was set up by an older version of sci2cl: call "
+                "sci2cl.SCI2CL.setup_mudata(mdata, ...) again"
             )
         return {
             "layer": setup["layer"],
             "modalities": dict(setup["modalities"]),
-            "likelihood": dict(setup["likelihood"]),
+            "facts": {r: dict(setup["facts"][r]) for r in ROLES},
+            "fingerprints": dict(setup["fingerprints"]),
         }
 
     def _mod(self, mdata: md.MuData, role: str):
         return mdata[self.setup["modalities"][role]]
 
-    def _check_data(self, mdata: md.MuData) -> None:
-        self._validate(mdata, self.setup, getattr(self, "feature_names", None))
+    def _check_data(self, mdata: md.MuData, layer: str | None | type = ...) -> str | None:
+        """Structure on every call, values when new (:func:`~sci2cl.model._setup.check_data`)."""
+        return check_data(
+            mdata,
+            self.setup,
+            self.likelihoods,
+            getattr(self, "feature_names", None),
+            layer,
+            self._known,
+        )
 
-    @torch.no_grad()
-    def _set_input_scaling(self, mdata: md.MuData, chunk: int = 2048, max_pca_cells: int = 20000):
-        """Per-feature mean/std of the normalised input over all cells, then the input axes.
-
-        With ``n_input_pcs``, the principal axes of the standardised input of up
-        to ``max_pca_cells`` cells (seeded subsample), scaled so that the
-        encoder's inputs have unit variance on average. No labels are used.
-        """
-        X = self._matrices(mdata)
-        n = mdata.n_obs
-        for m in ROLES:
-            ae = self.module.ae[m]
-            s1 = torch.zeros(self.n_features[m], dtype=torch.float64)
-            s2 = torch.zeros_like(s1)
-            for s in range(0, n, chunk):
-                idx = np.arange(s, min(s + chunk, n))
-                h = ae.normalise(torch.from_numpy(X[m].rows(idx))).double()
-                s1 += h.sum(0)
-                s2 += (h**2).sum(0)
-            mean = s1 / n
-            std = (s2 / n - mean**2).clamp(min=0).sqrt()
-            ae.input_mean.copy_(mean.float())
-            ae.input_std.copy_(std.float().clamp(min=1e-2))
-            if ae.n_input_pcs is None:
-                continue
-            from sklearn.decomposition import PCA
-
-            rng = np.random.default_rng(self.seed)
-            sub = (
-                np.sort(rng.choice(n, max_pca_cells, replace=False)) if n > max_pca_cells else None
-            )
-            sub = np.arange(n) if sub is None else sub
-            S = torch.cat(
-                [
-                    ae.standardise(ae.normalise(torch.from_numpy(X[m].rows(sub[s : s + chunk]))))
-                    for s in range(0, len(sub), chunk)
-                ]
-            ).numpy()
-            k = min(ae.n_input_pcs, *S.shape)
-            pca = PCA(n_components=k, svd_solver="randomized", random_state=self.seed).fit(S)
-            scale = float(np.sqrt(pca.explained_variance_.mean()))
-            axes = np.zeros((self.n_features[m], ae.n_input_pcs), np.float32)
-            axes[:, :k] = pca.components_.T / scale
-            ae.input_axes.copy_(torch.from_numpy(axes))
-            ae.input_axes_mean.copy_(torch.from_numpy(pca.mean_.astype(np.float32) @ axes))
-            if ae.skip is not None:  # start from the first n_latent input PCs
-                w = torch.zeros_like(ae.skip.weight)
-                d = min(w.shape[0], k)
-                w[:d, :d] = torch.eye(d)
-                ae.skip.weight.copy_(w)
-
-    def _matrices(self, mdata: md.MuData) -> dict[str, RowReader]:
+    def _matrices(self, mdata: md.MuData, layer: str | None | type = ...) -> dict[str, RowReader]:
         """Each modality's raw data as a :class:`RowReader` (in memory, or on disk if backed)."""
-        return {r: RowReader(get_matrix(self._mod(mdata, r), self.setup["layer"])) for r in ROLES}
-
-    def _blank(self, b: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        if self.init_params["use_rna_only"]:
-            b["atac"] = torch.zeros_like(b["atac"])
-        return b
+        layer = self.setup["layer"] if layer is ... else layer
+        return {r: RowReader(get_matrix(self._mod(mdata, r), layer)) for r in ROLES}
 
     def _batch(self, X: dict, idx: np.ndarray) -> dict[str, torch.Tensor]:
-        return self._blank({m: torch.from_numpy(X[m].rows(idx)).to(self.device) for m in X})
+        return {m: torch.from_numpy(X[m].rows(idx)).to(self.device) for m in X}
 
     # ------------------------------------------------------------------ training
     def train(
@@ -526,21 +428,29 @@ class SCI2CL(BaseModel):
             )
         pretrain_epochs = max(1, max_epochs // 4) if pretrain_epochs is None else pretrain_epochs
         min_epochs = max_epochs // 2 if min_epochs is None else min_epochs
+        settings = TrainSettings(
+            max_epochs=max_epochs,
+            lr=lr,
+            weight_decay=weight_decay,
+            pretrain_epochs=pretrain_epochs,
+            first_eligible=pretrain_epochs + max(min_epochs - 1, 0) if early_stopping else None,
+            early_stopping=bool(early_stopping),
+            patience=patience,
+            val_seed=self.seed + 1,
+            progress_bar=progress_bar,
+            devices=devices,
+            strategy=strategy,
+            gradient_clip_val=10.0,
+        )
         with self._transaction(), torch.random.fork_rng(devices=self._rng_devices()):
             torch.manual_seed(self.seed)
-            self._train(
-                max_epochs, pretrain_epochs, batch_size, lr, weight_decay, early_stopping,
-                patience, min_epochs, n_val, progress_bar, devices, strategy, block_size,
-            )  # fmt: skip
+            self._train(settings, batch_size, n_val, block_size)
         return self
 
     def _rng_devices(self) -> list:
         return [self.device] if self.device.type == "cuda" else []
 
-    def _train(
-        self, max_epochs, pretrain_epochs, batch_size, lr, weight_decay, early_stopping,
-        patience, min_epochs, n_val, progress_bar, devices, strategy, block_size,
-    ) -> None:  # fmt: skip
+    def _train(self, settings: TrainSettings, batch_size: int, n_val: int, block_size) -> None:
         rng = np.random.default_rng(self.seed)
         X = self._matrices(self.mdata)
         n = self.mdata.n_obs
@@ -549,72 +459,23 @@ class SCI2CL(BaseModel):
         batch_size = min(batch_size, len(train_idx))
         if block_size is None:
             block_size = BACKED_BLOCK_SIZE if any(r.backed for r in X.values()) else 1
-        train_data = CellBatches(X, train_idx, batch_size, self.seed, True, block_size, self._blank)
-        val_data = (
-            CellBatches(X, val_idx, batch_size, shuffle=False, transform=self._blank)
-            if n_val
-            else None
-        )
-        first_eligible = pretrain_epochs + max(min_epochs - 1, 0)
-        plan = TrainingPlan(
-            self.module,
-            self._loss,
-            train_data,
-            val_data,
-            lr=lr,
-            weight_decay=weight_decay,
-            stage_fn=lambda e: "pretrain" if e < pretrain_epochs else "joint",
-            val_stages=("joint",),
-            eligible_fn=lambda e: early_stopping and e >= first_eligible,
-            val_seed=self.seed + 1,
-            check_fn=lambda rec, e: self._check_finite_epoch(rec, e, lr),
-        )
-        callbacks = [BestWeights()]
-        if early_stopping and n_val:
-            callbacks.append(early_stopping_callback(patience))
-        trainer = lightning_trainer(
-            self.device,
-            pretrain_epochs + max_epochs,
-            callbacks,
-            devices=devices,
-            strategy=strategy,
-            progress_bar=progress_bar,
-            gradient_clip_val=10.0,
-        )
-        fit(trainer, plan)
-        self.module.to(self.device)  # Lightning leaves the module where its teardown puts it
-        if plan.n_steps == 0:
+        train_data = CellBatches(X, train_idx, batch_size, self.seed, True, block_size)
+        val_data = CellBatches(X, val_idx, batch_size, shuffle=False) if n_val else None
+        records, n_steps = train_module(self.module, settings, self.device, train_data, val_data)
+        if n_steps == 0:
             raise TrainingError(
                 "training took no optimisation step (no mini-batch of at least 2 cells, or no "
                 "loss term with a gradient); the model was not changed"
             )
-        self._fit_readout(X)
-        self.history = pd.DataFrame(plan.records)
+        self._fit_readout(X, self.init_params["modality_weighting"])
+        self.history = pd.DataFrame(records)
         self.validation_indices_ = np.sort(val_idx)
         self.is_trained = True
 
     @torch.no_grad()
-    def _fit_readout(self, X: dict, max_cells: int = 5000) -> None:
-        """Fix the joint read-out from the training data (no labels).
-
-        Modality weights by ``modality_weighting`` (see the class) from the
-        per-modality embeddings of up to ``max_cells`` cells; then the principal
-        axes of the weighted concatenation of all cells (of a seeded sample of
-        :data:`MAX_READOUT_PCA_CELLS` cells when there are more, so that
-        memory does not grow with the data).
-        """
-        from sklearn.decomposition import PCA
-
-        n = self.mdata.n_obs
-        rng = np.random.default_rng(self.seed)  # the same cells whenever the read-out is fitted
-        sub = np.sort(rng.choice(n, max_cells, replace=False)) if n > max_cells else np.arange(n)
-        if n > MAX_READOUT_PCA_CELLS:
-            fit_cells = np.union1d(
-                sub, np.random.default_rng([self.seed, 1]).choice(n, MAX_READOUT_PCA_CELLS, False)
-            )
-            sub = np.searchsorted(fit_cells, sub)  # positions of the weighting cells in fit_cells
-        else:
-            fit_cells = np.arange(n)
+    def _fit_readout(self, X: dict, weighting: str, max_cells: int = 5000) -> None:
+        """Fix the joint read-out from the training data (no labels); see :func:`fit_readout`."""
+        fit_cells, sub = readout_cells(self.mdata.n_obs, self.seed, max_cells)
         self.module.eval()
         out = [
             self.module.encode(self._batch(X, fit_cells[s : s + 2048]))
@@ -625,27 +486,8 @@ class SCI2CL(BaseModel):
             raise TrainingError(
                 "the trained encoders give non-finite embeddings; lower the learning rate"
             )
-        mod = self.module
-        scales = [float(z[m].norm(dim=1).mean().clamp(min=1e-12)) for m in mod.modalities]
-        mod.readout_scales.copy_(torch.as_tensor(scales, dtype=torch.float32))
-        zs = {m: v.cpu().numpy() for m, v in mod.scaled({m: v[sub] for m, v in z.items()}).items()}
-        if self.init_params["modality_weighting"] == "wnn":
-            w = modality_weights(zs).mean().to_numpy()
-            self.readout_scores_ = pd.DataFrame()
-        else:
-            self.readout_scores_ = modularity_weight_scores(
-                zs["rna"], zs["atac"], WEIGHT_GRID, mod.readout_components.shape[1], self.seed
-            )
-            best = choose_modality_weight(self.readout_scores_, MIXTURE_MARGIN)
-            w = np.array([best if m == "rna" else 1 - best for m in mod.modalities])
-        mod.readout_weights.copy_(torch.as_tensor(w, dtype=torch.float32))
-        Y = mod.weighted_concat(z).cpu().numpy().astype(np.float64)
-        pca = PCA(n_components=min(mod.readout_components.shape[1], *Y.shape), svd_solver="full")
-        pca.fit(Y)
-        comps = np.zeros(tuple(mod.readout_components.shape))
-        comps[:, : pca.n_components_] = pca.components_.T
-        mod.readout_mean.copy_(torch.as_tensor(pca.mean_, dtype=torch.float32))
-        mod.readout_components.copy_(torch.as_tensor(comps, dtype=torch.float32))
+        self.readout_scores_ = fit_readout(self.module, z, sub, weighting, self.seed)
+        self.modality_weighting_ = weighting
 
     @torch.no_grad()
     def refit_readout(self, modality_weighting: str | None = None) -> SCI2CL:
@@ -657,7 +499,9 @@ class SCI2CL(BaseModel):
         Parameters
         ----------
         modality_weighting
-            ``"modularity"`` or ``"wnn"`` (see the class); ``None``: the model's own.
+            ``"modularity"`` or ``"wnn"`` (see the class); ``None``: the model's
+            own. The weighting used is :attr:`modality_weighting_`; the init
+            parameters are not changed.
 
         Returns
         -------
@@ -669,15 +513,9 @@ class SCI2CL(BaseModel):
         if modality_weighting is not None:
             check_choice("modality_weighting", modality_weighting, MODALITY_WEIGHTINGS)
         self._check_data(self.mdata)
-        old = self.init_params["modality_weighting"]
-        try:
-            with self._transaction("refit_readout()"):
-                if modality_weighting is not None:
-                    self.init_params["modality_weighting"] = modality_weighting
-                self._fit_readout(self._matrices(self.mdata))
-        except BaseException:
-            self.init_params["modality_weighting"] = old
-            raise
+        weighting = modality_weighting or self.init_params["modality_weighting"]
+        with self._transaction("refit_readout()"):
+            self._fit_readout(self._matrices(self.mdata), weighting)
         return self
 
     @torch.no_grad()
@@ -694,34 +532,6 @@ class SCI2CL(BaseModel):
         """Weights of the modalities in the joint embedding (set by :meth:`train`)."""
         w = self.module.readout_weights.cpu().numpy()
         return {m: float(w[i]) for i, m in enumerate(self.module.modalities)}
-
-    def _loss(self, x: dict[str, torch.Tensor], stage: str) -> dict:
-        p = self.init_params
-        if stage == "pretrain":
-            return self.module.pretrain_loss(x, p["n_views"], p["mask_rate"], self.weights)
-        return self.module.joint_loss(
-            x,
-            p["n_views"],
-            p["mask_rate"],
-            self.weights,
-            p["temperature"],
-            p["n_negatives"],
-            p["hard_negatives"],
-            p["joint_rec"],
-        )
-
-    @torch.no_grad()
-    def _eval_loss(self, X: dict, idx: np.ndarray, batch_size: int) -> float:
-        """Held-out loss of the cells ``idx`` as training's validation computes it (one device)."""
-        self.module.eval()
-        data = CellBatches(X, idx, batch_size, shuffle=False, transform=self._blank)
-        with torch.random.fork_rng(devices=self._rng_devices()):
-            torch.manual_seed(self.seed + 1)
-            losses = [
-                float(self._loss({m: v.to(self.device) for m, v in b.items()}, "joint")["loss"])
-                for b in data
-            ]
-        return float(np.mean(losses))
 
     # ------------------------------------------------------------------ inference
     @torch.no_grad()
@@ -794,34 +604,59 @@ class SCI2CL(BaseModel):
     def _checkpoint_extra(self) -> dict:
         return {
             "feature_names": self.feature_names,
-            "setup": self.setup,
+            "setup": {"layer": self.setup["layer"], "modalities": self.setup["modalities"]},
             "readout_scores": self.readout_scores_.to_dict(orient="list"),
+            "modality_weighting_": self.modality_weighting_,
         }
 
     @classmethod
-    def load(cls, path: str | os.PathLike, mdata: md.MuData, device: str = "auto") -> SCI2CL:
+    def load(
+        cls,
+        path: str | os.PathLike,
+        mdata: md.MuData,
+        device: str = "auto",
+        layer: str | None | type = ...,
+    ) -> SCI2CL:
         """Load a model saved with :meth:`save` and attach it to ``mdata``.
 
-        ``mdata`` is set up as at training (layer, modalities, likelihoods) and
-        must hold the model's features in the same order.
+        ``mdata`` is set up with the saved modality names (:meth:`setup_mudata`)
+        and must hold the model's features in the same order.
+
+        Parameters
+        ----------
+        path
+            The checkpoint folder.
+        mdata
+            The data to attach the model to (e.g. the training data, or an
+            atlas opened from disk).
+        device
+            ``"auto"``, ``"cpu"``, ``"cuda"``, ...
+        layer
+            Where ``mdata`` holds the raw data (``None``: ``.X``, as in a
+            backed atlas); default: the training data's layer.
         """
         meta, state = cls._read_checkpoint(path, resolve_device(device))
         path = Path(path)
+        f = path / "model.json"
         setup = meta.get("setup")
-        if setup is None:
-            raise ValueError(f"{path / 'model.json'} has no set-up record: save the model again")
-        cls.setup_mudata(mdata, setup["layer"], setup["modalities"], setup["likelihood"])
-        for r, names in meta["feature_names"].items():
-            if mdata[setup["modalities"][r]].var_names.tolist() != names:
+        if not isinstance(setup, dict) or "modalities" not in setup or "layer" not in setup:
+            cls._checkpoint_error(f, meta, "it has no set-up record")
+        names = meta.get("feature_names")
+        if not isinstance(names, dict) or set(names) != set(ROLES):
+            cls._checkpoint_error(f, meta, "it has no feature names for 'rna' and 'atac'")
+        cls.setup_mudata(mdata, setup["layer"] if layer is ... else layer, setup["modalities"])
+        for r, feats in names.items():
+            if mdata[setup["modalities"][r]].var_names.tolist() != feats:
                 raise DataValidationError(
                     f"modality {setup['modalities'][r]!r} ({r}) features differ from the saved "
-                    f"model's {len(names)} features"
+                    f"model's {len(feats)} features (in {f})"
                 )
-        init = dict(meta["init"])
+        init = cls._checkpoint_init(f, meta)
         init["device"] = device
         model = cls(mdata, **init)
         model._load_weights(state, path)
         model.history = cls._read_history(path)
         model.readout_scores_ = pd.DataFrame(meta.get("readout_scores", {}))
+        model.modality_weighting_ = meta.get("modality_weighting_", init["modality_weighting"])
         model.is_trained = True
         return model

@@ -14,10 +14,10 @@ import torch.nn.functional as F
 
 from .._graph import knn_adjacency, leiden_labels, normalised_adjacency
 from .._utils import check_choice, check_range, check_weights, get_matrix
-from ..module import SCRCLModule, neighbourhood_contrastive, refinement_consistency, symmetric_kl
+from ..module import SCRCLModule
 from ..pp import DataValidationError, validate
 from ._base import BaseModel, resolve_device
-from ._training import SmoothedLossStopping, TrainingPlan, fit, lightning_trainer
+from ._training import SmoothedLossStopping, TrainSettings, train_module
 
 __all__ = ["SCRCL"]
 
@@ -35,10 +35,16 @@ def _to_torch_sparse(A: sp.csr_matrix, device) -> torch.Tensor:
 
 
 class _CellDraws(torch.utils.data.Dataset):
-    """One item per epoch: the ``size`` cells (of ``n``) that epoch's losses use, drawn from ``(seed, epoch)``."""
+    """One batch per epoch: the inputs and the ``size`` cells that epoch's losses use.
 
-    def __init__(self, n: int, size: int, seed: int):
-        self.n, self.size, self.seed, self.epoch = n, size, seed, 0
+    The cells are drawn from ``(seed, epoch)``; the batch is ``inputs`` (views
+    and graphs, every cell) plus ``idx`` and ``adj``, the cells' dense 0/1
+    block of ``graph`` (see :meth:`sci2cl.module.SCRCLModule.loss`).
+    """
+
+    def __init__(self, inputs: dict, graph: sp.csr_matrix, size: int, seed: int):
+        self.inputs, self.graph = inputs, graph
+        self.n, self.size, self.seed, self.epoch = graph.shape[0], size, seed, 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -46,10 +52,13 @@ class _CellDraws(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return 1
 
-    def __getitem__(self, i: int) -> torch.Tensor:
+    def __getitem__(self, i: int) -> dict:
         state = np.random.SeedSequence([self.seed, self.epoch]).generate_state(1)[0]
         gen = torch.Generator().manual_seed(int(state))
-        return torch.randperm(self.n, generator=gen)[: self.size]
+        idx = torch.randperm(self.n, generator=gen)[: self.size]
+        sel = idx.numpy()
+        adj = torch.from_numpy(self.graph[sel][:, sel].toarray())
+        return {**self.inputs, "idx": idx, "adj": adj}
 
 
 class SCRCL(BaseModel):
@@ -157,7 +166,7 @@ class SCRCL(BaseModel):
             check_range(f"smoothing[{i}]", t, 0, integer=True)
         check_range("n_hidden", n_hidden, 2, integer=True)
         check_range("n_latent", n_latent, 2, integer=True)
-        self.weights = check_weights(weights, LOSS_WEIGHTS)
+        w = check_weights(weights, LOSS_WEIGHTS)
         check_range("temperature", temperature, 0, lo_open=True)
         check_range("batch_cells", batch_cells, 2, integer=True)
         check_choice("spatial_mode", spatial_mode, ("graph", "smooth", "union"))
@@ -173,7 +182,12 @@ class SCRCL(BaseModel):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
             self.module = SCRCLModule(
-                len(self.genes), self._gene_x.shape[1], n_hidden=n_hidden, n_latent=n_latent
+                len(self.genes),
+                self._gene_x.shape[1],
+                n_hidden=n_hidden,
+                n_latent=n_latent,
+                weights=w,
+                temperature=temperature,
             ).to(self.device)
 
     @classmethod
@@ -249,25 +263,6 @@ class SCRCL(BaseModel):
         self._gene_x = torch.from_numpy(gene_feat).to(dev)
         self._gene_S = _to_torch_sparse(normalised_adjacency(gene_A), dev)
 
-    def _losses(self, idx: torch.Tensor) -> dict:
-        p = self.init_params
-        tau = p["temperature"]
-        h1, h2 = self.module.encode(self._x1, self._x2, self._S)
-        out = {
-            "align": symmetric_kl(h1 / tau, h2 / tau, dim=1).mean()
-            + symmetric_kl(h1 / tau, h2 / tau, dim=0).mean()
-        }
-        sel = idx.cpu().numpy()
-        A = torch.from_numpy(self.cell_graph[sel][:, sel].toarray()).to(h1.device)
-        b1, b2 = h1[idx.to(h1.device)], h2[idx.to(h1.device)]
-        out["neighbour"] = 0.5 * (
-            neighbourhood_contrastive(b1, b2, A, tau) + neighbourhood_contrastive(b2, b1, A, tau)
-        )
-        r1, r2 = self.module.refine(b1, b2, self._gene_x, self._gene_S)
-        out["refine"] = refinement_consistency(r1, r2, A)
-        out["loss"] = sum(self.weights[k] * out[k] for k in LOSS_WEIGHTS)
-        return out
-
     def train(
         self,
         max_epochs: int = 50,
@@ -312,26 +307,31 @@ class SCRCL(BaseModel):
         check_range("patience", patience, 1, integer=True)
         check_range("tol", tol, 0)
         check_range("min_epochs", min_epochs, 0, integer=True)
-        with self._transaction(), torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.seed)
-            self._train(max_epochs, lr, weight_decay, patience, tol, min_epochs, progress_bar)
-        return self
-
-    def _train(self, max_epochs, lr, weight_decay, patience, tol, min_epochs, progress_bar):
-        n = self.adata.n_obs
-        plan = TrainingPlan(
-            self.module,
-            lambda idx, stage: self._losses(idx),
-            _CellDraws(n, min(self.init_params["batch_cells"], n), self.seed),
+        settings = TrainSettings(
+            max_epochs=max_epochs,
             lr=lr,
             weight_decay=weight_decay,
-            check_fn=lambda rec, e: self._check_finite_epoch(rec, e, lr),
+            main_stage="train",
+            patience=patience,
+            progress_bar=progress_bar,
         )
-        stopping = SmoothedLossStopping(patience, tol, min_epochs)
-        trainer = lightning_trainer(self.device, max_epochs, [stopping], progress_bar=progress_bar)
-        fit(trainer, plan)
-        self.module.to(self.device)
-        self.history = pd.DataFrame(plan.records)
+        with self._transaction(), torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            self._train(settings, tol, min_epochs)
+        return self
+
+    def _train(self, settings: TrainSettings, tol: float, min_epochs: int) -> None:
+        inputs = {"x1": self._x1, "x2": self._x2, "S": self._S}
+        inputs.update(gene_x=self._gene_x, gene_S=self._gene_S)
+        n = self.adata.n_obs
+        data = _CellDraws(
+            inputs, self.cell_graph, min(self.init_params["batch_cells"], n), self.seed
+        )
+        stopping = lambda history: SmoothedLossStopping(  # noqa: E731
+            history, settings.patience, tol, min_epochs
+        )
+        records, _ = train_module(self.module, settings, self.device, data, callbacks=(stopping,))
+        self.history = pd.DataFrame(records)
         self.is_trained = True
 
     @torch.no_grad()
@@ -405,9 +405,9 @@ class SCRCL(BaseModel):
                 "scRCL is transductive: load it with the cells it was trained on"
             )
         cls.setup_anndata(adata, meta.get("setup", {}).get("layer", "counts"))
-        init = dict(meta["init"])
+        init = cls._checkpoint_init(path / "model.json", meta)
         init["device"] = device
-        init["smoothing"] = tuple(init["smoothing"])
+        init["smoothing"] = tuple(init.get("smoothing") or (3, 0))
         model = cls(adata, **init)
         if model.genes != meta["genes"]:
             raise DataValidationError("the rebuilt gene selection differs from the saved model's")

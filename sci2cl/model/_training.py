@@ -13,78 +13,84 @@ import signal
 import threading
 import time
 import warnings
+from dataclasses import dataclass
 
 import lightning.pytorch as pl
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping
 
-__all__ = ["BestWeights", "SmoothedLossStopping", "TrainingPlan", "fit", "lightning_trainer"]
+from ._base import TrainingError
+
+__all__ = [
+    "BestWeights",
+    "History",
+    "SmoothedLossStopping",
+    "TrainSettings",
+    "TrainingPlan",
+    "fit",
+    "lightning_trainer",
+    "train_module",
+]
 
 #: the metric early stopping and the best-weight restore watch; it is logged only in the
 #: epochs allowed to stop training or be restored (joint stage, after ``min_epochs``)
 MONITOR = "val_loss_eligible"
 
 
+@dataclass(frozen=True)
+class TrainSettings:
+    """How one training run goes: what :meth:`SCI2CL.train` and :meth:`SCRCL.train` hand the plan.
+
+    ``pretrain_epochs`` epochs of stage ``"pretrain"`` come first, then
+    ``max_epochs`` epochs of ``main_stage``. The held-out loss is computed in
+    the main stage (when there are held-out cells); from epoch
+    ``first_eligible`` on (``None``: never) it is logged as :data:`MONITOR`,
+    which early stopping and the best-weight restore watch.
+    """
+
+    max_epochs: int
+    lr: float
+    weight_decay: float
+    pretrain_epochs: int = 0
+    main_stage: str = "joint"
+    first_eligible: int | None = None
+    early_stopping: bool = False
+    patience: int = 8
+    val_seed: int = 1
+    progress_bar: bool = True
+    devices: int | list[int] | str | None = None
+    strategy: str = "auto"
+    gradient_clip_val: float | None = None
+
+
 class TrainingPlan(pl.LightningModule):
-    """A torch module and its loss as a :class:`~lightning.pytorch.LightningModule`.
+    """A torch module whose ``loss(batch, stage, generator)`` is trained, as a LightningModule.
+
+    The plan calls ``module.loss`` on every mini-batch and logs each term
+    (epoch means, see :class:`History`); validation scores the held-out
+    batches with masks and negatives drawn from a generator seeded with
+    ``settings.val_seed`` at every epoch, so every epoch scores the same draw.
 
     Parameters
     ----------
     module
         The model's torch module (its parameters are optimised).
-    loss_fn
-        ``loss_fn(batch, stage) -> {"loss": tensor, other terms...}``.
+    settings
+        The run's :class:`TrainSettings`.
     train_data, val_data
         Datasets whose items are whole mini-batches (``None``: no validation).
         Each may have ``set_epoch(epoch)``, called at the start of every epoch.
-    lr, weight_decay
-        AdamW settings.
-    stage_fn
-        ``epoch -> stage name`` (default: always ``"train"``).
-    val_stages
-        Stages in which the held-out loss is computed.
-    eligible_fn
-        ``epoch -> bool``: epochs whose held-out loss may stop training and
-        be restored (logged as :data:`MONITOR`).
-    val_seed
-        Seed of the held-out loss's random parts (masks, negatives), fixed so
-        that every epoch scores the same draw.
-    check_fn
-        ``check_fn(record, epoch)`` raises on a bad epoch (e.g. a non-finite loss).
     """
 
-    def __init__(
-        self,
-        module: torch.nn.Module,
-        loss_fn,
-        train_data,
-        val_data=None,
-        *,
-        lr: float,
-        weight_decay: float,
-        stage_fn=None,
-        val_stages: tuple[str, ...] = (),
-        eligible_fn=None,
-        val_seed: int = 1,
-        check_fn=None,
-    ):
+    def __init__(self, module: torch.nn.Module, settings: TrainSettings, train_data, val_data=None):
         super().__init__()
         self.module = module
-        self.loss_fn = loss_fn
+        self.settings = settings
         self.train_data = train_data
         self.val_data = val_data
-        self.lr, self.weight_decay = lr, weight_decay
-        self.stage_fn = stage_fn or (lambda epoch: "train")
-        self.val_stages = tuple(val_stages)
-        self.eligible_fn = eligible_fn or (lambda epoch: False)
-        self.val_seed = int(val_seed)
-        self.check_fn = check_fn
-        self.records: list[dict] = []
         self.n_steps = 0
-        self._t0 = time.perf_counter()
-        self._c0 = time.process_time()
-        self._rng_ctx = None
+        self.val_loss: float | None = None  # the held-out loss of the current epoch
 
     # -------------------------------------------------------------- data
     def _loader(self, data):
@@ -98,72 +104,88 @@ class TrainingPlan(pl.LightningModule):
 
     def configure_optimizers(self):  # noqa: D102
         return torch.optim.AdamW(
-            self.module.parameters(), lr=self.lr, weight_decay=self.weight_decay
+            self.module.parameters(), lr=self.settings.lr, weight_decay=self.settings.weight_decay
         )
 
     # -------------------------------------------------------------- training
     @property
     def stage(self) -> str:
         """The stage of the current epoch."""
-        return self.stage_fn(self.current_epoch)
+        s = self.settings
+        return "pretrain" if self.current_epoch < s.pretrain_epochs else s.main_stage
 
     def on_train_epoch_start(self) -> None:  # noqa: D102
         if hasattr(self.train_data, "set_epoch"):
             self.train_data.set_epoch(self.current_epoch)
-        self._sums: dict[str, float] = {}
-        self._nb = 0
-        self._val = None
+        self.val_loss = None
 
     def training_step(self, batch, batch_idx):  # noqa: D102
-        out = self.loss_fn(batch, self.stage)
+        out = self.module.loss(batch, self.stage)
         if not out["loss"].requires_grad:  # nothing to learn in this batch
             return None
-        for k, v in out.items():
-            self._sums[k] = self._sums.get(k, 0.0) + float(v.detach() if torch.is_tensor(v) else v)
-        self._nb += 1
+        terms = {
+            k: (v.detach() if torch.is_tensor(v) else torch.tensor(float(v)))
+            for k, v in out.items()
+        }
+        self.log_dict(terms, on_step=False, on_epoch=True, batch_size=1, logger=False)
         self.n_steps += 1
         return out["loss"]
 
-    def on_train_epoch_end(self) -> None:  # noqa: D102
-        epoch = self.current_epoch
-        rec = {"epoch": epoch, "stage": self.stage}
-        rec.update({k: v / max(self._nb, 1) for k, v in self._sums.items()})
-        if self._val is not None:
-            rec["val_loss"] = self._val
-        rec["seconds"] = time.perf_counter() - self._t0  # wall time since the start
-        rec["cpu_seconds"] = time.process_time() - self._c0  # this process's CPU time, all threads
-        self.records.append(rec)
-        if self.check_fn is not None:
-            self.check_fn(rec, epoch)
-
     # -------------------------------------------------------------- validation
     def _validating(self) -> bool:
-        return self.val_data is not None and self.stage in self.val_stages
+        return self.val_data is not None and self.stage == self.settings.main_stage
 
     def on_validation_epoch_start(self) -> None:  # noqa: D102
         self._vsum, self._vn = 0.0, 0
-        if self._validating():  # the same masks and negatives every epoch
-            devices = [self.device] if self.device.type == "cuda" else []
-            self._rng_ctx = torch.random.fork_rng(devices=devices)
-            self._rng_ctx.__enter__()
-            torch.manual_seed(self.val_seed)
+        self._gen = torch.Generator(device=self.device).manual_seed(self.settings.val_seed)
 
     def validation_step(self, batch, batch_idx):  # noqa: D102
         if self._validating():
-            self._vsum += float(self.loss_fn(batch, self.stage)["loss"])
+            self._vsum += float(self.module.loss(batch, self.stage, generator=self._gen)["loss"])
             self._vn += 1
 
     def on_validation_epoch_end(self) -> None:  # noqa: D102
-        if self._rng_ctx is not None:
-            self._rng_ctx.__exit__(None, None, None)
-            self._rng_ctx = None
         if not self._validating():
             return
         mean = torch.tensor(self._vsum / max(self._vn, 1), dtype=torch.float64)
-        mean = float(self.trainer.strategy.reduce(mean.to(self.device), reduce_op="mean"))
-        self._val = mean
-        if self.eligible_fn(self.current_epoch):
-            self.log(MONITOR, mean, prog_bar=True, logger=False)
+        self.val_loss = float(self.trainer.strategy.reduce(mean.to(self.device), reduce_op="mean"))
+        first = self.settings.first_eligible
+        if first is not None and self.current_epoch >= first:
+            self.log(MONITOR, self.val_loss, prog_bar=True, logger=False)
+
+
+class History(Callback):
+    """The per-epoch record of a run: stage, the epoch means of the loss terms, held-out loss, time.
+
+    Raises :class:`TrainingError` at the end of an epoch whose training or
+    held-out loss is not finite (the models' transactions then restore the
+    weights). ``records`` is a list of dicts, one per epoch.
+    """
+
+    def __init__(self):
+        self.records: list[dict] = []
+        self._t0 = time.perf_counter()
+        self._c0 = time.process_time()
+
+    def on_train_epoch_end(self, trainer, plan) -> None:  # noqa: D102
+        epoch = trainer.current_epoch
+        rec = {"epoch": epoch, "stage": plan.stage}
+        metrics = trainer.callback_metrics
+        rec.update(
+            {k: float(v) for k, v in metrics.items() if k != MONITOR and not k.startswith("val")}
+        )
+        if plan.val_loss is not None:
+            rec["val_loss"] = plan.val_loss
+        rec["seconds"] = time.perf_counter() - self._t0  # wall time since the start
+        rec["cpu_seconds"] = time.process_time() - self._c0  # this process's CPU time
+        self.records.append(rec)
+        for k in ("loss", "val_loss"):
+            if k in rec and not np.isfinite(rec[k]):
+                raise TrainingError(
+                    f"training diverged at epoch {epoch} ({k} = {rec[k]}); the model was restored "
+                    f"to its state before train(). Lower the learning rate "
+                    f"(lr={plan.settings.lr})."
+                )
 
 
 class BestWeights(Callback):
@@ -199,12 +221,15 @@ class SmoothedLossStopping(Callback):
     after ``patience`` epochs without one, once ``min_epochs`` epochs have run.
     """
 
-    def __init__(self, patience: int, tol: float, min_epochs: int, window: int = 10):
+    def __init__(
+        self, history: History, patience: int, tol: float, min_epochs: int, window: int = 10
+    ):
+        self.history = history
         self.patience, self.tol, self.min_epochs, self.window = patience, tol, min_epochs, window
         self.best, self.bad = np.inf, 0
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:  # noqa: D102
-        recs = pl_module.records
+        recs = self.history.records
         smooth = float(np.mean([r["loss"] for r in recs[-self.window :]]))
         if not np.isfinite(self.best) or smooth < self.best - self.tol * abs(self.best):
             self.best, self.bad = smooth, 0
@@ -299,3 +324,39 @@ def fit(trainer: pl.Trainer, plan: TrainingPlan) -> None:
             raise
         if trainer.interrupted:
             raise KeyboardInterrupt
+
+
+def train_module(
+    module: torch.nn.Module,
+    settings: TrainSettings,
+    device: torch.device,
+    train_data,
+    val_data=None,
+    callbacks: tuple = (),
+) -> tuple[list[dict], int]:
+    """Train ``module`` by its ``loss`` under ``settings``; returns ``(history records, steps)``.
+
+    The callbacks: :class:`History`, :class:`BestWeights` (restores the best
+    eligible epoch), Lightning's early stopping when ``settings.early_stopping``
+    and there are held-out cells, then ``callbacks`` (which may take the
+    history object as their first argument: pass a function of it).
+    """
+    history = History()
+    cbs = [history, BestWeights()]
+    if settings.early_stopping and val_data is not None:
+        cbs.append(early_stopping(settings.patience))
+    cbs += [c(history) if callable(c) and not isinstance(c, Callback) else c for c in callbacks]
+    module.train()  # a module left in eval mode (after an embedding) trains as it should
+    plan = TrainingPlan(module, settings, train_data, val_data)
+    trainer = lightning_trainer(
+        device,
+        settings.pretrain_epochs + settings.max_epochs,
+        cbs,
+        devices=settings.devices,
+        strategy=settings.strategy,
+        progress_bar=settings.progress_bar,
+        gradient_clip_val=settings.gradient_clip_val,
+    )
+    fit(trainer, plan)
+    module.to(device)  # Lightning leaves the module where its teardown puts it
+    return history.records, plan.n_steps

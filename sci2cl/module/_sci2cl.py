@@ -1,8 +1,4 @@
-"""Torch modules of scI2CL and scRCL, with their losses.
-
-Every loss is a pure function of tensors so that it can be tested on
-constructed cases; the modules only wire them together.
-"""
+"""The scI2CL network: per-modality autoencoders with intra-omics views, inter-omics heads, its loss."""
 
 from __future__ import annotations
 
@@ -10,97 +6,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .distributions import log_bernoulli, log_gaussian, log_nb_positive, log_zinb_positive
-from .nn import MLP, CountDecoder, SparseGCN, TokenCrossAttention, ViewFusion
+from ..nn import MLP, CountDecoder, TokenCrossAttention, ViewFusion
+from ._losses import info_nce, matching_loss, reconstruction_nll
 
-__all__ = [
-    "info_nce",
-    "matching_loss",
-    "reconstruction_nll",
-    "ModalityAE",
-    "SCI2CLModule",
-    "symmetric_kl",
-    "neighbourhood_contrastive",
-    "refinement_consistency",
-    "SCRCLModule",
-    "pairwise_symmetric_kl",
-]
+__all__ = ["COUNT_LIKELIHOODS", "LIKELIHOODS", "ModalityAE", "SCI2CLModule"]
 
 COUNT_LIKELIHOODS = ("zinb", "nb")
 LIKELIHOODS = ("zinb", "nb", "gaussian", "bernoulli")
 
 
-# --------------------------------------------------------------------------- losses
-def info_nce(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
-    """Symmetric InfoNCE (CLIP) loss over paired rows: ``L_MOC``.
-
-    Parameters
-    ----------
-    z1, z2
-        Paired embeddings, shape ``(n_cells, E)``; row ``i`` of both is one cell.
-    temperature
-        Softmax temperature ``tau``.
-
-    Returns
-    -------
-    torch.Tensor
-        Scalar: mean of the RNA->ATAC and ATAC->RNA cross-entropies of picking
-        the true partner among the ``n_cells`` candidates.
-    """
-    z1 = F.normalize(z1, dim=-1)
-    z2 = F.normalize(z2, dim=-1)
-    logits = z1 @ z2.T / temperature
-    target = torch.arange(z1.shape[0], device=z1.device)
-    return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
-
-
-def matching_loss(logits: torch.Tensor, is_pair: torch.Tensor) -> torch.Tensor:
-    """Binary matching loss ``L_MOM``: true pairs vs. unpaired combinations.
-
-    Parameters
-    ----------
-    logits
-        Classifier scores, shape ``(n_pairs,)``; positive means "paired".
-    is_pair
-        1 for true pairs, 0 for unpaired combinations, shape ``(n_pairs,)``.
-    """
-    # Balance positives and negatives so the loss does not reward "always no".
-    pos = is_pair > 0.5
-    w = torch.where(pos, 0.5 / pos.sum().clamp(min=1), 0.5 / (~pos).sum().clamp(min=1))
-    return (w * F.binary_cross_entropy_with_logits(logits, is_pair, reduction="none")).sum()
-
-
-def reconstruction_nll(x: torch.Tensor, params: dict, likelihood: str) -> torch.Tensor:
-    """Negative log-likelihood per cell (summed over features): ``L_rec``.
-
-    Parameters
-    ----------
-    x
-        Targets, shape ``(n_cells, D)``: raw counts for count likelihoods.
-    params
-        Output of :class:`~sci2cl.nn.CountDecoder`.
-    likelihood
-        One of ``"zinb"``, ``"nb"``, ``"gaussian"``, ``"bernoulli"``.
-
-    Returns
-    -------
-    torch.Tensor
-        Shape ``(n_cells,)``.
-    """
-    if likelihood == "zinb":
-        ll = log_zinb_positive(x, params["mu"], params["theta"], params["pi_logits"])
-    elif likelihood == "nb":
-        ll = log_nb_positive(x, params["mu"], params["theta"])
-    elif likelihood == "gaussian":
-        ll = log_gaussian(x, params["mean"], params["log_var"])
-    elif likelihood == "bernoulli":
-        ll = log_bernoulli(x, params["logits"])
-    else:  # pragma: no cover - guarded by the model
-        raise ValueError(f"unknown likelihood {likelihood!r}")
-    return -ll.sum(-1)
-
-
-# --------------------------------------------------------------------------- scI2CL
 class ModalityAE(nn.Module):
     """Autoencoder of one modality with the intra-omics view fusion.
 
@@ -197,17 +111,24 @@ class ModalityAE(nn.Module):
         """Embedding of raw inputs ``(n_cells, D) -> (n_cells, E)``."""
         return self.embed(self.transform_input(x))
 
-    def views(self, x: torch.Tensor, n_views: int, mask_rate: float) -> torch.Tensor:
+    def views(
+        self,
+        x: torch.Tensor,
+        n_views: int,
+        mask_rate: float,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
         """Fused embedding of ``n_views`` randomly column-masked copies of each cell.
 
         Each view keeps every feature with probability ``1 - mask_rate``
         (masked entries set to 0, a fresh mask per cell and view), is encoded
         by the shared encoder, and the ``T`` view embeddings are fused by
         :class:`~sci2cl.nn.ViewFusion`. Returns ``(n_cells, E)``. The mask acts
-        on the features, before any projection on principal axes.
+        on the features, before any projection on principal axes. The masks
+        are drawn from ``generator`` (default: torch's global generator).
         """
         h = self.normalise(x)
-        keep = torch.rand((n_views, *h.shape), device=h.device) >= mask_rate
+        keep = torch.rand((n_views, *h.shape), device=h.device, generator=generator) >= mask_rate
         # mask on the normalised scale (masked = not detected), then standardise
         hv = self.project(self.standardise(h.unsqueeze(0) * keep))
         z = self.embed(hv.reshape(n_views * h.shape[0], -1))
@@ -244,6 +165,19 @@ class SCI2CLModule(nn.Module):
         ``"global"``, each embedding divided by one number (``readout_scales``,
         its training cells' mean row norm), so each keeps its own geometry;
         ``"cell"``, every row L2-normalised (cosine geometry).
+    n_views, mask_rate
+        Masked views per cell in the intra-omics loss and the probability that
+        a feature is masked in one (``n_views=0``: no intra-omics term).
+    temperature
+        Temperature of ``L_MOC`` (:func:`info_nce`).
+    n_negatives, hard_negatives
+        Unpaired combinations per cell in ``L_MOM`` and how they are drawn.
+    weights
+        Loss weights ``{"rec", "mse", "moc", "mom"}`` (all four keys).
+    joint_rec
+        Reconstruct both modalities from the joint embedding in the joint stage.
+    use_rna_only
+        Ablation: every ATAC input is replaced by zeros (:meth:`inputs`).
 
     Notes
     -----
@@ -264,10 +198,23 @@ class SCI2CLModule(nn.Module):
         n_input_pcs: int | None = None,
         input_skip: bool = False,
         readout_scaling: str = "global",
+        n_views: int = 3,
+        mask_rate: float = 0.4,
+        temperature: float = 0.2,
+        n_negatives: int = 3,
+        hard_negatives: bool = False,
+        weights: dict[str, float] | None = None,
+        joint_rec: bool = True,
+        use_rna_only: bool = False,
     ):
         super().__init__()
         self.modalities = tuple(n_features)
         self.readout_scaling = readout_scaling
+        self.n_views, self.mask_rate = int(n_views), float(mask_rate)
+        self.temperature = float(temperature)
+        self.n_negatives, self.hard_negatives = int(n_negatives), bool(hard_negatives)
+        self.weights = {"rec": 1.0, "mse": 1.0, "moc": 0.0, "mom": 0.0, **(weights or {})}
+        self.joint_rec, self.use_rna_only = bool(joint_rec), bool(use_rna_only)
         self.ae = nn.ModuleDict(
             {
                 m: ModalityAE(
@@ -301,8 +248,15 @@ class SCI2CLModule(nn.Module):
         self.register_buffer("readout_components", torch.eye(2 * n_latent, n_latent))
 
     # ----------------------------------------------------------------- pieces
+    def inputs(self, x: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The batch the network sees: ATAC replaced by zeros under ``use_rna_only``."""
+        if self.use_rna_only:
+            x = {**x, "atac": torch.zeros_like(x["atac"])}
+        return x
+
     def encode(self, x: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Per-modality embeddings ``{m: (n_cells, E)}``."""
+        """Per-modality embeddings ``{m: (n_cells, E)}`` of raw inputs (after :meth:`inputs`)."""
+        x = self.inputs(x)
         return {m: self.ae[m].encode(x[m]) for m in self.modalities}
 
     def fuse(self, z_rna: torch.Tensor, z_atac: torch.Tensor) -> torch.Tensor:
@@ -348,29 +302,43 @@ class SCI2CLModule(nn.Module):
         return (self.weighted_concat(self.encode(x)) - self.readout_mean) @ self.readout_components
 
     # ----------------------------------------------------------------- losses
+    def loss(
+        self,
+        x: dict[str, torch.Tensor],
+        stage: str,
+        generator: torch.Generator | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """The loss of a mini-batch of raw inputs ``{m: (n_cells, D_m)}`` in a training stage.
+
+        ``stage`` is ``"pretrain"`` (:meth:`pretrain_loss`) or ``"joint"``
+        (:meth:`joint_loss`); masks and negatives are drawn from ``generator``
+        (default: torch's global generator). Returns the terms and their
+        weighted sum under ``"loss"``.
+        """
+        x = self.inputs(x)
+        if stage == "pretrain":
+            return self.pretrain_loss(x, generator)
+        if stage == "joint":
+            return self.joint_loss(x, generator)
+        raise ValueError(f"stage must be 'pretrain' or 'joint', got {stage!r}")
+
     def pretrain_loss(
-        self, x: dict[str, torch.Tensor], n_views: int, mask_rate: float, weights: dict
+        self, x: dict[str, torch.Tensor], generator: torch.Generator | None = None
     ) -> dict[str, torch.Tensor]:
         """Stage 1: per-modality reconstruction and intra-omics MSE."""
+        weights, n_views = self.weights, self.n_views
         out = {"rec": 0.0, "mse": 0.0}
         for m in self.modalities:
             z = self.ae[m].encode(x[m])
             out["rec"] = out["rec"] + self.ae[m].rec_loss(z, x[m]).mean()
             if weights["mse"] > 0 and n_views > 0:
-                out["mse"] = out["mse"] + F.mse_loss(self.ae[m].views(x[m], n_views, mask_rate), z)
+                v = self.ae[m].views(x[m], n_views, self.mask_rate, generator)
+                out["mse"] = out["mse"] + F.mse_loss(v, z)
         out["loss"] = weights["rec"] * out["rec"] + weights["mse"] * out["mse"]
         return out
 
     def joint_loss(
-        self,
-        x: dict[str, torch.Tensor],
-        n_views: int,
-        mask_rate: float,
-        weights: dict,
-        temperature: float,
-        n_negatives: int,
-        hard_negatives: bool,
-        joint_rec: bool = True,
+        self, x: dict[str, torch.Tensor], generator: torch.Generator | None = None
     ) -> dict[str, torch.Tensor]:
         """Stage 2: ``l1*L_rec + l2*L_MSE + l3*L_MOC + l4*L_MOM``.
 
@@ -384,23 +352,24 @@ class SCI2CLModule(nn.Module):
         cells of the batch, or in proportion to their embedding similarity
         when ``hard_negatives``).
         """
+        weights, n_views, n_negatives = self.weights, self.n_views, self.n_negatives
         z = self.encode(x)
         joint = self.fuse(z["rna"], z["atac"])
         out = {}
-        src = {m: joint for m in self.modalities} if joint_rec else z
+        src = {m: joint for m in self.modalities} if self.joint_rec else z
         out["rec"] = sum(self.ae[m].rec_loss(src[m], x[m]).mean() for m in self.modalities)
         out["mse"] = torch.zeros((), device=joint.device)
         if weights["mse"] > 0 and n_views > 0:
             for m in self.modalities:
                 out["mse"] = out["mse"] + F.mse_loss(
-                    self.ae[m].views(x[m], n_views, mask_rate), z[m]
+                    self.ae[m].views(x[m], n_views, self.mask_rate, generator), z[m]
                 )
         p_rna, p_atac = self.proj["rna"](z["rna"]), self.proj["atac"](z["atac"])
         out["moc"] = (
-            info_nce(p_rna, p_atac, temperature) if weights["moc"] > 0 else 0.0 * joint.sum()
+            info_nce(p_rna, p_atac, self.temperature) if weights["moc"] > 0 else 0.0 * joint.sum()
         )
         if weights["mom"] > 0 and n_negatives > 0 and joint.shape[0] > 1:
-            partner = self._negatives(p_rna, p_atac, n_negatives, hard_negatives)
+            partner = self._negatives(p_rna, p_atac, n_negatives, self.hard_negatives, generator)
             n = joint.shape[0]
             rows = torch.arange(n, device=joint.device).repeat(n_negatives)
             neg = self.fuse(z["rna"][rows], z["atac"][partner.T.reshape(-1)])
@@ -413,7 +382,7 @@ class SCI2CLModule(nn.Module):
         return out
 
     @staticmethod
-    def _negatives(p_rna, p_atac, k: int, hard: bool) -> torch.Tensor:
+    def _negatives(p_rna, p_atac, k: int, hard: bool, generator=None) -> torch.Tensor:
         """Indices ``(n_cells, k)`` of ATAC partners that are not the cell itself."""
         n = p_rna.shape[0]
         with torch.no_grad():
@@ -424,124 +393,5 @@ class SCI2CLModule(nn.Module):
                 w = torch.ones(n, n, device=p_rna.device)
             w.fill_diagonal_(0)
             return torch.multinomial(
-                w + 1e-12 * (w.sum(-1, keepdim=True) == 0), k, replacement=True
+                w + 1e-12 * (w.sum(-1, keepdim=True) == 0), k, replacement=True, generator=generator
             )
-
-
-# --------------------------------------------------------------------------- scRCL
-def symmetric_kl(p_logits: torch.Tensor, q_logits: torch.Tensor, dim: int = -1) -> torch.Tensor:
-    """Symmetric KL divergence ``KL(p||q) + KL(q||p)`` of softmax distributions along ``dim``.
-
-    Returns the divergence with ``dim`` reduced (zero iff the distributions agree).
-    """
-    lp = F.log_softmax(p_logits, dim=dim)
-    lq = F.log_softmax(q_logits, dim=dim)
-    return ((lp.exp() - lq.exp()) * (lp - lq)).sum(dim)
-
-
-def pairwise_symmetric_kl(p_logits: torch.Tensor, q_logits: torch.Tensor) -> torch.Tensor:
-    """Symmetric KL divergence between every row of ``p`` and every row of ``q``.
-
-    ``p_logits`` ``(B, K)`` and ``q_logits`` ``(C, K)`` are turned into softmax
-    distributions over ``K``; returns ``D`` ``(B, C)`` with
-    ``D[i, j] = KL(p_i || q_j) + KL(q_j || p_i)`` (:func:`symmetric_kl` of the pair).
-    """
-    lp = F.log_softmax(p_logits, dim=-1)
-    lq = F.log_softmax(q_logits, dim=-1)
-    p, q = lp.exp(), lq.exp()
-    d = (p * lp).sum(-1)[:, None] + (q * lq).sum(-1)[None, :] - p @ lq.T - lp @ q.T
-    return d.clamp(min=0.0)
-
-
-def neighbourhood_contrastive(
-    h1: torch.Tensor, h2: torch.Tensor, adj: torch.Tensor, temperature: float = 0.1
-) -> torch.Tensor:
-    """Neighbourhood contrastive alignment on a batch of cells.
-
-    The divergence between cell ``i`` of view 1 and cell ``j`` of view 2 is the
-    symmetric KL of their softmax distributions at ``temperature``
-    (:func:`pairwise_symmetric_kl`). For each cell, the mean divergence to its
-    graph neighbours (itself included) is divided by the mean divergence to all
-    other cells of the batch; the loss is the mean of that ratio, in ``[0, inf)``
-    and low when neighbours are close relative to the rest. As in the authors'
-    code the ratio itself is averaged, not its logarithm: its gradient fades as
-    neighbourhoods tighten, whereas the logarithm rewards collapsing them without
-    end and, on a noisy graph, erases the cell types (measured on the
-    development sets, see ``benchmarks/scrcl_dev.py``). Memory is ``O(B^2)``.
-
-    Parameters
-    ----------
-    h1, h2
-        Embeddings of the two views, ``(B, K)``.
-    adj
-        Dense 0/1 neighbourhood among the batch cells, ``(B, B)``; the
-        diagonal counts as a neighbour.
-    temperature
-        Softmax temperature of the distributions.
-    """
-    d = pairwise_symmetric_kl(h1 / temperature, h2 / temperature)
-    eye = torch.eye(d.shape[0], device=d.device, dtype=d.dtype)
-    nb = ((adj + eye) > 0).to(d.dtype)
-    other = 1.0 - eye
-    pos = (d * nb).sum(-1) / nb.sum(-1)
-    allm = (d * other).sum(-1) / other.sum(-1).clamp(min=1)
-    return (pos / (allm + 1e-8)).mean()
-
-
-def refinement_consistency(r1: torch.Tensor, r2: torch.Tensor, adj: torch.Tensor) -> torch.Tensor:
-    """MSE between the cross-view cosine similarity of refined embeddings and ``adj + I``.
-
-    ``r1, r2``: ``(B, G)``; ``adj``: dense ``(B, B)`` 0/1 cell graph.
-    """
-    s = F.normalize(r1, dim=-1) @ F.normalize(r2, dim=-1).T
-    target = ((adj + torch.eye(adj.shape[0], device=adj.device)) > 0).to(s.dtype)
-    return F.mse_loss(s, target)
-
-
-class SCRCLModule(nn.Module):
-    """scRCL network: MLP and GCN encoders of two graph-filtered views plus refinement.
-
-    Parameters
-    ----------
-    n_genes
-        Number of genes ``G``.
-    n_gene_features
-        Input size of the gene-graph convolution (gene profiles are summarised
-        to this many PCA components, so the module is not tied to the
-        training cells).
-    n_hidden, n_latent
-        Hidden and output sizes of the cell encoders.
-    dropout
-        Dropout on inputs.
-    """
-
-    def __init__(
-        self,
-        n_genes: int,
-        n_gene_features: int,
-        n_hidden: int = 512,
-        n_latent: int = 64,
-        n_gene_latent: int = 64,
-        dropout: float = 0.2,
-    ):
-        super().__init__()
-        self.drop = nn.Dropout(dropout)
-        self.mlp = MLP(n_genes, [n_hidden, n_latent], last_activation=False)
-        self.gcn1 = SparseGCN(n_genes, n_hidden)
-        self.gcn2 = SparseGCN(n_hidden, n_hidden)
-        self.gcn_out = nn.Linear(n_hidden, n_latent)
-        self.gene_gcn = SparseGCN(n_gene_features, n_gene_latent, activation=False)
-        self.to_gene = nn.ModuleList([nn.Linear(n_latent, n_gene_latent) for _ in range(2)])
-
-    def encode(self, x1, x2, cell_adj) -> tuple[torch.Tensor, torch.Tensor]:
-        """Cell embeddings of view 1 (MLP) and view 2 (GCN over ``cell_adj``)."""
-        h1 = self.mlp(self.drop(x1))
-        h2 = self.gcn_out(self.gcn2(self.gcn1(self.drop(x2), cell_adj), cell_adj))
-        return F.normalize(h1, dim=-1), F.normalize(h2, dim=-1)
-
-    def refine(self, h1, h2, gene_x, gene_adj) -> tuple[torch.Tensor, torch.Tensor]:
-        """Refined cell embeddings ``(n_cells, G)``: cell->gene-space projection times gene embeddings."""
-        g = F.normalize(self.gene_gcn(gene_x, gene_adj), dim=-1)  # (G, d)
-        r1 = self.to_gene[0](h1) @ g.T
-        r2 = self.to_gene[1](h2) @ g.T
-        return r1, r2

@@ -1,0 +1,82 @@
+"""The joint read-out of scI2CL: label-free modality weights and principal axes, fixed after training.
+
+:func:`fit_readout` turns the per-modality embeddings of the training cells
+into the buffers of :class:`~sci2cl.module.SCI2CLModule` that
+``joint_embedding`` reads (``readout_scales``, ``readout_weights``,
+``readout_mean``, ``readout_components``) and the table of scores behind
+the weights. No labels are used.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .._graph import choose_modality_weight, modality_weights, modularity_weight_scores
+
+__all__ = ["MODALITY_WEIGHTINGS", "MIXTURE_MARGIN", "WEIGHT_GRID", "MAX_PCA_CELLS", "fit_readout"]
+
+MODALITY_WEIGHTINGS = ("modularity", "wnn")
+#: modularity a mixture of the modalities must gain over the better one alone (label-free rule)
+MIXTURE_MARGIN = 0.01
+#: RNA weights tried by ``modality_weighting="modularity"`` (ATAC gets ``1 - w``)
+WEIGHT_GRID = np.round(np.linspace(0.0, 1.0, 11), 2)
+#: cells on which the joint read-out's principal axes are fitted (all cells below this)
+MAX_PCA_CELLS = 50_000
+
+
+def readout_cells(n: int, seed: int, max_cells: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(fit_cells, sub)``: the cells embedded to fit the read-out, and the weighting cells among them.
+
+    Up to ``max_cells`` seeded cells choose the weights (positions ``sub`` in
+    ``fit_cells``); the principal axes are fitted on every cell, or on a
+    seeded sample of :data:`MAX_PCA_CELLS` (plus the weighting cells) above that.
+    """
+    rng = np.random.default_rng(seed)  # the same cells whenever the read-out is fitted
+    sub = np.sort(rng.choice(n, max_cells, replace=False)) if n > max_cells else np.arange(n)
+    if n > MAX_PCA_CELLS:
+        fit_cells = np.union1d(
+            sub, np.random.default_rng([seed, 1]).choice(n, MAX_PCA_CELLS, False)
+        )
+        sub = np.searchsorted(fit_cells, sub)  # positions of the weighting cells in fit_cells
+    else:
+        fit_cells = np.arange(n)
+    return fit_cells, sub
+
+
+@torch.no_grad()
+def fit_readout(module, z: dict[str, torch.Tensor], sub: np.ndarray, weighting: str, seed: int):
+    """Set ``module``'s read-out buffers from embeddings ``z`` ``{m: (n_cells, E)}``; return the scores.
+
+    Scales: each modality's mean row norm. Weights by ``weighting``:
+    ``"modularity"``, the RNA weight on :data:`WEIGHT_GRID` whose joint
+    embedding (cells ``sub``) has the most modular kNN graph, a mixture kept
+    only when it beats the better modality alone by :data:`MIXTURE_MARGIN`;
+    ``"wnn"``, the mean per-cell WNN weights. Then the principal axes of the
+    weighted concatenation of all cells of ``z``. Returns the modularity
+    table (empty for ``"wnn"``).
+    """
+    from sklearn.decomposition import PCA
+
+    mods = module.modalities
+    scales = [float(z[m].norm(dim=1).mean().clamp(min=1e-12)) for m in mods]
+    module.readout_scales.copy_(torch.as_tensor(scales, dtype=torch.float32))
+    zs = {m: v.cpu().numpy() for m, v in module.scaled({m: v[sub] for m, v in z.items()}).items()}
+    if weighting == "wnn":
+        w = modality_weights(zs).mean().to_numpy()
+        scores = pd.DataFrame()
+    else:
+        n_comp = module.readout_components.shape[1]
+        scores = modularity_weight_scores(zs["rna"], zs["atac"], WEIGHT_GRID, n_comp, seed)
+        best = choose_modality_weight(scores, MIXTURE_MARGIN)
+        w = np.array([best if m == "rna" else 1 - best for m in mods])
+    module.readout_weights.copy_(torch.as_tensor(w, dtype=torch.float32))
+    Y = module.weighted_concat(z).cpu().numpy().astype(np.float64)
+    k = module.readout_components.shape[1]
+    pca = PCA(n_components=min(k, *Y.shape), svd_solver="full").fit(Y)
+    comps = np.zeros(tuple(module.readout_components.shape))
+    comps[:, : pca.n_components_] = pca.components_.T
+    module.readout_mean.copy_(torch.as_tensor(pca.mean_, dtype=torch.float32))
+    module.readout_components.copy_(torch.as_tensor(comps, dtype=torch.float32))
+    return scores
