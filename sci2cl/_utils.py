@@ -69,6 +69,24 @@ def check_range(
         raise ValueError(f"{name} must be in {rng}, got {value}")
 
 
+def as_int(name: str, value, lo=None, hi=None, *, optional: bool = False) -> int | None:
+    """``value`` as a Python ``int`` after :func:`check_range` (numpy integers accepted).
+
+    ``optional``: ``None`` passes through. Libraries downstream (Lightning)
+    accept only Python integers, so every count a user gives goes through here.
+    """
+    if optional and value is None:
+        return None
+    check_range(name, value, lo, hi, integer=True)
+    return int(value)
+
+
+def check_flag(name: str, value) -> None:
+    """Raise ``TypeError`` unless ``value`` is ``True`` or ``False`` (``"no"`` is not ``False``)."""
+    if not isinstance(value, bool | np.bool_):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+
+
 def check_weights(
     weights: dict | None, keys: tuple[str, ...], defaults: dict[str, float] | None = None
 ) -> dict[str, float]:

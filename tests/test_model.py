@@ -1,7 +1,7 @@
 import numpy as np
-import torch
 import pandas as pd
 import pytest
+import torch
 
 import sci2cl
 from sci2cl.pp import DataValidationError

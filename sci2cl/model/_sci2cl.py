@@ -2,25 +2,34 @@
 
 from __future__ import annotations
 
+import functools
 import os
+import warnings
 from pathlib import Path
 
 import mudata as md
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 
 from .._rows import RowReader
-from .._utils import check_choice, check_range, check_weights, get_matrix
-from ..module import LIKELIHOODS, SCI2CLModule
+from .._utils import as_int, check_choice, check_flag, check_range, check_weights, get_matrix
+from ..module import EMBEDDING_KINDS, SCI2CLModule
 from ..pp import DataValidationError
 from ._base import BaseModel, TrainingError, resolve_device
 from ._data import CellBatches
 from ._inputs import fit_input_scaling
 from ._readout import MODALITY_WEIGHTINGS, fit_readout, readout_cells
-from ._setup import ROLES, SETUP_KEY, check_data, check_likelihoods, setup_record
-from ._training import TrainSettings, train_module
+from ._setup import (
+    ROLES,
+    SETUP_KEY,
+    check_data,
+    check_key_added,
+    check_likelihoods,
+    likelihoods,
+    setup_record,
+)
+from ._training import TrainSettings, check_strategy, train_module
 
 __all__ = ["SCI2CL"]
 
@@ -32,25 +41,8 @@ DEFAULT_WEIGHTS = {"rec": 1.0, "mse": 1.0, "moc": 0.0, "mom": 0.0}
 READOUT_SCALINGS = ("global", "cell")
 #: cells read together from a backed file when mini-batches are drawn (``block_size=None``)
 BACKED_BLOCK_SIZE = 32
-
-
-def _likelihoods(likelihood) -> dict[str, str]:
-    """``{"rna": ..., "atac": ...}`` from one name or a partial dict (missing roles: ``"zinb"``)."""
-    if isinstance(likelihood, str):
-        lik = dict.fromkeys(ROLES, likelihood)
-    elif isinstance(likelihood, dict):
-        lik = dict(likelihood)
-    else:
-        raise TypeError(
-            f"likelihood must be a name or a dict {{'rna': name, 'atac': name}}, got {likelihood!r}"
-        )
-    unknown = set(lik) - set(ROLES)
-    if unknown:
-        raise ValueError(f"likelihood keys must be among {list(ROLES)}, got {sorted(unknown)}")
-    for r in ROLES:
-        lik.setdefault(r, "zinb")
-        check_choice(f"likelihood[{r!r}]", lik[r], LIKELIHOODS)
-    return lik
+#: fewer cells than this train without early stopping (a held-out set would be a handful)
+MIN_CELLS_EARLY_STOPPING = 50
 
 
 class SCI2CL(BaseModel):
@@ -185,21 +177,15 @@ class SCI2CL(BaseModel):
             check_range("n_input_pcs", n_input_pcs, 2, integer=True)
         check_choice("modality_weighting", modality_weighting, MODALITY_WEIGHTINGS)
         check_choice("readout_scaling", readout_scaling, READOUT_SCALINGS)
-        for name, flag in (
-            ("hard_negatives", hard_negatives),
-            ("use_rna_only", use_rna_only),
-            ("joint_rec", joint_rec),
-            ("input_skip", input_skip),
-        ):
-            if not isinstance(flag, bool):
-                raise TypeError(f"{name} must be True or False, got {flag!r}")
+        for name in ("hard_negatives", "use_rna_only", "joint_rec", "input_skip"):
+            check_flag(name, locals()[name])
         w = check_weights(weights, LOSS_WEIGHTS, DEFAULT_WEIGHTS)
         if w["rec"] == 0 and (w["mse"] == 0 or n_views == 0):
             raise ValueError(
                 "with weights['rec'] = 0 and no intra-omics term (weights['mse'] = 0 or n_views = 0) "
                 "the pretraining stage has nothing to learn; give 'rec' or 'mse' a weight > 0"
             )
-        self.likelihoods = _likelihoods(likelihood)
+        self.likelihoods = likelihoods(likelihood)
         self.init_params["likelihood"] = dict(self.likelihoods)
         self.setup = self._get_setup(mdata)
         check_likelihoods(self.likelihoods, self.setup["facts"], self.setup["modalities"])
@@ -406,21 +392,31 @@ class SCI2CL(BaseModel):
             The data changed since the model was built (e.g. ``select_features``
             after the model).
         """
-        check_range("max_epochs", max_epochs, 1, integer=True)
-        if pretrain_epochs is not None:
-            check_range("pretrain_epochs", pretrain_epochs, 0, integer=True)
-        check_range("batch_size", batch_size, 2, integer=True)
+        max_epochs = as_int("max_epochs", max_epochs, 1)
+        pretrain_epochs = as_int("pretrain_epochs", pretrain_epochs, 0, optional=True)
+        batch_size = as_int("batch_size", batch_size, 2)
         check_range("lr", lr, 0, lo_open=True)
         check_range("weight_decay", weight_decay, 0)
-        check_range("patience", patience, 1, integer=True)
-        if min_epochs is not None:
-            check_range("min_epochs", min_epochs, 0, integer=True)
+        patience = as_int("patience", patience, 1)
+        min_epochs = as_int("min_epochs", min_epochs, 0, optional=True)
         check_range("validation_fraction", validation_fraction, 0, 1, hi_open=True)
-        if block_size is not None:
-            check_range("block_size", block_size, 1, integer=True)
+        block_size = as_int("block_size", block_size, 1, optional=True)
+        check_flag("early_stopping", early_stopping)
+        check_flag("progress_bar", progress_bar)
+        strategy = check_strategy(strategy, devices)
         self._check_data(self.mdata)
         n = self.mdata.n_obs
-        n_val = int(round(validation_fraction * n)) if early_stopping and n >= 50 else 0
+        n_val = int(round(validation_fraction * n)) if early_stopping else 0
+        if early_stopping and (n < MIN_CELLS_EARLY_STOPPING or n_val < 2):
+            warnings.warn(
+                f"early stopping is off for this run: it holds out validation_fraction="
+                f"{validation_fraction} of the cells and needs at least 2 held-out cells and "
+                f"{MIN_CELLS_EARLY_STOPPING} cells in all (here {n_val} of {n}). Every cell "
+                "trains for max_epochs; pass early_stopping=False to say so",
+                UserWarning,
+                stacklevel=2,
+            )
+            early_stopping, n_val = False, 0
         if n - n_val < 2:
             raise ValueError(
                 f"validation_fraction={validation_fraction} leaves {n - n_val} of {n} cells for "
@@ -530,6 +526,8 @@ class SCI2CL(BaseModel):
     @property
     def modality_weights_(self) -> dict[str, float]:
         """Weights of the modalities in the joint embedding (set by :meth:`train`)."""
+        if not self.is_trained:
+            raise RuntimeError("the model is not trained: its modality weights are set by .train()")
         w = self.module.readout_weights.cpu().numpy()
         return {m: float(w[i]) for i, m in enumerate(self.module.modalities)}
 
@@ -541,6 +539,7 @@ class SCI2CL(BaseModel):
         batch_size: int = 1024,
         key_added: str | None = "X_sci2cl",
         kind: str = "joint",
+        layer: str | None | type = ...,
     ) -> np.ndarray:
         """Cell embeddings, shape ``(n_cells, n_latent)`` (``2 * n_latent`` for ``"concat"``).
 
@@ -553,7 +552,12 @@ class SCI2CL(BaseModel):
         batch_size
             Cells per forward pass (the result does not depend on it).
         key_added
-            Also write the embedding to ``mdata.obsm[key_added]`` (``None``: do not).
+            Also write the embedding to ``mdata.obsm[key_added]`` (``None``: do
+            not); the names of ``mdata``'s modalities are refused (mudata keeps
+            its own cell masks there). Rows follow ``mdata.obs_names``.
+        layer
+            Where ``mdata`` holds the raw data (``None``: ``.X``, as in a backed
+            atlas); default: the layer the model was set up with.
         kind
             ``"joint"`` (default): the L2-normalised RNA and ATAC embeddings
             side by side, each scaled by the square root of its modality weight
@@ -573,23 +577,15 @@ class SCI2CL(BaseModel):
         """
         if not self.is_trained:
             raise RuntimeError("the model is not trained; call .train() first")
-        mod = self.module
-        embed = {
-            "joint": mod.joint_embedding,
-            "fused": mod.fused_embedding,
-            "rna": lambda b: mod.ae["rna"].encode(b["rna"]),
-            "atac": lambda b: mod.ae["atac"].encode(b["atac"]),
-            "concat": lambda b: torch.cat(
-                [F.normalize(v, dim=1) for v in mod.encode(b).values()], 1
-            ),
-        }
-        check_choice("kind", kind, sorted(embed))
+        check_choice("kind", kind, EMBEDDING_KINDS)
         check_range("batch_size", batch_size, 1, integer=True)
         mdata = self.mdata if mdata is None else mdata
         if not isinstance(mdata, md.MuData):
             raise TypeError(f"mdata must be a MuData, got {type(mdata).__name__}")
-        self._check_data(mdata)
-        out = self._map_batches(self._matrices(mdata), mdata.n_obs, embed[kind], batch_size)
+        check_key_added(mdata, key_added)
+        layer = self._check_data(mdata, layer)
+        fn = functools.partial(self.module.embedding, kind=kind)
+        out = self._map_batches(self._matrices(mdata, layer), mdata.n_obs, fn, int(batch_size))
         z = torch.cat(out).cpu().numpy().astype(np.float32)
         if not np.isfinite(z).all():
             raise RuntimeError(
@@ -644,11 +640,21 @@ class SCI2CL(BaseModel):
         names = meta.get("feature_names")
         if not isinstance(names, dict) or set(names) != set(ROLES):
             cls._checkpoint_error(f, meta, "it has no feature names for 'rna' and 'atac'")
-        cls.setup_mudata(mdata, setup["layer"] if layer is ... else layer, setup["modalities"])
+        if not isinstance(mdata, md.MuData):
+            raise TypeError(f"mdata must be a MuData, got {type(mdata).__name__}")
+        own = mdata.uns.get(SETUP_KEY, {}).get("modalities")  # names the user set up, if any
+        mods = dict(own) if own else dict(setup["modalities"])
+        if not all(m in mdata.mod for m in mods.values()):
+            raise DataValidationError(
+                f"the model was trained on modalities {setup['modalities']} and this MuData has "
+                f"{list(mdata.mod)}: name its RNA and ATAC modalities with "
+                "SCI2CL.setup_mudata(mdata, modalities={'rna': ..., 'atac': ...}), then load"
+            )
+        cls.setup_mudata(mdata, setup["layer"] if layer is ... else layer, mods)
         for r, feats in names.items():
-            if mdata[setup["modalities"][r]].var_names.tolist() != feats:
+            if mdata[mods[r]].var_names.tolist() != feats:
                 raise DataValidationError(
-                    f"modality {setup['modalities'][r]!r} ({r}) features differ from the saved "
+                    f"modality {mods[r]!r} ({r}) features differ from the saved "
                     f"model's {len(feats)} features (in {f})"
                 )
         init = cls._checkpoint_init(f, meta)

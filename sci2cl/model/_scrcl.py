@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 
 from .._graph import knn_adjacency, leiden_labels, normalised_adjacency
-from .._utils import check_choice, check_range, check_weights, get_matrix
+from .._rows import is_backed_matrix
+from .._utils import as_int, check_choice, check_flag, check_range, check_weights, get_matrix
 from ..module import SCRCLModule
 from ..pp import DataValidationError, validate
 from ._base import BaseModel, resolve_device
@@ -32,6 +33,38 @@ def _to_torch_sparse(A: sp.csr_matrix, device) -> torch.Tensor:
     return (
         torch.sparse_coo_tensor(idx, values, A.shape, check_invariants=False).coalesce().to(device)
     )
+
+
+def _refuse_backed(adata: ad.AnnData) -> None:
+    """ScRCL builds dense graph-filtered views of every cell: it needs the data in memory."""
+    if adata.isbacked or is_backed_matrix(adata.X):
+        raise DataValidationError(
+            "scRCL builds dense views of every cell and needs the data in memory; this AnnData "
+            "is backed (on disk): load it with adata = adata.to_memory() (or read_h5ad without "
+            "backed=)"
+        )
+
+
+def _coordinates(adata: ad.AnnData, key: str) -> np.ndarray:
+    """``obsm[key]`` as finite numbers ``(n_cells, d)`` that place the cells apart."""
+    raw = adata.obsm[key]
+    try:
+        xy = np.asarray(raw.to_numpy() if hasattr(raw, "to_numpy") else raw, dtype=float)
+    except (TypeError, ValueError):
+        raise DataValidationError(
+            f"obsm[{key!r}] must hold numeric coordinates (n_cells, d); it holds values that are "
+            "not numbers (a text column?)"
+        ) from None
+    if xy.ndim != 2 or xy.shape[0] != adata.n_obs:
+        raise DataValidationError(f"obsm[{key!r}] must be (n_cells, d), got shape {xy.shape}")
+    if not np.isfinite(xy).all():
+        raise DataValidationError(f"obsm[{key!r}] holds NaN or infinite values")
+    if len(np.unique(xy, axis=0)) < 2:
+        raise DataValidationError(
+            f"obsm[{key!r}] places every cell at the same point: a spatial graph would be "
+            "arbitrary. Pass the real coordinates, or no spatial_key"
+        )
+    return xy
 
 
 class _CellDraws(torch.utils.data.Dataset):
@@ -140,6 +173,7 @@ class SCRCL(BaseModel):
     ):
         if not isinstance(adata, ad.AnnData):
             raise TypeError(f"SCRCL needs an AnnData, got {type(adata).__name__}")
+        _refuse_backed(adata)
         if smoothing is None:
             smoothing = (5, 0) if spatial_key is not None else (3, 0)
         smoothing = tuple(smoothing) if isinstance(smoothing, list | tuple) else smoothing
@@ -201,6 +235,7 @@ class SCRCL(BaseModel):
         """
         if not isinstance(adata, ad.AnnData):
             raise TypeError(f"setup_anndata needs an AnnData, got {type(adata).__name__}")
+        _refuse_backed(adata)
         validate(adata, count_modalities=("rna",), layer=layer)
         adata.uns[SETUP_KEY] = {"layer": layer}
 
@@ -227,16 +262,17 @@ class SCRCL(BaseModel):
         a.X = Xl.copy()
         sc.pp.scale(a, max_value=10)
         Xs = np.asarray(a.X)
+        if not (np.ptp(Xs, axis=0) > 0).any():
+            raise DataValidationError(
+                "every selected gene has the same value in every cell: the counts carry no "
+                "variation for scRCL to learn from (check the layer, or that the cells differ)"
+            )
         sc.tl.pca(a, n_comps=min(50, min(a.shape) - 1), random_state=self.seed)
         pcs = a.obsm["X_pca"]
         cell_A = knn_adjacency(pcs, p["n_neighbors"], "cosine")
         smooth_A = cell_A
         if p["spatial_key"] is not None:
-            xy = np.asarray(adata.obsm[p["spatial_key"]], float)
-            if not np.isfinite(xy).all():
-                raise DataValidationError(
-                    f"obsm[{p['spatial_key']!r}] holds NaN or infinite values"
-                )
+            xy = _coordinates(adata, p["spatial_key"])
             space_A = knn_adjacency(xy, p["n_spatial_neighbors"])
             mode = p["spatial_mode"]
             if mode == "graph":
@@ -301,12 +337,13 @@ class SCRCL(BaseModel):
         SCRCL
             ``self``.
         """
-        check_range("max_epochs", max_epochs, 1, integer=True)
+        max_epochs = as_int("max_epochs", max_epochs, 1)
         check_range("lr", lr, 0, lo_open=True)
         check_range("weight_decay", weight_decay, 0)
-        check_range("patience", patience, 1, integer=True)
+        patience = as_int("patience", patience, 1)
         check_range("tol", tol, 0)
-        check_range("min_epochs", min_epochs, 0, integer=True)
+        min_epochs = as_int("min_epochs", min_epochs, 0)
+        check_flag("progress_bar", progress_bar)
         settings = TrainSettings(
             max_epochs=max_epochs,
             lr=lr,

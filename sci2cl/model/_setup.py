@@ -17,11 +17,20 @@ import numpy as np
 import scipy.sparse as sp
 
 from .._rows import RowReader, is_backed_matrix
-from .._utils import get_matrix
-from ..module import COUNT_LIKELIHOODS
+from .._utils import check_choice, get_matrix
+from ..module import COUNT_LIKELIHOODS, LIKELIHOODS
 from ..pp import DataValidationError, validate
 
-__all__ = ["ROLES", "SETUP_KEY", "fingerprint", "setup_record", "check_data", "check_likelihoods"]
+__all__ = [
+    "ROLES",
+    "SETUP_KEY",
+    "fingerprint",
+    "setup_record",
+    "check_data",
+    "check_likelihoods",
+    "likelihoods",
+    "check_key_added",
+]
 
 ROLES = ("rna", "atac")
 SETUP_KEY = "_sci2cl_setup"
@@ -156,6 +165,25 @@ def setup_record(mdata: md.MuData, layer: str | None, modalities: dict | None) -
     return record
 
 
+def likelihoods(likelihood) -> dict[str, str]:
+    """``{"rna": ..., "atac": ...}`` from one name or a partial dict (missing roles: ``"zinb"``)."""
+    if isinstance(likelihood, str):
+        lik = dict.fromkeys(ROLES, likelihood)
+    elif isinstance(likelihood, dict):
+        lik = dict(likelihood)
+    else:
+        raise TypeError(
+            f"likelihood must be a name or a dict {{'rna': name, 'atac': name}}, got {likelihood!r}"
+        )
+    unknown = set(lik) - set(ROLES)
+    if unknown:
+        raise ValueError(f"likelihood keys must be among {list(ROLES)}, got {sorted(unknown)}")
+    for r in ROLES:
+        lik.setdefault(r, "zinb")
+        check_choice(f"likelihood[{r!r}]", lik[r], LIKELIHOODS)
+    return lik
+
+
 def check_likelihoods(likelihood: dict, facts: dict, modalities: dict) -> None:
     """Refuse a likelihood the recorded values cannot take, naming the modality and the fix."""
     for r in ROLES:
@@ -174,6 +202,22 @@ def check_likelihoods(likelihood: dict, facts: dict, modalities: dict) -> None:
                 "'bernoulli' (accessible or not) cannot take; pass counts or binary values, "
                 "or use 'gaussian'"
             )
+
+
+def check_key_added(mdata: md.MuData, key_added) -> None:
+    """``key_added`` is ``None`` or a text key of ``obsm`` that mudata does not own."""
+    if key_added is None:
+        return
+    if not isinstance(key_added, str) or not key_added:
+        raise TypeError(
+            f"key_added must be a non-empty str (an obsm key) or None, got {key_added!r}"
+        )
+    if key_added in mdata.mod:
+        raise ValueError(
+            f"key_added={key_added!r} is the name of a modality: mudata keeps that modality's "
+            "cell mask in obsm[{key_added!r}] and would overwrite the embedding; choose another "
+            "key, e.g. 'X_sci2cl_" + key_added + "'"
+        )
 
 
 def check_data(

@@ -244,6 +244,36 @@ def early_stopping(patience: int) -> EarlyStopping:
     return EarlyStopping(MONITOR, patience=patience, mode="min", min_delta=0.0, strict=False)
 
 
+#: strategies the models train with, and what Lightning gets for them: the two stages train
+#: different parts of the module, so DDP must look for unused parameters
+STRATEGIES = ("auto", "ddp", "ddp_spawn", "ddp_fork", "ddp_notebook")
+
+
+def check_strategy(strategy, devices) -> str:
+    """Refuse a strategy the models do not support; ``devices`` is checked by Lightning."""
+    if not isinstance(strategy, str) or strategy not in STRATEGIES:
+        raise ValueError(
+            f"strategy must be one of {list(STRATEGIES)} (DDP variants for several devices or "
+            f"processes), got {strategy!r}"
+        )
+    return strategy
+
+
+def _strategy(strategy: str, devices):
+    """Lightning's strategy object: every DDP variant finds unused parameters."""
+    from lightning.pytorch.strategies import DDPStrategy
+
+    several = devices not in (None, 1, "1") and not (
+        isinstance(devices, list) and len(devices) == 1
+    )
+    if strategy == "auto" and not several:
+        return "auto"
+    start = {"ddp_spawn": "spawn", "ddp_fork": "fork", "ddp_notebook": "fork"}.get(
+        strategy, "popen"
+    )
+    return DDPStrategy(find_unused_parameters=True, start_method=start)
+
+
 def _accelerator(device: torch.device) -> str:
     return {"cuda": "gpu", "mps": "mps"}.get(device.type, "cpu")
 
@@ -261,14 +291,13 @@ def lightning_trainer(
 ) -> pl.Trainer:
     """A :class:`lightning.pytorch.Trainer` on the model's device that writes nothing to disk.
 
-    ``devices=None`` is the model's device (one); ``strategy="ddp"`` becomes
-    ``"ddp_find_unused_parameters_true"``, since scI2CL's two stages train
-    different parts of the module.
+    ``devices=None`` is the model's device (one); several devices (or a DDP
+    strategy of :data:`STRATEGIES`) train with DDP that finds unused
+    parameters, since scI2CL's two stages train different parts of the module.
     """
     if devices is None:
         devices = [device.index] if device.type == "cuda" and device.index is not None else 1
-    if strategy == "ddp":
-        strategy = "ddp_find_unused_parameters_true"
+    strategy = _strategy(check_strategy(strategy, devices), devices)
     with _quiet():
         return pl.Trainer(
             accelerator=_accelerator(device),

@@ -13,11 +13,12 @@ from ._losses import (
     refinement_consistency,
     symmetric_kl,
 )
-from ._sci2cl import COUNT_LIKELIHOODS, LIKELIHOODS, ModalityAE, SCI2CLModule
+from ._sci2cl import COUNT_LIKELIHOODS, EMBEDDING_KINDS, LIKELIHOODS, ModalityAE, SCI2CLModule
 from ._scrcl import SCRCLModule
 
 __all__ = [
     "COUNT_LIKELIHOODS",
+    "EMBEDDING_KINDS",
     "LIKELIHOODS",
     "info_nce",
     "matching_loss",

@@ -9,9 +9,11 @@ from torch import nn
 from ..nn import MLP, CountDecoder, TokenCrossAttention, ViewFusion
 from ._losses import info_nce, matching_loss, reconstruction_nll
 
-__all__ = ["COUNT_LIKELIHOODS", "LIKELIHOODS", "ModalityAE", "SCI2CLModule"]
+__all__ = ["COUNT_LIKELIHOODS", "EMBEDDING_KINDS", "LIKELIHOODS", "ModalityAE", "SCI2CLModule"]
 
 COUNT_LIKELIHOODS = ("zinb", "nb")
+#: what :meth:`SCI2CLModule.embedding` can read out
+EMBEDDING_KINDS = ("joint", "fused", "rna", "atac", "concat")
 LIKELIHOODS = ("zinb", "nb", "gaussian", "bernoulli")
 
 
@@ -300,6 +302,25 @@ class SCI2CLModule(nn.Module):
         from the training cells after training.
         """
         return (self.weighted_concat(self.encode(x)) - self.readout_mean) @ self.readout_components
+
+    def embedding(self, x: dict[str, torch.Tensor], kind: str = "joint") -> torch.Tensor:
+        """One of the read-outs of :data:`EMBEDDING_KINDS`, per cell.
+
+        ``"joint"`` (:meth:`joint_embedding`), ``"fused"``
+        (:meth:`fused_embedding`, the paper's), ``"rna"``/``"atac"`` (one
+        encoder), ``"concat"`` (both encoders, each row L2-normalised, side by
+        side: ``(n, 2E)``).
+        """
+        if kind == "joint":
+            return self.joint_embedding(x)
+        if kind == "fused":
+            return self.fused_embedding(x)
+        z = self.encode(x)
+        if kind in self.modalities:
+            return z[kind]
+        if kind == "concat":
+            return torch.cat([F.normalize(v, dim=1) for v in z.values()], 1)
+        raise ValueError(f"kind must be one of {list(EMBEDDING_KINDS)}, got {kind!r}")
 
     # ----------------------------------------------------------------- losses
     def loss(
