@@ -25,8 +25,6 @@ help:
 
 CONSTRAINTS := constraints-cpu.txt
 PIP_INSTALL := $(PY) -m pip install -q -c $(CONSTRAINTS)
-# PYTHONPATH: the benchmarks package (benchmarks/) is imported by the notebooks and runners
-export PYTHONPATH := $(abspath .)$(if $(PYTHONPATH),:$(PYTHONPATH))
 
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	@command -v python3.11 >/dev/null && PYBIN=python3.11 || PYBIN=python3; \
@@ -88,22 +86,21 @@ check-book: $(STAMP)
 
 # the book's clustering benchmark (chapter 3): every paired dataset, 3 seeds, two jobs side by side
 bench: $(STAMP)
-	$(PY) -m benchmarks.clustering --jobs 2
+	$(PY) -m benchmarks clustering --jobs 2
 
 # the methods chapter's measurements of scI2CL's variants and speed, and chapter 7's scRCL benchmark
 bench-sci2cl: $(STAMP)
-	$(PY) -m benchmarks.sci2cl_speed
-	$(PY) -m benchmarks.sci2cl_scaling
-	$(PY) -m benchmarks.lightning_overhead
-	$(PY) -m benchmarks.sci2cl_report
+	$(PY) -m benchmarks sci2cl-speed
+	$(PY) -m benchmarks sci2cl-scaling
+	$(PY) -m benchmarks sci2cl-report
 
 bench-scrcl: $(STAMP)
-	$(PY) -m benchmarks.scrcl
+	$(PY) -m benchmarks scrcl
 
 # one thread each (2 cores); the development log first: the benchmark runs the chosen mode
 bench-spatial: $(STAMP)
-	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 NUMBA_NUM_THREADS=1 $(PY) -m benchmarks.scrcl_spatial_dev
-	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 NUMBA_NUM_THREADS=1 $(PY) -m benchmarks.spatial
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 NUMBA_NUM_THREADS=1 $(PY) -m benchmarks scrcl-spatial-dev
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 NUMBA_NUM_THREADS=1 $(PY) -m benchmarks spatial
 
 clean:
 	rm -rf build book/_build

@@ -40,14 +40,13 @@ import numpy as np
 import pandas as pd
 
 from benchmarks import clustering, embeddings, peers
-from benchmarks.config import SEEDS
+from benchmarks.config import FULL, SEEDS, epoch_kwargs
 from sci2cl import metrics, tl
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "results"
 #: the benchmark's settings for a full run (the key of its embeddings)
-SETTINGS = {"max_cells": None, "max_epochs": None, "multivi_epochs": None, "glue_epochs": None,
-            "paper_repeats": 1}  # fmt: skip
+SETTINGS = FULL
 METHODS = ["scI2CL", "RNA PCA", "ATAC LSI", "PCA+LSI", "WNN (muon)", "MOFA+", "MultiVI", "GLUE"]
 
 #: per dataset: the coarse and fine label columns (``types``: the true types where they differ
@@ -92,8 +91,7 @@ def embedding(ds: str, method: str, seed: int, mdata, settings: dict = SETTINGS)
            "data_version": clustering.data_version(mdata), **settings}  # fmt: skip
     got = embeddings.load(ds, method, seed, key)
     if got is None:
-        caps = {"scI2CL": "max_epochs", "MultiVI": "multivi_epochs", "GLUE": "glue_epochs"}
-        kw = {"max_epochs": settings[caps[method]]} if settings.get(caps.get(method)) else {}
+        kw = epoch_kwargs(method, settings)
         res = peers.run_peer(method, mdata, seed=seed, **kw)
         embeddings.save(ds, method, seed, res, key)
         got = {"embedding": res["embedding"], "adjacency": res["adjacency"]}

@@ -33,9 +33,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from benchmarks import embeddings, peers, plots
-from benchmarks.common import available_paired, label_key, paired_differences, prepare
-from benchmarks.config import MAX_EPOCHS, MULTIVI_EPOCHS, SEEDS, SIMULATED, SMOKE
+from benchmarks import embeddings, peers, plots, protocols
+from benchmarks.common import available_paired, label_key, prepare
+from benchmarks.config import MAX_EPOCHS, MULTIVI_EPOCHS, SEEDS, SIMULATED, SMOKE, epoch_kwargs
+from benchmarks.report import paired_differences
 from sci2cl import metrics, pl
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -81,14 +82,30 @@ FINGERPRINT = [
 FINGERPRINT_METHOD = {
     "scI2CL": [
         "sci2cl/distributions.py",
-        "sci2cl/model/_base.py",
-        "sci2cl/model/_data.py",
-        "sci2cl/model/_sci2cl.py",
-        "sci2cl/model/_training.py",
-        "sci2cl/module.py",
+        "sci2cl/_rows.py",
+        "sci2cl/model",
+        "sci2cl/module",
         "sci2cl/nn.py",
     ],
 }
+
+
+def source_files(entries: list[str]) -> list[str]:
+    """The files behind fingerprint entries: a file as is, a folder as its ``*.py`` files.
+
+    Raises ``FileNotFoundError`` naming the entry when it is neither, so that a
+    module moved or split fails here rather than hashing less than it should.
+    """
+    out = []
+    for entry in entries:
+        path = ROOT / entry
+        if path.is_dir():
+            out += sorted(str(p.relative_to(ROOT)) for p in path.rglob("*.py"))
+        elif path.is_file():
+            out.append(entry)
+        else:
+            raise FileNotFoundError(f"fingerprint entry {entry!r} is neither a file nor a folder")
+    return out
 
 
 def data_version(mdata) -> str:
@@ -123,7 +140,7 @@ def code_version(method: str | None = None) -> str:
     re-runs that method only.
     """
     h = hashlib.sha256()
-    for f in FINGERPRINT + FINGERPRINT_METHOD.get(method, []):
+    for f in source_files(FINGERPRINT + FINGERPRINT_METHOD.get(method, [])):
         h.update(f.encode())
         h.update((ROOT / f).read_bytes())
     src = (ROOT / "benchmarks" / "peers.py").read_text()
@@ -224,12 +241,7 @@ def run_unit(
                 rec["coords"] = z["coords"] if "coords" in z else None
                 return rec
     y = mdata.obs[label_key(ds)].astype(str).to_numpy()
-    caps = {
-        "scI2CL": settings["max_epochs"],
-        "MultiVI": settings["multivi_epochs"],
-        "GLUE": settings["glue_epochs"],
-    }
-    kw = {"max_epochs": caps[method]} if method in caps else {}
+    kw = epoch_kwargs(method, settings)
     rec = {"key": key, "status": "ok", "rows": [], "curves": [], "reason": ""}
     xy = None
     try:
@@ -278,7 +290,7 @@ def _score(res: dict, y: np.ndarray, ds: str, method: str, seed: int, paper_repe
     }
     rows = [{**base, **r} for r in metrics.cluster_embedding(emb, y, seed=seed, adjacency=adj)]
     if paper_repeats:
-        pp = metrics.paper_protocol(
+        pp = protocols.paper_protocol(
             emb, y, n_repeats=1 if adj is not None else paper_repeats, seed=seed
         )
         rows.append(

@@ -20,7 +20,6 @@ __all__ = [
     "label_key",
     "dev_parser",
     "report",
-    "paired_differences",
 ]
 
 
@@ -119,40 +118,3 @@ def report(rows: list[dict], n_last: int, columns: list[str], path: Path) -> Non
     df = pd.DataFrame(rows)
     print(df.iloc[-n_last:][columns].to_string(header=False, index=False), flush=True)
     df.to_csv(path, index=False)
-
-
-def paired_differences(
-    df: pd.DataFrame,
-    by: str,
-    base: str,
-    others,
-    value: str = "nmi",
-    keys=("dataset", "protocol", "seed"),
-) -> pd.DataFrame:
-    """Paired differences over seeds: each of ``others`` minus ``base`` (rows told apart by ``by``).
-
-    One row per (other, dataset, protocol): ``mean``, ``std`` and ``count`` of
-    the differences over the seeds both ran, and a verdict: ``gain`` when the
-    mean exceeds the SD of the differences, ``loss`` when it is below minus
-    the SD, else ``tie`` (a single seed gives no SD: ``no verdict``). The
-    dataset ``"all"`` summarises the per-dataset means (their mean and SD).
-    Columns ``method`` (the other) and ``base``.
-    """
-    keys = list(keys)
-    b = df[df[by] == base].groupby(keys)[value].mean()
-    rows = []
-    for c in others:
-        d = (df[df[by] == c].groupby(keys)[value].mean() - b).dropna()
-        if d.empty:
-            continue
-        g = d.groupby(level=keys[:-1]).agg(["mean", "std", "count"]).reset_index()
-        allds = g.groupby(keys[1:-1])["mean"].agg(["mean", "std", "count"]).reset_index()
-        allds[keys[0]] = "all"
-        for r in pd.concat([g, allds], ignore_index=True).to_dict("records"):
-            if r["count"] < 2:
-                verdict = "no verdict"
-            else:
-                sd = r["std"] if np.isfinite(r["std"]) else 0.0
-                verdict = "gain" if r["mean"] > sd else "loss" if r["mean"] < -sd else "tie"
-            rows.append({"method": c, "base": base, **r, "verdict": verdict})
-    return pd.DataFrame(rows).round(4)

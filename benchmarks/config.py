@@ -25,6 +25,16 @@ SIMULATED = "simulated"
 #: package's default (scI2CL: its default with early stopping; MultiVI: 500 epochs stopped early,
 #: as scvi-tools' tutorial trains it)
 MAX_EPOCHS, MULTIVI_EPOCHS = None, None
+#: the setting that caps each trained method's epochs (``None`` in a setting: the method's default)
+EPOCH_CAPS = {"scI2CL": "max_epochs", "MultiVI": "multivi_epochs", "GLUE": "glue_epochs"}
+#: the settings of a full run (every cell, each package's default training; the key of a unit)
+FULL = {
+    "max_cells": None,
+    "max_epochs": MAX_EPOCHS,
+    "multivi_epochs": MULTIVI_EPOCHS,
+    "glue_epochs": None,
+    "paper_repeats": 1,
+}
 #: small, fast settings of the smoke runs (CI, ``--smoke``, the notebooks' SMOKE mode)
 SMOKE = {
     "datasets": ["simulated"],
@@ -40,3 +50,9 @@ SMOKE = {
 def label_key(name: str) -> str:
     """Column holding the truth used to score a dataset."""
     return LABEL.get(name, "cell_type")
+
+
+def epoch_kwargs(method: str, settings: dict) -> dict:
+    """``{"max_epochs": cap}`` for a trained method whose cap is set in ``settings``, else ``{}``."""
+    cap = settings.get(EPOCH_CAPS.get(method, ""))
+    return {} if cap is None else {"max_epochs": cap}

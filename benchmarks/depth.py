@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from benchmarks.common import prepare, thin_counts
+from benchmarks.config import FULL, epoch_kwargs
 
 ROOT = Path(__file__).resolve().parents[1]
 #: development sets of the sweep (issue: SNARE-seq cortex, BMMC subsets, sci-CAR kidney)
@@ -66,7 +67,9 @@ def _method_version(method: str) -> str:
     from benchmarks import clustering, peers
 
     h = hashlib.sha256()
-    for f in ["constraints-cpu.txt", *clustering.FINGERPRINT_METHOD.get(method, [])]:
+    for f in clustering.source_files(
+        ["constraints-cpu.txt", *clustering.FINGERPRINT_METHOD.get(method, [])]
+    ):
         h.update((ROOT / f).read_bytes())
     src = (ROOT / "benchmarks" / "peers.py").read_text()
     for name, fn in peers.PEERS.items():
@@ -151,10 +154,7 @@ def run_unit(ds: str, fraction: float, method: str, seed: int, settings: dict, l
     elif old is not None and old["key"] == key and old["status"] == "unavailable":
         rec.update(status="unavailable", reason=old["reason"])
     else:
-        caps = {"scI2CL": "max_epochs", "MultiVI": "multivi_epochs", "GLUE": "glue_epochs"}
-        kw = {}
-        if method in caps and settings.get(caps[method]) is not None:
-            kw["max_epochs"] = settings[caps[method]]
+        kw = epoch_kwargs(method, settings)
         try:
             out = peers.run_peer(method, mdata, seed=seed, **kw)
         except peers.PeerUnavailable as e:
@@ -294,7 +294,7 @@ def main() -> int:
     import torch
 
     torch.set_num_threads(1)
-    settings = {"max_epochs": None, "multivi_epochs": None, "glue_epochs": None}
+    settings = {k: FULL[k] for k in ("max_epochs", "multivi_epochs", "glue_epochs")}
     t = time.perf_counter()
     if not a.report_only:
         import multiprocessing as mp

@@ -6,9 +6,47 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from sci2cl.pl import method_color
+__all__ = [
+    "METHOD_COLORS",
+    "method_color",
+    "benchmark_heatmap",
+    "benchmark_bars",
+    "time_vs_quality",
+]
 
-__all__ = ["benchmark_heatmap", "benchmark_bars", "time_vs_quality"]
+
+#: one colour per method in every figure of the book (Okabe-Ito, Tol and tab10 hues, far apart)
+METHOD_COLORS: dict[str, str] = {
+    "scI2CL": "#D55E00",
+    "scRCL": "#D55E00",
+    "RNA PCA": "#0072B2",
+    "PCA": "#0072B2",
+    "ATAC LSI": "#56B4E9",
+    "PCA+LSI": "#009E73",
+    "WNN (muon)": "#CC79A7",
+    "MOFA+": "#882255",
+    "MultiVI": "#7F7F7F",
+    "GLUE": "#332288",
+    "scVI": "#17BECF",
+    "scVI+PeakVI": "#17BECF",
+    "Leiden": "#9467BD",
+    "BANKSY": "#BCBD22",
+    "GraphST": "#1F3A5F",
+}
+
+
+def method_color(method: str) -> str:
+    """The book's colour of a method; variants (``"scI2CL (seed 1)"``, ``"scI2CL + L_MOC"``) share it.
+
+    Raises ``KeyError`` naming the method when it has no colour: add it to
+    :data:`METHOD_COLORS`, so that no figure falls back to a cycling colour.
+    """
+    if method in METHOD_COLORS:
+        return METHOD_COLORS[method]
+    for name in sorted(METHOD_COLORS, key=len, reverse=True):
+        if method.startswith(name):
+            return METHOD_COLORS[name]
+    raise KeyError(f"no colour for method {method!r}: add it to benchmarks.plots.METHOD_COLORS")
 
 
 def _agg(df: pd.DataFrame, metric: str, protocol: str) -> pd.DataFrame:

@@ -222,8 +222,8 @@ def scaling_figure(path: Path = SCALING, out: Path = OUT / "sci2cl_scaling.png")
 
 
 def lightning_table(path: Path = LIGHTNING) -> str:
-    """Lightning vs the former loop on kidney (``benchmarks.lightning_overhead``), mean ± SD over seeds."""
-    from benchmarks.lightning_overhead import summary
+    """Lightning vs the former loop on kidney (``benchmarks.archive.lightning_overhead``), mean ± SD over seeds."""
+    from benchmarks.archive.lightning_overhead import summary
 
     s = summary(pd.read_csv(path))
     rows = []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import anndata as ad
+import mudata as md
 import numpy as np
 import scipy.sparse as sp
 
@@ -110,3 +111,15 @@ def check_weights(
     if not any(w.values()):
         raise ValueError(f"all loss weights are 0; give at least one of {list(keys)} a weight > 0")
     return w
+
+
+def new_mudata(mods: dict[str, ad.AnnData]) -> md.MuData:
+    """``md.MuData(mods)`` without pulling the modalities' obs columns (mudata's future default)."""
+    with md.set_options(pull_on_update=False):
+        return md.MuData(mods)
+
+
+def update_mudata(mdata: md.MuData) -> None:
+    """``mdata.update()`` without pulling the modalities' obs columns into ``mdata.obs``."""
+    with md.set_options(pull_on_update=False):
+        mdata.update()

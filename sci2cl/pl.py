@@ -7,8 +7,6 @@ import numpy as np
 import pandas as pd
 
 __all__ = [
-    "METHOD_COLORS",
-    "method_color",
     "history",
     "embedding_grid",
     "scatter",
@@ -19,40 +17,6 @@ __all__ = [
     "trajectory",
     "gene_trends",
 ]
-
-
-#: one colour per method in every figure of the book (Okabe-Ito and tab10 hues)
-METHOD_COLORS: dict[str, str] = {
-    "scI2CL": "#D55E00",
-    "scRCL": "#D55E00",
-    "RNA PCA": "#0072B2",
-    "PCA": "#0072B2",
-    "ATAC LSI": "#56B4E9",
-    "PCA+LSI": "#009E73",
-    "WNN (muon)": "#CC79A7",
-    "MOFA+": "#E69F00",
-    "MultiVI": "#7F7F7F",
-    "GLUE": "#8C564B",
-    "scVI": "#17BECF",
-    "scVI+PeakVI": "#17BECF",
-    "Leiden": "#9467BD",
-    "BANKSY": "#BCBD22",
-    "GraphST": "#1F3A5F",
-}
-
-
-def method_color(method: str) -> str:
-    """The book's colour of a method; variants (``"scI2CL (seed 1)"``, ``"scI2CL + L_MOC"``) share it.
-
-    Raises ``KeyError`` naming the method when it has no colour: add it to
-    :data:`METHOD_COLORS`, so that no figure falls back to a cycling colour.
-    """
-    if method in METHOD_COLORS:
-        return METHOD_COLORS[method]
-    for name in sorted(METHOD_COLORS, key=len, reverse=True):
-        if method.startswith(name):
-            return METHOD_COLORS[name]
-    raise KeyError(f"no colour for method {method!r}: add it to sci2cl.pl.METHOD_COLORS")
 
 
 def history(history: pd.DataFrame, ax=None, title: str = "Training losses"):
@@ -81,28 +45,74 @@ def history(history: pd.DataFrame, ax=None, title: str = "Training losses"):
     return ax
 
 
+MISSING_COLOR = "#DDDDDD"
+
+
+def _labelled_points(
+    xy, labels, what: str = "xy"
+) -> tuple[np.ndarray, pd.Series, np.ndarray, list]:
+    """Checked ``(n, 2)`` points, their labels as text, the missing-label mask, the classes.
+
+    Missing labels (NaN/None, or their text "nan"/"None") are never a class.
+    Raises ``ValueError`` naming the argument when the shapes do not fit.
+    """
+    pts = np.asarray(xy, dtype=float)
+    if pts.ndim != 2 or pts.shape[1] < 2:
+        raise ValueError(
+            f"{what} must be an (n_cells, 2) array of coordinates, got shape {pts.shape}"
+        )
+    if len(pts) == 0:
+        raise ValueError(f"{what} holds no cells: nothing to draw")
+    lab = pd.Series(np.asarray(labels, dtype=object).ravel())
+    if len(lab) != len(pts):
+        raise ValueError(
+            f"labels has {len(lab)} entries for {len(pts)} cells in {what}; pass one label per cell"
+        )
+    missing = lab.isna().to_numpy() | lab.astype(str).isin(["nan", "None", "<NA>"]).to_numpy()
+    text = lab.astype(str)
+    return pts[:, :2], text, missing, sorted(text[~missing].unique())
+
+
+def _draw_classes(ax, pts, text, missing, cats, cmap, s) -> None:
+    """Missing labels in grey (counted in the legend), then one colour per class."""
+    if missing.any():
+        ax.scatter(*pts[missing].T, s=s, color=MISSING_COLOR, label=f"unlabelled ({missing.sum()})",
+                   rasterized=True)  # fmt: skip
+    for i, c in enumerate(cats):
+        sel = ~missing & (text == c).to_numpy()
+        ax.scatter(*pts[sel].T, s=s, color=cmap(i), label=c, rasterized=True)
+
+
 def embedding_grid(
     coords: dict[str, np.ndarray], labels, title: str = "", ncols: int = 4, s: float = 3
 ):
-    """One 2-D scatter per method, coloured by (true) label, shared legend."""
-    labels = np.asarray(labels).astype(str)
-    cats = sorted(np.unique(labels))
+    """One 2-D scatter per method, coloured by (true) label, shared legend.
+
+    Missing labels (NaN/None) are drawn in light grey, never as a class.
+    """
+    if not coords:
+        raise ValueError("coords is empty: pass {method: (n_cells, 2) array}")
+    checked = {
+        name: _labelled_points(xy, labels, f"coords[{name!r}]") for name, xy in coords.items()
+    }
+    _, text, missing, cats = next(iter(checked.values()))
     cmap = plt.get_cmap("tab20", max(len(cats), 1))
     n = len(coords)
     nrows = int(np.ceil(n / ncols))
     fig, axes = plt.subplots(
         nrows, min(ncols, n), figsize=(3.2 * min(ncols, n), 3.2 * nrows), squeeze=False
     )
-    for ax, (name, xy) in zip(axes.ravel(), coords.items()):
-        for i, c in enumerate(cats):
-            sel = labels == c
-            ax.scatter(xy[sel, 0], xy[sel, 1], s=s, color=cmap(i), label=c, rasterized=True)
+    for ax, (name, (pts, *_)) in zip(axes.ravel(), checked.items()):
+        _draw_classes(ax, pts, text, missing, cats, cmap, s)
         ax.set(title=name, xlabel="UMAP 1", ylabel="UMAP 2", xticks=[], yticks=[])
     for ax in axes.ravel()[n:]:
         ax.axis("off")
     handles = [
         plt.Line2D([], [], marker="o", ls="", color=cmap(i), label=c) for i, c in enumerate(cats)
     ]
+    if missing.any():
+        handles.append(plt.Line2D([], [], marker="o", ls="", color=MISSING_COLOR,
+                                  label=f"unlabelled ({missing.sum()})"))  # fmt: skip
     fig.legend(
         handles=handles,
         loc="center left",
@@ -131,18 +141,10 @@ def spatial_map(
     legend ("unlabelled (n)"), never given a colour of their own class.
     ``invert_y`` puts the first row at the top, as images (Visium) are shown.
     """
+    pts, text, missing, cats = _labelled_points(xy, labels)
     ax = ax or plt.subplots(figsize=(5, 4.5))[1]
-    xy = np.asarray(xy, float)
-    lab = pd.Series(np.asarray(labels, dtype=object))
-    missing = lab.isna().to_numpy() | lab.astype(str).isin(["nan", "None"]).to_numpy()
-    cats = sorted(lab[~missing].astype(str).unique())
     cmap = plt.get_cmap("tab20" if len(cats) > 10 else "tab10", max(len(cats), 1))
-    if missing.any():
-        ax.scatter(*xy[missing].T, s=s, color="#DDDDDD", label=f"unlabelled ({missing.sum()})",
-                   rasterized=True)  # fmt: skip
-    for i, c in enumerate(cats):
-        sel = ~missing & (lab.astype(str) == c).to_numpy()
-        ax.scatter(*xy[sel].T, s=s, color=cmap(i), label=c, rasterized=True)
+    _draw_classes(ax, pts, text, missing, cats, cmap, s)
     suffix = f" ({unit})" if unit else ""
     ax.set(title=title, xlabel=f"x{suffix}", ylabel=f"y{suffix}", aspect="equal")
     if invert_y:
@@ -161,19 +163,25 @@ def scatter(
     s: float = 4,
     highlight=None,
 ):
-    """2-D scatter coloured by a categorical label; ``highlight`` (bool mask) drawn as black rings."""
-    ax = ax or plt.subplots(figsize=(5, 4.5))[1]
-    labels = pd.Series(np.asarray(labels)).astype(str)
-    cats = sorted(labels.unique())
-    cmap = plt.get_cmap("tab20", max(len(cats), 1))
-    for i, c in enumerate(cats):
-        sel = (labels == c).to_numpy()
-        ax.scatter(xy[sel, 0], xy[sel, 1], s=s, color=cmap(i), label=c, rasterized=True)
+    """2-D scatter coloured by a categorical label; ``highlight`` (bool mask) drawn as black rings.
+
+    Missing labels (NaN/None) are drawn in light grey, never as a class.
+    """
+    pts, text, missing, cats = _labelled_points(xy, labels)
     if highlight is not None:
-        h = np.asarray(highlight, bool)
+        h = np.asarray(highlight)
+        if h.shape != (len(pts),) or h.dtype != bool:
+            raise ValueError(
+                f"highlight must be a boolean mask of the {len(pts)} cells, got "
+                f"{h.dtype} of shape {h.shape}"
+            )
+    ax = ax or plt.subplots(figsize=(5, 4.5))[1]
+    cmap = plt.get_cmap("tab20", max(len(cats), 1))
+    _draw_classes(ax, pts, text, missing, cats, cmap, s)
+    if highlight is not None:
         ax.scatter(
-            xy[h, 0],
-            xy[h, 1],
+            pts[h, 0],
+            pts[h, 1],
             s=s * 4,
             facecolors="none",
             edgecolors="k",

@@ -16,7 +16,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ._rows import RowReader, is_backed_matrix
-from ._utils import dense, get_matrix
+from ._utils import dense, get_matrix, update_mudata
 
 __all__ = [
     "DataValidationError",
@@ -32,12 +32,6 @@ __all__ = [
 
 class DataValidationError(ValueError):
     """Input data that the models or analyses cannot use, with the reason."""
-
-
-def _update(mdata: md.MuData) -> None:
-    """``mdata.update()`` without pulling the modalities' obs columns into ``mdata.obs``."""
-    with md.set_options(pull_on_update=False):
-        mdata.update()
 
 
 def _no_pull(fn):
@@ -59,28 +53,56 @@ def _mods(data: md.MuData | ad.AnnData) -> dict[str, ad.AnnData]:
     return dict(data.mod) if isinstance(data, md.MuData) else {"rna": data}
 
 
+def _is_backed(data) -> bool:
+    """Whether ``data`` (or one of its modalities) reads its matrices from a file."""
+    return any(getattr(a, "isbacked", False) for a in [data, *_mods(data).values()])
+
+
+#: how to select features for an atlas on disk (the error of select_features on backed data)
+BACKED_SELECTION = (
+    "select on cells in memory and write the selected features to a new file: "
+    "sample = mudata.MuData({m: mdata[m][:20000].to_memory() for m in mdata.mod}); "
+    "sci2cl.pp.select_features(sample, ...); "
+    "mdata[:, mdata.var_names.isin(sample.var_names)].copy('atlas_features.h5mu'); "
+    "then open that file with mudata.read_h5mu(..., backed=True)"
+)
+
+
 # --------------------------------------------------------------------------- validation
 @_no_pull
 def align_modalities(mdata: md.MuData, min_shared: float = 0.5) -> md.MuData:
-    """Restrict the modalities to their shared cells (muon), all in the first modality's order.
+    """Restrict the modalities to their shared cells (muon), all in ``mdata.obs_names``' order.
 
-    Works in place and returns ``mdata``.
+    Works in place and returns ``mdata``: afterwards ``mdata.obs_names`` and
+    every modality's ``obs_names`` are the shared cells in the order
+    ``mdata.obs`` lists them (so columns of ``mdata.obs`` stay with their cells).
 
     Raises
     ------
     DataValidationError
         Fewer than ``min_shared`` of the cells of the largest modality are
         shared, or barcodes are duplicated.
+    ValueError
+        ``mdata`` is backed (reordering would read every modality into memory).
     """
     import muon as mu
+
+    if _is_backed(mdata):
+        order = [a.obs_names for a in mdata.mod.values()]
+        if all(o.equals(mdata.obs_names) for o in order):
+            return mdata
+        raise ValueError(
+            "align_modalities would read this backed MuData into memory to reorder it; "
+            "align the cells before writing the file, or read it into memory with "
+            "mudata.read_h5mu(path) if it fits"
+        )
 
     names = {m: a.obs_names for m, a in mdata.mod.items()}
     for m, idx in names.items():
         if idx.has_duplicates:
             dup = idx[idx.duplicated()].unique()[:3].tolist()
             raise DataValidationError(f"modality {m!r} has duplicated cell barcodes, e.g. {dup}")
-    first = list(names)[0]
-    shared = names[first]
+    shared = mdata.obs_names
     for idx in names.values():
         shared = shared[shared.isin(idx)]
     sizes = {m: len(v) for m, v in names.items()}
@@ -95,7 +117,7 @@ def align_modalities(mdata: md.MuData, min_shared: float = 0.5) -> md.MuData:
     for m in list(mdata.mod):
         if not mdata[m].obs_names.equals(shared):
             mdata.mod[m] = mdata[m][shared].copy()
-    _update(mdata)
+    update_mudata(mdata)
     return mdata
 
 
@@ -198,6 +220,10 @@ def validate(
         )
 
 
+#: the largest count :func:`validate` accepts (2**24: float32 holds every integer up to it)
+MAX_COUNT = 2**24
+
+
 def _check_values(X, where: str, counts: bool, layer) -> None:
     """Numbers, finite, and (``counts``) non-negative integers; the error names ``where``."""
     vals = X.data if sp.issparse(X) else np.asarray(X)
@@ -219,9 +245,39 @@ def _check_values(X, where: str, counts: bool, layer) -> None:
                 f"{where} has non-integer values where raw counts are expected "
                 f"(layer {layer!r}); pass raw counts or use a Gaussian likelihood for it."
             )
+        if vals.size and vals.max() > MAX_COUNT:
+            raise DataValidationError(
+                f"{where} has a count of {vals.max():.3g}, above {MAX_COUNT:,} (2**24, the "
+                f"largest integer a float32 holds exactly); reads of one feature in one cell "
+                f"do not come that high: check that layer {layer!r} holds raw counts"
+            )
 
 
 # --------------------------------------------------------------------------- preprocessing
+def _qc_report_backed(mods: dict, min_features: int, min_cells: int, layer) -> dict:
+    """``qc_filter``'s report for data on disk, read chunk by chunk; raises if it must drop."""
+    report = {}
+    for m, a in mods.items():
+        X = get_matrix(a, layer, what=f"modality {m!r}")
+        per_feature = np.zeros(a.n_vars, dtype=np.int64)
+        cells = 0
+        for _, rows in RowReader(X).chunks():
+            nz = rows != 0
+            cells += int((np.asarray(nz.sum(1)).ravel() < min_features).sum())
+            per_feature += np.asarray(nz.sum(0)).ravel()
+        report[m] = {
+            "cells_dropped": cells,
+            "features_dropped": int((per_feature < min_cells).sum()),
+        }
+    if any(r["cells_dropped"] or r["features_dropped"] for r in report.values()):
+        raise ValueError(
+            f"qc_filter would drop cells or features of this backed data ({report}), which a file "
+            "opened backed cannot do in place; filter before writing the file, or read it into "
+            "memory with mudata.read_h5mu(path) / anndata.read_h5ad(path) if it fits"
+        )
+    return report
+
+
 def _detected_per_cell(a: ad.AnnData, layer: str | None) -> np.ndarray:
     """Number of features with a count in each cell, ``(n_cells,)``."""
     return np.asarray((get_matrix(a, layer) > 0).sum(1)).ravel()
@@ -240,10 +296,15 @@ def qc_filter(
     and features detected in fewer than ``min_cells`` cells, are removed.
 
     Works in place; returns ``{modality: {"cells_dropped": n, "features_dropped": n}}``.
+    Backed data are read chunk by chunk: with nothing to drop, the report is
+    returned; otherwise a ``ValueError`` says how many and how to proceed (a
+    file on disk cannot be filtered in place).
     """
     import muon as mu
 
     mods = _mods(data)
+    if _is_backed(data):
+        return _qc_report_backed(mods, min_features, min_cells, layer)
     report = {}
     keep = np.ones(data.n_obs, dtype=bool)
     for m, a in mods.items():
@@ -258,7 +319,7 @@ def qc_filter(
         if (detected < min_cells).any():
             mu.pp.filter_var(a, detected >= min_cells)
     if isinstance(data, md.MuData):
-        _update(data)
+        update_mudata(data)
     return report
 
 
@@ -283,6 +344,10 @@ def select_features(
     import muon as mu
     import scanpy as sc
 
+    if _is_backed(data):
+        raise ValueError(
+            f"select_features needs the data in memory; for an atlas on disk, {BACKED_SELECTION}"
+        )
     mods = _mods(data)
     kept = {}
     for m, a in mods.items():
@@ -304,7 +369,7 @@ def select_features(
             if not a.var["highly_variable"].all():
                 mu.pp.filter_var(a, a.var["highly_variable"].to_numpy())
         if isinstance(data, md.MuData):
-            _update(data)
+            update_mudata(data)
         for m, a in _mods(data).items():
             n_empty = int((_detected_per_cell(a, layer) == 0).sum())
             if n_empty:

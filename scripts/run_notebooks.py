@@ -109,10 +109,6 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     run_dir = (ROOT / "build" / f"run-{args.mode}").resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
-    # the notebooks import the benchmarks package from the repository root
-    os.environ["PYTHONPATH"] = os.pathsep.join(
-        p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p
-    )
     params = {
         "SMOKE": args.mode == "smoke",
         "DATA_DIR": os.environ.get("SCI2CL_DATA_DIR", str(ROOT / "data")),

@@ -91,7 +91,7 @@ def test_audit_evidence_accepts_true_errors_and_rejects_embedding_errors():
     bare = tl.audit_annotation(a, "given", use_rep="good", evidence=False, key_added="bare")
     assert set(t.index) == set(bare.index)  # nothing the neighbourhood found is dropped
     assert set(a.obs_names.get_indexer(t.index)) <= set(wrong) and len(t) >= 20
-    sub = t.attrs["subgroups"].set_index(["label", "proposed"])
+    sub = a.uns["audited_label"]["subgroups"].set_index(["label", "proposed"])
     assert sub.loc[("A", "B"), "accepted"] and sub.loc[("A", "B"), "rna_position"] > 0.8
     # (2) correct labels, but the embedding misplaces 30 A cells among B: the
     # neighbourhood alone would relabel them; the expression evidence refuses
@@ -100,7 +100,7 @@ def test_audit_evidence_accepts_true_errors_and_rejects_embedding_errors():
     assert set(a.obs_names.get_indexer(bare.index)) <= set(misplaced) and len(bare) >= 20
     t = tl.audit_annotation(a, "truth", use_rep="emb")
     assert len(t) == 0
-    sub = t.attrs["subgroups"].set_index(["label", "proposed"])
+    sub = a.uns["audited_label"]["subgroups"].set_index(["label", "proposed"])
     assert not sub.loc[("A", "B"), "accepted"] and sub.loc[("A", "B"), "rna_position"] < 0.2
     assert (a.obs["audited_label"].astype(str) == truth).all()
 
@@ -114,16 +114,16 @@ def test_audit_marker_evidence_uses_given_markers():
     a.obsm["good"] = np.where(truth[:, None] == "A", 0.0, 10.0)[:, :1] + np.random.default_rng(
         2
     ).normal(0, 1, (300, 3))
-    t = tl.audit_annotation(a, "given", use_rep="good", markers={"A": ["SELL"], "B": ["ITGAL"]})
-    sub = t.attrs["subgroups"].set_index(["label", "proposed"])
+    tl.audit_annotation(a, "given", use_rep="good", markers={"A": ["SELL"], "B": ["ITGAL"]})
+    sub = a.uns["audited_label"]["subgroups"].set_index(["label", "proposed"])
     assert sub.loc[("A", "B"), "markers_position"] > 0.8
     assert sub.loc[("A", "B"), "markers_weight"] > 1
-    no_markers = tl.audit_annotation(a, "given", use_rep="good", markers={}, key_added="x")
-    assert "markers_position" not in no_markers.attrs["subgroups"]
+    tl.audit_annotation(a, "given", use_rep="good", markers={}, key_added="x")
+    assert "markers_position" not in a.uns["x"]["subgroups"]
 
 
 def test_subpopulations_on_planted_simulator(tiny_mdata):
-    m = tiny_mdata
+    m = tiny_mdata.copy()  # the session's fixture stays as other tests expect it
     m.obsm["truth_emb"] = np.c_[
         pd.get_dummies(m.obs["true_subtype"]).to_numpy(float) * 5,
         np.random.default_rng(0).normal(0, 0.3, (m.n_obs, 3)),

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import os
-import warnings
 from pathlib import Path
 
 import mudata as md
@@ -27,9 +26,11 @@ from ._setup import (
     check_key_added,
     check_likelihoods,
     likelihoods,
+    read_setup,
     setup_record,
+    warn_empty_cells,
 )
-from ._training import TrainSettings, check_strategy, train_module
+from ._training import TrainSettings, joint_settings, train_module
 
 __all__ = ["SCI2CL"]
 
@@ -41,8 +42,6 @@ DEFAULT_WEIGHTS = {"rec": 1.0, "mse": 1.0, "moc": 0.0, "mom": 0.0}
 READOUT_SCALINGS = ("global", "cell")
 #: cells read together from a backed file when mini-batches are drawn (``block_size=None``)
 BACKED_BLOCK_SIZE = 32
-#: fewer cells than this train without early stopping (a held-out set would be a handful)
-MIN_CELLS_EARLY_STOPPING = 50
 
 
 class SCI2CL(BaseModel):
@@ -187,8 +186,9 @@ class SCI2CL(BaseModel):
             )
         self.likelihoods = likelihoods(likelihood)
         self.init_params["likelihood"] = dict(self.likelihoods)
-        self.setup = self._get_setup(mdata)
+        self.setup = read_setup(mdata)
         check_likelihoods(self.likelihoods, self.setup["facts"], self.setup["modalities"])
+        warn_empty_cells(self.setup["facts"], self.setup["modalities"], mdata.obs_names)
         self._known: set[str] = set()  # fingerprints of data this model has checked
         self._check_data(mdata)
         if mdata.n_obs < MIN_CELLS:
@@ -269,26 +269,6 @@ class SCI2CL(BaseModel):
         if kwargs:
             raise TypeError(f"setup_mudata got unexpected arguments {sorted(kwargs)}")
         mdata.uns[SETUP_KEY] = setup_record(mdata, layer, modalities)
-
-    def _get_setup(self, mdata: md.MuData) -> dict:
-        setup = mdata.uns.get(SETUP_KEY)
-        if setup is None:
-            raise DataValidationError(
-                "the MuData is not set up: call sci2cl.SCI2CL.setup_mudata(mdata, layer='counts') "
-                "first (it records the layer of raw counts and the modality names, and checks "
-                "the values)"
-            )
-        if "fingerprints" not in setup:
-            raise DataValidationError(
-                "the MuData was set up by an older version of sci2cl: call "
-                "sci2cl.SCI2CL.setup_mudata(mdata, ...) again"
-            )
-        return {
-            "layer": setup["layer"],
-            "modalities": dict(setup["modalities"]),
-            "facts": {r: dict(setup["facts"][r]) for r in ROLES},
-            "fingerprints": dict(setup["fingerprints"]),
-        }
 
     def _mod(self, mdata: md.MuData, role: str):
         return mdata[self.setup["modalities"][role]]
@@ -392,52 +372,15 @@ class SCI2CL(BaseModel):
             The data changed since the model was built (e.g. ``select_features``
             after the model).
         """
-        max_epochs = as_int("max_epochs", max_epochs, 1)
-        pretrain_epochs = as_int("pretrain_epochs", pretrain_epochs, 0, optional=True)
-        batch_size = as_int("batch_size", batch_size, 2)
-        check_range("lr", lr, 0, lo_open=True)
-        check_range("weight_decay", weight_decay, 0)
-        patience = as_int("patience", patience, 1)
-        min_epochs = as_int("min_epochs", min_epochs, 0, optional=True)
-        check_range("validation_fraction", validation_fraction, 0, 1, hi_open=True)
-        block_size = as_int("block_size", block_size, 1, optional=True)
-        check_flag("early_stopping", early_stopping)
-        check_flag("progress_bar", progress_bar)
-        strategy = check_strategy(strategy, devices)
         self._check_data(self.mdata)
-        n = self.mdata.n_obs
-        n_val = int(round(validation_fraction * n)) if early_stopping else 0
-        if early_stopping and (n < MIN_CELLS_EARLY_STOPPING or n_val < 2):
-            warnings.warn(
-                f"early stopping is off for this run: it holds out validation_fraction="
-                f"{validation_fraction} of the cells and needs at least 2 held-out cells and "
-                f"{MIN_CELLS_EARLY_STOPPING} cells in all (here {n_val} of {n}). Every cell "
-                "trains for max_epochs; pass early_stopping=False to say so",
-                UserWarning,
-                stacklevel=2,
-            )
-            early_stopping, n_val = False, 0
-        if n - n_val < 2:
-            raise ValueError(
-                f"validation_fraction={validation_fraction} leaves {n - n_val} of {n} cells for "
-                "training; at least 2 are needed"
-            )
-        pretrain_epochs = max(1, max_epochs // 4) if pretrain_epochs is None else pretrain_epochs
-        min_epochs = max_epochs // 2 if min_epochs is None else min_epochs
-        settings = TrainSettings(
-            max_epochs=max_epochs,
-            lr=lr,
-            weight_decay=weight_decay,
-            pretrain_epochs=pretrain_epochs,
-            first_eligible=pretrain_epochs + max(min_epochs - 1, 0) if early_stopping else None,
-            early_stopping=bool(early_stopping),
-            patience=patience,
-            val_seed=self.seed + 1,
-            progress_bar=progress_bar,
-            devices=devices,
-            strategy=strategy,
-            gradient_clip_val=10.0,
-        )
+        settings, n_val = joint_settings(
+            self.mdata.n_obs, self.seed, max_epochs=max_epochs, pretrain_epochs=pretrain_epochs,
+            lr=lr, weight_decay=weight_decay, early_stopping=early_stopping, patience=patience,
+            min_epochs=min_epochs, validation_fraction=validation_fraction,
+            progress_bar=progress_bar, devices=devices, strategy=strategy,
+        )  # fmt: skip
+        batch_size = as_int("batch_size", batch_size, 2)
+        block_size = as_int("block_size", block_size, 1, optional=True)
         with self._transaction(), torch.random.fork_rng(devices=self._rng_devices()):
             torch.manual_seed(self.seed)
             self._train(settings, batch_size, n_val, block_size)

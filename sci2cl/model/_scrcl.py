@@ -115,8 +115,8 @@ class SCRCL(BaseModel):
     smoothing
         Number of low-pass filtering steps ``(t1, t2)`` of the two views (>= 0
         each). ``None``: ``(3, 0)`` on the expression graph and ``(5, 0)`` with
-        a spatial graph (both chosen on development sets: scRNA-seq in
-        ``benchmarks/scrcl_dev.py``, tissue in ``benchmarks/scrcl_spatial_dev.py``).
+        a spatial graph (both chosen on the development sets, scRNA-seq and
+        tissue; the book's Methods chapter gives the runs).
     scale
         Z-score each gene (clipped at 10, ``sc.pp.scale``) before filtering;
         otherwise use the log-normalised values.
@@ -133,7 +133,7 @@ class SCRCL(BaseModel):
         for the rest; ``"union"`` uses the union of the two graphs everywhere.
     n_spatial_neighbors
         ``k`` of the spatial kNN graph (the default, like ``smoothing``'s
-        spatial default, was chosen in ``benchmarks/scrcl_spatial_dev.py``).
+        spatial default, was chosen on the tissue development sets).
     n_hidden, n_latent
         Hidden and output sizes of the cell encoders (>= 2).
     weights
@@ -320,8 +320,8 @@ class SCRCL(BaseModel):
         ----------
         max_epochs
             Upper bound on the number of epochs (>= 1). On the development sets
-            (``benchmarks/scrcl_dev.py``) NMI stops rising long before the
-            loss does, so the default keeps training short.
+            NMI stops rising long before the loss does, so the default keeps
+            training short.
         lr, weight_decay
             AdamW settings (``lr > 0``, ``weight_decay >= 0``).
         patience, tol

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import warnings
 
 import mudata as md
 import numpy as np
@@ -19,7 +20,7 @@ import scipy.sparse as sp
 from .._rows import RowReader, is_backed_matrix
 from .._utils import check_choice, get_matrix
 from ..module import COUNT_LIKELIHOODS, LIKELIHOODS
-from ..pp import DataValidationError, validate
+from ..pp import MAX_COUNT, DataValidationError, validate
 
 __all__ = [
     "ROLES",
@@ -79,12 +80,21 @@ def _value_facts(X, name: str) -> dict:
     """What the values are: ``counts`` (non-negative integers), ``nonnegative``, and examples.
 
     ``noncount_cell`` / ``negative_cell``: the first cell holding a value that
-    is not a count / is negative (-1: none). Raises when every value is zero.
+    is not a count / is negative (-1: none); ``empty_cells``: the cells with no
+    non-zero value. Raises when every value is zero.
     """
     chunks = RowReader(X).chunks() if is_backed_matrix(X) else [(0, X)]
     noncount = negative = -1
     nonzero = False
+    empty = []
+    vmax = -np.inf
     for start, rows in chunks:
+        filled = (
+            np.asarray((rows != 0).sum(1)).ravel()
+            if sp.issparse(rows)
+            else (np.asarray(rows) != 0).any(1)
+        )
+        empty.append(start + np.flatnonzero(filled == 0))
         vals = rows.data if sp.issparse(rows) else np.asarray(rows).ravel()
         if not vals.size:
             continue
@@ -93,6 +103,7 @@ def _value_facts(X, name: str) -> dict:
         if noncount < 0:
             noncount = _first_row(rows, (vals < 0) | ~np.isclose(vals, np.round(vals)), start)
         nonzero |= bool((vals != 0).any())
+        vmax = max(vmax, float(vals.max()))
     if not nonzero:
         raise DataValidationError(f"every value of modality {name!r} is zero")
     return {
@@ -100,6 +111,9 @@ def _value_facts(X, name: str) -> dict:
         "nonnegative": negative < 0,
         "noncount_cell": noncount,
         "negative_cell": negative,
+        "n_empty": int(sum(len(e) for e in empty)),
+        "empty_cell": int(next((e[0] for e in empty if len(e)), -1)),
+        "max": float(vmax),
     }
 
 
@@ -142,6 +156,13 @@ def setup_record(mdata: md.MuData, layer: str | None, modalities: dict | None) -
     """
     if not isinstance(mdata, md.MuData):
         raise TypeError(f"setup_mudata needs a MuData, got {type(mdata).__name__}")
+    if mdata.is_view and mdata.isbacked:
+        raise ValueError(
+            "setup_mudata got a view of a backed MuData (e.g. mdata[:100]), which mudata cannot "
+            "annotate without writing a file: write those cells to their own file with "
+            "view.copy('cells.h5mu') and open it with mudata.read_h5mu(..., backed=True), or set "
+            "up the whole backed MuData"
+        )
     if layer is not None and not isinstance(layer, str):
         raise TypeError(f"layer must be a layer name (str) or None for .X, got {layer!r}")
     if modalities is None:
@@ -163,6 +184,28 @@ def setup_record(mdata: md.MuData, layer: str | None, modalities: dict | None) -
         record["facts"][r] = _value_facts(X, mods[r])
         record["fingerprints"][r] = fingerprint(X)
     return record
+
+
+def read_setup(mdata: md.MuData) -> dict:
+    """The set-up record that :meth:`SCI2CL.setup_mudata` stored in ``mdata``."""
+    setup = mdata.uns.get(SETUP_KEY)
+    if setup is None:
+        raise DataValidationError(
+            "the MuData is not set up: call sci2cl.SCI2CL.setup_mudata(mdata, layer='counts') "
+            "first (it records the layer of raw counts and the modality names, and checks "
+            "the values)"
+        )
+    if "fingerprints" not in setup:
+        raise DataValidationError(
+            "the MuData was set up by an older version of sci2cl: call "
+            "sci2cl.SCI2CL.setup_mudata(mdata, ...) again"
+        )
+    return {
+        "layer": setup["layer"],
+        "modalities": dict(setup["modalities"]),
+        "facts": {r: dict(setup["facts"][r]) for r in ROLES},
+        "fingerprints": dict(setup["fingerprints"]),
+    }
 
 
 def likelihoods(likelihood) -> dict[str, str]:
@@ -196,11 +239,32 @@ def check_likelihoods(likelihood: dict, facts: dict, modalities: dict) -> None:
                 "set up the layer that holds the counts, or use likelihood={..., "
                 f"{r!r}: 'gaussian'}} for normalised values"
             )
+        if lik in COUNT_LIKELIHOODS and f.get("max", 0) > MAX_COUNT:
+            raise DataValidationError(
+                f"{name} has a count of {f['max']:.3g}, above {MAX_COUNT:,} (2**24, the largest "
+                "integer a float32 holds exactly); reads of one feature in one cell do not come "
+                "that high: check that the set-up layer holds raw counts"
+            )
         if lik == "bernoulli" and not f["nonnegative"]:
             raise DataValidationError(
                 f"{name} has negative values (cell {f['negative_cell']}), which likelihood "
                 "'bernoulli' (accessible or not) cannot take; pass counts or binary values, "
                 "or use 'gaussian'"
+            )
+
+
+def warn_empty_cells(facts: dict, modalities: dict, obs_names) -> None:
+    """Warn when cells hold no value in a modality (they would share one embedding)."""
+    for r in ROLES:
+        n = facts[r].get("n_empty", 0)
+        if n:
+            warnings.warn(
+                f"{n} cells have no value in modality {modalities[r]!r} (e.g. "
+                f"{obs_names[facts[r]['empty_cell']]!r}): the model cannot tell them apart "
+                "there, and they share one embedding, a false cluster; drop them first with "
+                "sci2cl.pp.qc_filter(mdata)",
+                UserWarning,
+                stacklevel=4,
             )
 
 
@@ -259,5 +323,6 @@ def check_data(
     validate(mdata, modalities=tuple(mods[r] for r in ROLES), count_modalities=counts, layer=layer)
     facts = {r: _value_facts(get_matrix(mdata[mods[r]], layer), mods[r]) for r in ROLES}
     check_likelihoods(likelihood, facts, mods)
+    warn_empty_cells(facts, mods, mdata.obs_names)
     known.update(prints.values())
     return layer

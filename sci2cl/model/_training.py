@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping
 
+from .._utils import as_int, check_flag, check_range
 from ._base import TrainingError
 
 __all__ = [
@@ -62,6 +63,78 @@ class TrainSettings:
     devices: int | list[int] | str | None = None
     strategy: str = "auto"
     gradient_clip_val: float | None = None
+
+
+#: fewer cells than this train without early stopping (a held-out set would be a handful)
+MIN_CELLS_EARLY_STOPPING = 50
+
+
+def joint_settings(
+    n_cells: int,
+    seed: int,
+    *,
+    max_epochs,
+    pretrain_epochs,
+    lr,
+    weight_decay,
+    early_stopping,
+    patience,
+    min_epochs,
+    validation_fraction,
+    progress_bar,
+    devices,
+    strategy,
+) -> tuple[TrainSettings, int]:
+    """Check :meth:`SCI2CL.train`'s arguments; its :class:`TrainSettings` and held-out size.
+
+    Numpy integers count as integers, flags must be bools. Early stopping
+    needs :data:`MIN_CELLS_EARLY_STOPPING` cells and 2 held-out ones; with
+    fewer it is turned off with a warning.
+    """
+    max_epochs = as_int("max_epochs", max_epochs, 1)
+    pretrain_epochs = as_int("pretrain_epochs", pretrain_epochs, 0, optional=True)
+    check_range("lr", lr, 0, lo_open=True)
+    check_range("weight_decay", weight_decay, 0)
+    patience = as_int("patience", patience, 1)
+    min_epochs = as_int("min_epochs", min_epochs, 0, optional=True)
+    check_range("validation_fraction", validation_fraction, 0, 1, hi_open=True)
+    check_flag("early_stopping", early_stopping)
+    check_flag("progress_bar", progress_bar)
+    strategy = check_strategy(strategy, devices)
+    n = n_cells
+    n_val = int(round(validation_fraction * n)) if early_stopping else 0
+    if early_stopping and (n < MIN_CELLS_EARLY_STOPPING or n_val < 2):
+        warnings.warn(
+            f"early stopping is off for this run: it holds out validation_fraction="
+            f"{validation_fraction} of the cells and needs at least 2 held-out cells and "
+            f"{MIN_CELLS_EARLY_STOPPING} cells in all (here {n_val} of {n}). Every cell "
+            "trains for max_epochs; pass early_stopping=False to say so",
+            UserWarning,
+            stacklevel=3,
+        )
+        early_stopping, n_val = False, 0
+    if n - n_val < 2:
+        raise ValueError(
+            f"validation_fraction={validation_fraction} leaves {n - n_val} of {n} cells for "
+            "training; at least 2 are needed"
+        )
+    pretrain_epochs = max(1, max_epochs // 4) if pretrain_epochs is None else pretrain_epochs
+    min_epochs = max_epochs // 2 if min_epochs is None else min_epochs
+    settings = TrainSettings(
+        max_epochs=max_epochs,
+        lr=lr,
+        weight_decay=weight_decay,
+        pretrain_epochs=pretrain_epochs,
+        first_eligible=pretrain_epochs + max(min_epochs - 1, 0) if early_stopping else None,
+        early_stopping=bool(early_stopping),
+        patience=patience,
+        val_seed=seed + 1,
+        progress_bar=progress_bar,
+        devices=devices,
+        strategy=strategy,
+        gradient_clip_val=10.0,
+    )
+    return settings, n_val
 
 
 class TrainingPlan(pl.LightningModule):

@@ -125,7 +125,7 @@ def neighbourhood_contrastive(
     code the ratio itself is averaged, not its logarithm: its gradient fades as
     neighbourhoods tighten, whereas the logarithm rewards collapsing them without
     end and, on a noisy graph, erases the cell types (measured on the
-    development sets, see ``benchmarks/scrcl_dev.py``). Memory is ``O(B^2)``.
+    development sets, see the book's Methods chapter). Memory is ``O(B^2)``.
 
     Parameters
     ----------

@@ -1,7 +1,7 @@
 """Lightning vs the hand-written training loop it replaced, on sci-CAR kidney.
 
 Usage:
-  python -m benchmarks.lightning_overhead [--seeds 0 1 2] [--dataset scicar_kidney]
+  python -m benchmarks.archive.lightning_overhead [--seeds 0 1 2] [--dataset scicar_kidney]
 
 The loop is the package at commit ``LOOP_COMMIT`` (the last one that trained with
 its own loop), checked out as a git worktree under ``build/``; the Lightning
@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pandas as pd
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 OUT = ROOT / "results" / "sci2cl_lightning_vs_loop.csv"
 #: the last commit whose SCI2CL.train ran the hand-written loop
 LOOP_COMMIT = "43439d3"

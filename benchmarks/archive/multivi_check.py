@@ -1,6 +1,6 @@
 """Why MultiVI collapses here: its held-out KL and NMI under the tutorial's settings and two variants.
 
-Usage: python -m benchmarks.multivi_check [--variants tutorial penalty_none wide] [--epochs 250]
+Usage: python -m benchmarks.archive.multivi_check [--variants tutorial penalty_none wide] [--epochs 250]
 
 Trains scvi-tools' MULTIVI on the simulator (3,000 cells, its selected features) as
 :func:`benchmarks.peers._multivi` does, then with the modality penalty off and with a
@@ -23,7 +23,7 @@ import pandas as pd
 from benchmarks.common import label_key, prepare
 from sci2cl import metrics
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 VARIANTS = {
     "tutorial": {},
     "penalty_none": {"modality_penalty": "None"},
