@@ -356,7 +356,8 @@ def _sci2cl(mdata: md.MuData, seed: int, max_epochs: int | None = None, **kwargs
     m.train(**({} if max_epochs is None else {"max_epochs": max_epochs}), progress_bar=False)
     return {
         "embedding": m.get_latent_representation(key_added=None),
-        "diagnostics": {"epochs": len(m.history)},
+        # the read-out's label-free RNA weight: how much of the joint embedding is RNA
+        "diagnostics": {"epochs": len(m.history), "w_rna": m.modality_weights_["rna"]},
     }
 
 

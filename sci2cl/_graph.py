@@ -95,6 +95,19 @@ def leiden_modularity(
     return float(g.modularity(labels.tolist(), resolution=resolution))
 
 
+def _weight_inputs(z_rna, z_atac, grid) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Two embeddings of the same cells and a grid of RNA weights in ``[0, 1]``, checked."""
+    z_rna, z_atac = np.asarray(z_rna, np.float64), np.asarray(z_atac, np.float64)
+    if z_rna.ndim != 2 or z_atac.ndim != 2 or len(z_rna) != len(z_atac):
+        raise ValueError(
+            f"need two 2-D embeddings of the same cells, got shapes {z_rna.shape} and {z_atac.shape}"
+        )
+    grid = np.asarray(grid, dtype=np.float64)
+    if grid.ndim != 1 or not len(grid) or grid.min() < 0 or grid.max() > 1:
+        raise ValueError(f"grid must be a non-empty list of weights in [0, 1], got {grid}")
+    return z_rna, z_atac, grid
+
+
 def modularity_weight_scores(
     z_rna: np.ndarray,
     z_atac: np.ndarray,
@@ -122,19 +135,62 @@ def modularity_weight_scores(
     """
     from sklearn.decomposition import PCA
 
-    z_rna, z_atac = np.asarray(z_rna, np.float64), np.asarray(z_atac, np.float64)
-    if z_rna.ndim != 2 or z_atac.ndim != 2 or len(z_rna) != len(z_atac):
-        raise ValueError(
-            f"need two 2-D embeddings of the same cells, got shapes {z_rna.shape} and {z_atac.shape}"
-        )
-    grid = np.asarray(grid, dtype=np.float64)
-    if grid.ndim != 1 or not len(grid) or grid.min() < 0 or grid.max() > 1:
-        raise ValueError(f"grid must be a non-empty list of weights in [0, 1], got {grid}")
+    z_rna, z_atac, grid = _weight_inputs(z_rna, z_atac, grid)
     rows = []
     for w in grid:
         Y = np.hstack([np.sqrt(w) * z_rna, np.sqrt(1 - w) * z_atac])
         Y = PCA(n_components=min(n_components, *Y.shape), svd_solver="full").fit_transform(Y)
         rows.append({"w_rna": float(w), "modularity": leiden_modularity(Y, n_neighbors, seed=seed)})
+    return pd.DataFrame(rows)
+
+
+def agreement_weight_scores(
+    z_rna: np.ndarray,
+    z_atac: np.ndarray,
+    features: dict[str, np.ndarray],
+    grid,
+    n_neighbors: int = 15,
+) -> pd.DataFrame:
+    """How well each joint embedding's neighbours predict every modality's own data (no labels).
+
+    For each RNA weight ``w`` of ``grid``, the joint embedding
+    ``[sqrt(w) z_rna, sqrt(1 - w) z_atac]`` gives each cell its
+    ``n_neighbors`` nearest other cells. Each modality's features
+    (``features[m]``, ``(n_cells, d_m)``) are predicted by the mean of the
+    neighbours' features, the cell itself left out. The embeddings and the
+    features must carry independent noise, e.g. the two halves of each cell's
+    counts split binomially (count splitting, Neufeld et al. 2023,
+    Biostatistics; the idea of Noise2Self, Batson & Royer 2019): then noise
+    cannot be predicted by neighbours, only structure can, whereas features
+    that share the embedding's noise reward neighbours chosen by that noise.
+    ``score_<m>`` is the fraction of the features'
+    variance so predicted (``1 - error / error of the overall mean``);
+    ``score`` is their mean over the modalities, so a modality whose
+    neighbourhoods carry nothing about the other lowers it, and one that
+    sharpens both raises it.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``w_rna``, ``score`` and ``score_<m>`` per modality, one row per grid value.
+    """
+    from sklearn.neighbors import NearestNeighbors
+
+    z_rna, z_atac, grid = _weight_inputs(z_rna, z_atac, grid)
+    feats = {m: np.asarray(f, np.float64) for m, f in features.items()}
+    base = {m: float(((f - f.mean(0)) ** 2).sum(1).mean()) for m, f in feats.items()}
+    k = min(n_neighbors, len(z_rna) - 1)
+    rows = []
+    for w in grid:
+        Y = np.hstack([np.sqrt(w) * z_rna, np.sqrt(1 - w) * z_atac])
+        idx = NearestNeighbors(n_neighbors=k + 1).fit(Y).kneighbors(Y, return_distance=False)
+        nbr = np.array([r[r != i][:k] for i, r in enumerate(idx)])  # the cell itself left out
+        row = {"w_rna": float(w)}
+        for m, f in feats.items():
+            err = float(((f - f[nbr].mean(1)) ** 2).sum(1).mean())
+            row[f"score_{m}"] = 1.0 - err / base[m] if base[m] > 0 else 0.0
+        row["score"] = float(np.mean([row[f"score_{m}"] for m in feats]))
+        rows.append(row)
     return pd.DataFrame(rows)
 
 

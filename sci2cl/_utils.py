@@ -120,6 +120,27 @@ def new_mudata(mods: dict[str, ad.AnnData]) -> md.MuData:
 
 
 def update_mudata(mdata: md.MuData) -> None:
-    """``mdata.update()`` without pulling the modalities' obs columns into ``mdata.obs``."""
+    """``mdata.update()`` without pulling the modalities' obs columns into ``mdata.obs``.
+
+    Where every modality names its cell (feature) index alike and ``mdata``'s
+    index is named otherwise (as after muon's filters on a file whose
+    modalities name it, e.g. ``barcode``), ``mdata`` takes that name first:
+    mudata cannot join the two otherwise.
+    """
+    for axis in ("obs", "var"):
+        names = {getattr(a, axis).index.name for a in mdata.mod.values()}
+        if len(names) == 1 and getattr(mdata, axis).index.name != next(iter(names)):
+            getattr(mdata, axis).index.name = next(iter(names))
     with md.set_options(pull_on_update=False):
         mdata.update()
+
+
+def file_sha256(path) -> str:
+    """SHA-256 of a file's bytes, read in blocks of 1 MiB."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

@@ -136,3 +136,31 @@ def test_leiden_modularity_is_igraphs_score_of_leidens_partition():
     A = sp.triu(_graph.knn_adjacency(z), k=1).tocoo()
     g = ig.Graph(n=300, edges=np.column_stack([A.row, A.col]).tolist())
     assert q >= g.modularity(y.tolist()) - 1e-3
+
+
+def test_agreement_weight_drops_a_noise_modality_and_mixes_complementary_ones():
+    """Neighbours predict structure, not noise, when embedding and target carry independent noise
+    (two halves of the counts): a modality of pure noise gets no weight; two modalities that each
+    see half of the types are mixed."""
+    rng = np.random.default_rng(0)
+    n = 400
+    y = np.repeat(np.arange(4), n // 4)
+    centres = rng.normal(0, 4, (4, 6))
+
+    def half(mean):  # one half of the data: the structure plus its own noise
+        return mean + rng.normal(0, 1, mean.shape)
+
+    signal, noise = centres[y], np.zeros((n, 6))
+    s = _graph.agreement_weight_scores(
+        half(signal), half(noise), {"rna": half(signal), "atac": half(noise)}, [0, 0.5, 1]
+    )
+    assert s.loc[s["score"].idxmax(), "w_rna"] == 1.0
+    assert s["score_atac"].max() < 0.02  # noise: nothing for neighbours to predict
+    # RNA separates types {0,1} from {2,3}; ATAC separates {0,2} from {1,3}
+    a = np.c_[np.where(y < 2, 0.0, 6.0), np.zeros(n)]
+    b = np.c_[np.zeros(n), np.where(y % 2 == 0, 0.0, 6.0)]
+    t = _graph.agreement_weight_scores(
+        half(a), half(b), {"rna": half(a), "atac": half(b)}, np.linspace(0, 1, 11)
+    )
+    assert 0.2 <= t.loc[t["score"].idxmax(), "w_rna"] <= 0.8
+    assert t["score"].max() > t.loc[t["w_rna"].isin([0.0, 1.0]), "score"].max() + 0.05

@@ -490,3 +490,17 @@ def test_scrcl_refuses_counts_without_variation():
         warnings.simplefilter("ignore")
         with pytest.raises(DataValidationError, match="vari"):
             sci2cl.SCRCL(a)
+
+
+def test_preprocessing_after_muons_filters_on_named_cell_indices():
+    """Modalities whose cell index is named (as in files written by other tools), filtered by muon
+    first: our pp functions still update the MuData (mudata cannot join differently named ones)."""
+    import muon as mu
+
+    m = _sim(100)
+    for a in m.mod.values():
+        a.obs.index.name = "barcode"
+    mu.pp.filter_obs(m, m.obs_names[:80])
+    pp.qc_filter(m)
+    assert m.n_obs == m["rna"].n_obs == m["atac"].n_obs <= 80
+    assert m.obs_names.equals(m["rna"].obs_names)

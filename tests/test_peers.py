@@ -270,3 +270,15 @@ def test_scrcl_benchmark_rerun_of_one_method_keeps_the_other_rows(tmp_path, monk
     nmi = on_disk.set_index(["dataset", "method"])["nmi"]
     assert nmi[("a", "scRCL")] == 0.9
     assert nmi[("a", "PCA + KMeans")] == nmi[("b", "scRCL")] == nmi[("b", "PCA + KMeans")] == 0.1
+
+
+def test_one_entry_point_runs_every_live_study_and_names_the_unknown(capsys):
+    import importlib
+
+    from benchmarks.__main__ import STUDIES, main
+
+    for name, module in STUDIES.items():
+        assert callable(importlib.import_module(f"benchmarks.{module}").main), name
+    assert main(["no-such-study"]) == 2
+    assert "unknown study 'no-such-study'" in capsys.readouterr().err
+    assert "benchmarks.archive" not in STUDIES.values()

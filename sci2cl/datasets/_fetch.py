@@ -2,18 +2,10 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
+from .._utils import file_sha256
 from ._registry import ENV_VAR, DatasetUnavailableError, RemoteFile
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def fetch_file(remote: RemoteFile, folder: Path, *, download: bool = True) -> Path:
@@ -33,7 +25,7 @@ def fetch_file(remote: RemoteFile, folder: Path, *, download: bool = True) -> Pa
     sidecar = target.with_name(target.name + ".sha256")
     if target.exists():
         expected = remote.sha256 or (sidecar.read_text().strip() if sidecar.exists() else None)
-        if expected and _sha256(target) != expected:
+        if expected and file_sha256(target) != expected:
             raise ValueError(
                 f"{target} does not match its SHA-256 ({expected[:12]}...); delete it to download again."
             )
@@ -60,5 +52,5 @@ def fetch_file(remote: RemoteFile, folder: Path, *, download: bool = True) -> Pa
             f"{help_msg} (download failed: {type(e).__name__}: {e})"
         ) from e
     if remote.sha256 is None:
-        sidecar.write_text(_sha256(Path(path)) + "\n")
+        sidecar.write_text(file_sha256(Path(path)) + "\n")
     return Path(path)

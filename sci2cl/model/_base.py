@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import hashlib
 import inspect
 import json
 import os
@@ -20,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from .._utils import check_range
+from .._utils import check_range, file_sha256
 
 __all__ = ["BaseModel", "CheckpointError", "TrainingError", "resolve_device"]
 
@@ -36,14 +35,6 @@ def _package_version() -> str:
         return version("sci2cl")
     except PackageNotFoundError:  # pragma: no cover - a source tree without installing
         return "0.0.0+unknown"
-
-
-def _sha256(f: Path) -> str:
-    h = hashlib.sha256()
-    with open(f, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 class TrainingError(RuntimeError):
@@ -230,7 +221,7 @@ class BaseModel:
             tmp = {f: target / (f".{f}.tmp-{tag}" if not fresh else f) for f in CHECKPOINT_FILES}
             written += list(tmp.values())
             torch.save(self.module.state_dict(), tmp["model.pt"])
-            meta["weights_sha256"] = _sha256(tmp["model.pt"])
+            meta["weights_sha256"] = file_sha256(tmp["model.pt"])
             self.history.to_csv(tmp["history.csv"], index=False)
             tmp["model.json"].write_text(json.dumps(meta, indent=2, default=str))
             for f in tmp.values():  # the data are on disk before anything is renamed
@@ -298,7 +289,7 @@ class BaseModel:
                 path / "model.json", meta, "its format is newer than this version's"
             )
         sha = meta.get("weights_sha256")
-        if sha is not None and _sha256(path / "model.pt") != sha:
+        if sha is not None and file_sha256(path / "model.pt") != sha:
             raise CheckpointError(
                 f"{path / 'model.pt'} is truncated or corrupted: it is not the weights that "
                 f"{path / 'model.json'} describes (a damaged file, a save that stopped half-way, or "

@@ -13,11 +13,24 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .._graph import choose_modality_weight, modality_weights, modularity_weight_scores
+from .._graph import (
+    agreement_weight_scores,
+    choose_modality_weight,
+    modality_weights,
+    modularity_weight_scores,
+)
+from ._base import TrainingError
 
-__all__ = ["MODALITY_WEIGHTINGS", "MIXTURE_MARGIN", "WEIGHT_GRID", "MAX_PCA_CELLS", "fit_readout"]
+__all__ = [
+    "MODALITY_WEIGHTINGS",
+    "MIXTURE_MARGIN",
+    "WEIGHT_GRID",
+    "MAX_PCA_CELLS",
+    "fit_readout",
+    "encode_and_fit",
+]
 
-MODALITY_WEIGHTINGS = ("modularity", "wnn")
+MODALITY_WEIGHTINGS = ("modularity", "wnn", "agreement")
 #: modularity a mixture of the modalities must gain over the better one alone (label-free rule)
 MIXTURE_MARGIN = 0.01
 #: RNA weights tried by ``modality_weighting="modularity"`` (ATAC gets ``1 - w``)
@@ -46,14 +59,25 @@ def readout_cells(n: int, seed: int, max_cells: int) -> tuple[np.ndarray, np.nda
 
 
 @torch.no_grad()
-def fit_readout(module, z: dict[str, torch.Tensor], sub: np.ndarray, weighting: str, seed: int):
+def fit_readout(
+    module,
+    z: dict[str, torch.Tensor],
+    sub: np.ndarray,
+    weighting: str,
+    seed: int,
+    split: tuple[dict, dict] | None = None,
+):
     """Set ``module``'s read-out buffers from embeddings ``z`` ``{m: (n_cells, E)}``; return the scores.
 
     Scales: each modality's mean row norm. Weights by ``weighting``:
     ``"modularity"``, the RNA weight on :data:`WEIGHT_GRID` whose joint
     embedding (cells ``sub``) has the most modular kNN graph, a mixture kept
     only when it beats the better modality alone by :data:`MIXTURE_MARGIN`;
-    ``"wnn"``, the mean per-cell WNN weights. Then the principal axes of the
+    ``"wnn"``, the mean per-cell WNN weights; ``"agreement"``, the RNA
+    weight whose joint neighbours best predict both modalities, by count
+    splitting: ``split = (z_a, x_b)`` holds the embeddings of one binomial
+    half of each cell's counts and the network inputs of the other half
+    (cells ``sub``; :func:`~sci2cl._graph.agreement_weight_scores`). Then the principal axes of the
     weighted concatenation of all cells of ``z``. Returns the modularity
     table (empty for ``"wnn"``).
     """
@@ -66,6 +90,14 @@ def fit_readout(module, z: dict[str, torch.Tensor], sub: np.ndarray, weighting: 
     if weighting == "wnn":
         w = modality_weights(zs).mean().to_numpy()
         scores = pd.DataFrame()
+    elif weighting == "agreement":
+        za = {
+            m: v.cpu().numpy()
+            for m, v in module.scaled({m: torch.as_tensor(split[0][m]) for m in mods}).items()
+        }
+        scores = agreement_weight_scores(za["rna"], za["atac"], split[1], WEIGHT_GRID)
+        best = float(scores.loc[scores["score"].idxmax(), "w_rna"])
+        w = np.array([best if m == "rna" else 1 - best for m in mods])
     else:
         n_comp = module.readout_components.shape[1]
         scores = modularity_weight_scores(zs["rna"], zs["atac"], WEIGHT_GRID, n_comp, seed)
@@ -80,3 +112,45 @@ def fit_readout(module, z: dict[str, torch.Tensor], sub: np.ndarray, weighting: 
     module.readout_mean.copy_(torch.as_tensor(pca.mean_, dtype=torch.float32))
     module.readout_components.copy_(torch.as_tensor(comps, dtype=torch.float32))
     return scores
+
+
+@torch.no_grad()
+def encode_and_fit(
+    module, batch, n_cells: int, weighting: str, seed: int, max_cells: int = 5000
+) -> pd.DataFrame:
+    """Embed the read-out cells (:func:`readout_cells`) per modality and :func:`fit_readout`.
+
+    ``batch(idx)`` gives the module's inputs of cells ``idx``. Raises
+    :class:`TrainingError` when the encoders give non-finite embeddings.
+    """
+    fit_cells, sub = readout_cells(n_cells, seed, max_cells)
+    module.eval()
+    out, halves = [], []
+    gen = torch.Generator().manual_seed(seed)  # the same split whenever the read-out is fitted
+    for s in range(0, len(fit_cells), 2048):
+        x = module.inputs(batch(fit_cells[s : s + 2048]))
+        out.append({m: module.ae[m].encode(x[m]) for m in module.modalities})
+        if weighting == "agreement":  # count splitting: embed one half, predict the other
+            if any(bool((v < 0).any() or (v != v.round()).any()) for v in x.values()):
+                raise ValueError(
+                    "modality_weighting='agreement' splits each cell's counts in two halves and "
+                    "needs raw counts in both modalities; use 'modularity' for other data"
+                )
+            a = {m: torch.binomial(v.cpu(), torch.full_like(v.cpu(), 0.5), generator=gen).to(v)
+                 for m, v in x.items()}  # fmt: skip
+            halves.append((
+                {m: module.ae[m].encode(a[m]) for m in module.modalities},
+                {m: module.ae[m].transform_input(x[m] - a[m]) for m in module.modalities},
+            ))  # fmt: skip
+    z = {m: torch.cat([o[m] for o in out]) for m in module.modalities}
+    if not all(torch.isfinite(v).all() for v in z.values()):
+        raise TrainingError(
+            "the trained encoders give non-finite embeddings; lower the learning rate"
+        )
+    split = None
+    if halves:
+        split = tuple(
+            {m: torch.cat([h[i][m] for h in halves])[sub].cpu().numpy() for m in module.modalities}
+            for i in (0, 1)
+        )
+    return fit_readout(module, z, sub, weighting, seed, split)

@@ -18,7 +18,7 @@ from ..pp import DataValidationError
 from ._base import BaseModel, TrainingError, resolve_device
 from ._data import CellBatches
 from ._inputs import fit_input_scaling
-from ._readout import MODALITY_WEIGHTINGS, fit_readout, readout_cells
+from ._readout import MODALITY_WEIGHTINGS, encode_and_fit
 from ._setup import (
     ROLES,
     SETUP_KEY,
@@ -115,7 +115,8 @@ class SCI2CL(BaseModel):
         that modality alone is read out, so the joint embedding is never a
         modality diluted by one that adds no neighbourhood structure.
         ``"wnn"``: the mean per-cell WNN weights (Hao et al. 2021) of the two
-        encoders' embeddings.
+        encoders' embeddings. ``"agreement"``: the ``w`` whose joint
+        neighbours best predict both modalities' inputs, each cell left out.
     readout_scaling
         How the joint read-out puts the two embeddings on one scale before
         weighting: ``"global"`` (default), each divided by its training cells'
@@ -196,8 +197,9 @@ class SCI2CL(BaseModel):
                 f"SCI2CL needs at least {MIN_CELLS} cells, the data have {mdata.n_obs}"
             )
         self.mdata = mdata
-        self.n_features = {r: self._mod(mdata, r).n_vars for r in ROLES}
-        self.feature_names = {r: self._mod(mdata, r).var_names.tolist() for r in ROLES}
+        mods = {r: mdata[self.setup["modalities"][r]] for r in ROLES}
+        self.n_features = {r: a.n_vars for r, a in mods.items()}
+        self.feature_names = {r: a.var_names.tolist() for r, a in mods.items()}
         self.validation_indices_ = np.array([], dtype=np.int64)
         self.readout_scores_ = pd.DataFrame()
         #: the weighting of the fitted read-out (``modality_weighting``, or another given to
@@ -270,9 +272,6 @@ class SCI2CL(BaseModel):
             raise TypeError(f"setup_mudata got unexpected arguments {sorted(kwargs)}")
         mdata.uns[SETUP_KEY] = setup_record(mdata, layer, modalities)
 
-    def _mod(self, mdata: md.MuData, role: str):
-        return mdata[self.setup["modalities"][role]]
-
     def _check_data(self, mdata: md.MuData, layer: str | None | type = ...) -> str | None:
         """Structure on every call, values when new (:func:`~sci2cl.model._setup.check_data`)."""
         return check_data(
@@ -287,7 +286,7 @@ class SCI2CL(BaseModel):
     def _matrices(self, mdata: md.MuData, layer: str | None | type = ...) -> dict[str, RowReader]:
         """Each modality's raw data as a :class:`RowReader` (in memory, or on disk if backed)."""
         layer = self.setup["layer"] if layer is ... else layer
-        return {r: RowReader(get_matrix(self._mod(mdata, r), layer)) for r in ROLES}
+        return {r: RowReader(get_matrix(mdata[self.setup["modalities"][r]], layer)) for r in ROLES}
 
     def _batch(self, X: dict, idx: np.ndarray) -> dict[str, torch.Tensor]:
         return {m: torch.from_numpy(X[m].rows(idx)).to(self.device) for m in X}
@@ -381,13 +380,11 @@ class SCI2CL(BaseModel):
         )  # fmt: skip
         batch_size = as_int("batch_size", batch_size, 2)
         block_size = as_int("block_size", block_size, 1, optional=True)
-        with self._transaction(), torch.random.fork_rng(devices=self._rng_devices()):
+        cuda = [self.device] if self.device.type == "cuda" else []
+        with self._transaction(), torch.random.fork_rng(devices=cuda):
             torch.manual_seed(self.seed)
             self._train(settings, batch_size, n_val, block_size)
         return self
-
-    def _rng_devices(self) -> list:
-        return [self.device] if self.device.type == "cuda" else []
 
     def _train(self, settings: TrainSettings, batch_size: int, n_val: int, block_size) -> None:
         rng = np.random.default_rng(self.seed)
@@ -412,20 +409,12 @@ class SCI2CL(BaseModel):
         self.is_trained = True
 
     @torch.no_grad()
-    def _fit_readout(self, X: dict, weighting: str, max_cells: int = 5000) -> None:
+    def _fit_readout(self, X: dict, weighting: str) -> None:
         """Fix the joint read-out from the training data (no labels); see :func:`fit_readout`."""
-        fit_cells, sub = readout_cells(self.mdata.n_obs, self.seed, max_cells)
-        self.module.eval()
-        out = [
-            self.module.encode(self._batch(X, fit_cells[s : s + 2048]))
-            for s in range(0, len(fit_cells), 2048)
-        ]
-        z = {m: torch.cat([o[m] for o in out]) for m in self.module.modalities}
-        if not all(torch.isfinite(v).all() for v in z.values()):
-            raise TrainingError(
-                "the trained encoders give non-finite embeddings; lower the learning rate"
-            )
-        self.readout_scores_ = fit_readout(self.module, z, sub, weighting, self.seed)
+        batch = functools.partial(self._batch, X)
+        self.readout_scores_ = encode_and_fit(
+            self.module, batch, self.mdata.n_obs, weighting, self.seed
+        )
         self.modality_weighting_ = weighting
 
     @torch.no_grad()
