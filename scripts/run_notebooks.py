@@ -66,11 +66,12 @@ def clean_outputs(nb) -> int:
             continue
         keep = []
         for o in cell.get("outputs", []):
+            shown = "".join(o.get("data", {}).get("text/plain", ""))  # e.g. rich's rendering
             if (
                 o.get("output_type") == "stream"
                 and o.get("name") == "stderr"
                 and _is_noise(o["text"])
-            ):
+            ) or (o.get("output_type") == "display_data" and "Warning: " in shown):
                 dropped += 1
             else:
                 keep.append(o)
@@ -78,9 +79,48 @@ def clean_outputs(nb) -> int:
     return dropped
 
 
+def portable(nb, data_dir: str | None = None) -> None:
+    """Drop the paths of the machine that ran a notebook.
+
+    The repository's paths become relative to ``notebooks/`` (where chapters
+    run); an outside data folder (``data_dir``) becomes the chapters'
+    default, ``None``, in the parameters and ``$SCI2CL_DATA_DIR`` in outputs.
+    """
+    repo, rel = str(ROOT) + os.sep, ".." + os.sep
+
+    def text(t: str) -> str:
+        t = t.replace(repo, rel)
+        return t.replace(data_dir, "$SCI2CL_DATA_DIR") if data_dir else t
+
+    for cell in nb.cells:
+        if "injected-parameters" in cell.metadata.get("tags", []):
+            lines = [
+                "DATA_DIR = None  # the data folder, from SCI2CL_DATA_DIR"
+                if line.startswith("DATA_DIR = ") and repo not in line
+                else line
+                for line in cell.source.splitlines()
+            ]
+            cell.source = "\n".join(lines).replace(repo, rel)
+        for o in cell.get("outputs", []) if cell.cell_type == "code" else []:
+            if "text" in o:
+                o["text"] = text(o["text"])
+            for key, val in o.get("data", {}).items():
+                if key.startswith("text/") and isinstance(val, str):
+                    o["data"][key] = text(val)
+    meta = nb.metadata.get("papermill", {})
+    for key in ("input_path", "output_path"):
+        if key in meta:
+            meta[key] = text(meta[key])
+    params = meta.get("parameters", {})
+    for key, val in params.items():
+        if isinstance(val, str):
+            params[key] = None if key == "DATA_DIR" and repo not in val else text(val)
+
+
 def stamp(path: Path, mode: str, seconds: float) -> None:
     nb = nbformat.read(path, as_version=4)
     clean_outputs(nb)
+    portable(nb, os.environ.get("SCI2CL_DATA_DIR"))
     nb.metadata["sci2cl"] = {"mode": mode, "code_sha256": code_hash(nb), "seconds": round(seconds)}
     nbformat.write(nb, path)
 

@@ -72,6 +72,7 @@ def test_committed_outputs_drop_warnings_and_progress_bars_but_keep_the_rest():
     stream = nbformat.v4.new_output
     cell = nbformat.v4.new_code_cell("x = 1")
     cell.outputs = [
+        stream("display_data", data={"text/plain": "/lib/live.py:260: UserWarning: install it"}),
         stream("stream", name="stderr", text="/x.py:3: FutureWarning: old API\n  warn(\n"),
         stream("stream", name="stderr", text="100%|##########| 3/3 [00:00<00:00, 34.50it/s]\n"),
         stream("stream", name="stdout", text="NMI 0.5\n"),
@@ -79,6 +80,38 @@ def test_committed_outputs_drop_warnings_and_progress_bars_but_keep_the_rest():
         nbformat.v4.new_output("error", ename="ValueError", evalue="bad", traceback=[]),
     ]
     nb = nbformat.v4.new_notebook(cells=[cell])
-    assert mod.clean_outputs(nb) == 2
+    assert mod.clean_outputs(nb) == 3
     kept = nb.cells[0].outputs
     assert [o.get("name", o["output_type"]) for o in kept] == ["stdout", "stderr", "error"]
+
+
+def test_committed_notebooks_hold_no_path_of_the_machine_that_ran_them():
+    """The runner makes repository paths relative to notebooks/ and names the data folder by its
+    variable; the committed chapters carry neither this checkout's nor the data folder's path."""
+    import importlib.util
+
+    import nbformat
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location(
+        "run_notebooks", root / "scripts" / "run_notebooks.py"
+    )
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    params = nbformat.v4.new_code_cell(
+        f'SMOKE = False\nDATA_DIR = "/data/x"\nRUN_DIR = "{root}/build/run"'
+    )
+    params.metadata["tags"] = ["injected-parameters"]
+    out = nbformat.v4.new_code_cell("print(1)")
+    out.outputs = [
+        nbformat.v4.new_output("stream", name="stdout", text=f"saved {root}/build/m, /data/x")
+    ]
+    nb = nbformat.v4.new_notebook(cells=[params, out])
+    mod.portable(nb, "/data/x")
+    assert (
+        params.source
+        == 'SMOKE = False\nDATA_DIR = None  # the data folder, from SCI2CL_DATA_DIR\nRUN_DIR = "../build/run"'
+    )
+    assert out.outputs[0]["text"] == "saved ../build/m, $SCI2CL_DATA_DIR"
+    for p in sorted((root / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+        assert str(root) not in p.read_text(), p.name
