@@ -107,15 +107,26 @@ def _paths(ds: str, fraction: float, method: str, seed: int) -> tuple[Path, Path
     )
 
 
+#: names of a method's further embeddings in the sweep's rows (scI2CL's encoders)
+EXTRA_NAMES = {"rna": "RNA encoder", "atac": "ATAC encoder", "fused": "fused (paper)"}
+
+
+def extra_method(method: str, kind: str) -> str:
+    """Row name of ``method``'s further embedding ``kind``, e.g. ``"scI2CL RNA encoder"``."""
+    return f"{method} {EXTRA_NAMES.get(kind, kind)}"
+
+
 def _score(res: dict, y: np.ndarray, seed: int) -> list[dict]:
+    """Scores of the embedding, then of each further embedding (``extra``, rows named by it)."""
     from benchmarks.clustering import scib_scores
     from sci2cl import metrics
 
-    emb = res["embedding"]
-    base = {**scib_scores(emb, y, seed)}
-    return [
-        {**base, **r} for r in metrics.cluster_embedding(emb, y, seed=seed, adjacency=res["adj"])
-    ]
+    out = []
+    for kind, emb in [(None, res["embedding"]), *res.get("extra", {}).items()]:
+        base = {**scib_scores(emb, y, seed), "extra": kind or ""}
+        adj = res["adj"] if kind is None else None
+        out += [{**base, **r} for r in metrics.cluster_embedding(emb, y, seed=seed, adjacency=adj)]
+    return out
 
 
 def run_unit(ds: str, fraction: float, method: str, seed: int, settings: dict, log=print) -> dict:
@@ -150,6 +161,7 @@ def run_unit(ds: str, fraction: float, method: str, seed: int, settings: dict, l
                 else None
             )
             res = {"embedding": z["embedding"], "adj": adj, "seconds": old["seconds"]}
+            res["extra"] = {k[6:]: z[k] for k in z.files if k.startswith("extra_")}
             res["peak_mb"], res["diagnostics"] = old["peak_mb"], old["diagnostics"]
     elif old is not None and old["key"] == key and old["status"] == "unavailable":
         rec.update(status="unavailable", reason=old["reason"])
@@ -167,6 +179,7 @@ def run_unit(ds: str, fraction: float, method: str, seed: int, settings: dict, l
             res = {**out, "adj": out["adjacency"]}
             emb_path.parent.mkdir(parents=True, exist_ok=True)
             arrays = {"embedding": res["embedding"].astype(np.float32)}
+            arrays.update({f"extra_{k}": v.astype(np.float32) for k, v in res["extra"].items()})
             if res["adj"] is not None:
                 A = sp.csr_matrix(res["adj"])
                 arrays.update(
@@ -186,7 +199,11 @@ def run_unit(ds: str, fraction: float, method: str, seed: int, settings: dict, l
             "seconds": res["seconds"], "peak_mb": res["peak_mb"],
             "method_version": key["method_version"],
         }  # fmt: skip
-        rec["rows"] = [{**base, **res["diagnostics"], **r} for r in rows]
+        rec["rows"] = [
+            {**base, **res["diagnostics"], **r,
+             "method": extra_method(method, r["extra"]) if r["extra"] else method}
+            for r in rows
+        ]  # fmt: skip
         rec.update(seconds=res["seconds"], peak_mb=res["peak_mb"], diagnostics=res["diagnostics"])
         km = rec["rows"][0]
         log(
@@ -230,6 +247,25 @@ def units(datasets, fractions, methods, seeds, one_seed_methods) -> list[tuple]:
     return sorted(out, key=order)
 
 
+UNIT = ["dataset", "rna_fraction", "method", "seed"]
+
+
+def earlier_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """Rows of ``results/depth_sweep.csv`` whose unit has no record here (kept, never dropped).
+
+    Units finished before their records were committed live on in the CSV only; a new run of
+    the same unit replaces them. Their ``method_version`` says which code made them.
+    """
+    path = ROOT / "results" / "depth_sweep.csv"
+    if not path.exists():
+        return pd.DataFrame()
+    old = pd.read_csv(path).drop(columns=["check"], errors="ignore")
+    if df.empty:
+        return old
+    have = pd.MultiIndex.from_frame(df[UNIT].drop_duplicates())
+    return old[~pd.MultiIndex.from_frame(old[UNIT]).isin(have)]
+
+
 def collect() -> pd.DataFrame:
     """Every finished unit's rows, with the clustering benchmark's collapse check per set and depth."""
     from benchmarks.clustering import collapse_check
@@ -237,12 +273,15 @@ def collect() -> pd.DataFrame:
     recs = [json.loads(p.read_text()) for p in sorted((OUT / "runs").rglob("*.json"))]
     rows = [r for rec in recs for r in rec["rows"]]
     df = pd.DataFrame(rows)
+    df = pd.concat([df, earlier_rows(df)], ignore_index=True)
     if df.empty:
         return df
     parts = []
     for _, d in df.groupby(["dataset", "rna_fraction"], sort=False):
         d = d.copy()
         d["check"] = collapse_check(d)
+        if "extra" in d:  # an encoder alone: no collapse check
+            d.loc[d["extra"].fillna("").astype(str) != "", "check"] = ""
         parts.append(d)
     df = pd.concat(parts, ignore_index=True)
     skipped = [
@@ -273,6 +312,56 @@ def summary(df: pd.DataFrame, protocol: str = "kmeans") -> pd.DataFrame:
     )
     out = cell.unstack("method")
     return out[[m for m in ORDER if m in out.columns]].sort_index(ascending=[True, False])
+
+
+SINGLE = ("RNA PCA", "ATAC LSI")
+MULTI_PEERS = ("PCA+LSI", "WNN (muon)", "MOFA+", "MultiVI", "GLUE")
+
+
+def verdicts(df: pd.DataFrame, protocol: str = "kmeans", method: str = "scI2CL") -> pd.DataFrame:
+    """Per (dataset, fraction): does integration pay, and is ``method`` at least the best peer?
+
+    Columns: the better single modality and the best multi-modal peer (by mean NMI), whether
+    that peer beats the better single modality (paired over seeds, the book's tie rule),
+    ``method``'s mean ± SD, and its paired comparison with the best peer and with its own
+    better encoder (``"<method> RNA encoder"`` / ``"... ATAC encoder"``, where recorded).
+    """
+    from benchmarks.report import comparison
+
+    d = df[df["protocol"] == protocol]
+    rows = []
+    for (ds, f), g in d.groupby(["dataset", "rna_fraction"], sort=False):
+        by = g.groupby(["method", "seed"])["nmi"].mean()
+        mean = g.groupby("method")["nmi"].mean()
+
+        def best(names):
+            have = [n for n in names if n in mean.index]
+            return max(have, key=mean.get) if have else None
+
+        def cmp(a, b):
+            if a is None or b is None or a not in mean.index or b not in mean.index:
+                return {"verdict": "", "mean": np.nan, "sd": np.nan, "n": 0}
+            return comparison((by[a] - by[b]).dropna(), b)
+
+        single = best(SINGLE)
+        peer = best(MULTI_PEERS)
+        enc = best([extra_method(method, k) for k in ("rna", "atac")])
+        pay = cmp(peer, single)
+        vs_peer, vs_enc = cmp(method, peer), cmp(method, enc)
+        rows.append({
+            "dataset": ds, "rna_fraction": f, "better_single": single,
+            "better_single_nmi": mean.get(single, np.nan), "best_peer": peer,
+            "best_peer_nmi": mean.get(peer, np.nan),
+            "best_peer_seeds": int(by.get(peer, pd.Series()).count()) if peer else 0,
+            "integration_pays": pay["verdict"],
+            method: mean.get(method, np.nan),
+            f"{method}_sd": g[g.method == method]["nmi"].std(),
+            f"{method}_seeds": int((g.method == method).sum()),
+            "vs_best_peer": vs_peer["verdict"], "vs_best_peer_diff": vs_peer["mean"],
+            "better_encoder": enc, "vs_better_encoder": vs_enc["verdict"],
+            "vs_better_encoder_diff": vs_enc["mean"],
+        })  # fmt: skip
+    return pd.DataFrame(rows).sort_values(["dataset", "rna_fraction"], ascending=[True, False])
 
 
 def main() -> int:
@@ -314,6 +403,7 @@ def main() -> int:
     write(df)
     for proto in ("kmeans", "leiden"):
         print(f"\nNMI, {proto}\n" + summary(df, proto).to_string())
+        print(verdicts(df, proto).round(3).to_string())
     print(f"total wall time {time.perf_counter() - t:.0f} s")
     return 0
 

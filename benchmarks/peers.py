@@ -358,6 +358,10 @@ def _sci2cl(mdata: md.MuData, seed: int, max_epochs: int | None = None, **kwargs
         "embedding": m.get_latent_representation(key_added=None),
         # the read-out's label-free RNA weight: how much of the joint embedding is RNA
         "diagnostics": {"epochs": len(m.history), "w_rna": m.modality_weights_["rna"]},
+        # the encoders' own embeddings, so that another read-out is scored without re-training
+        "extra": {
+            k: m.get_latent_representation(key_added=None, kind=k) for k in ("rna", "atac", "fused")
+        },
     }
 
 
@@ -407,12 +411,12 @@ class PeakMemory:
 
 
 def run_peer(name: str, mdata: md.MuData, seed: int = 0, **kwargs) -> dict:
-    """Run a peer method; returns ``{"embedding", "adjacency", "seconds", "peak_mb", "diagnostics", "curves"}``.
+    """Run a peer method; returns ``{"embedding", "adjacency", "seconds", "peak_mb", "diagnostics", "curves", "extra"}``.
 
     A peer returns an embedding, an ``(embedding, graph)`` pair, or a dict with
     ``embedding`` and optionally ``adjacency``, ``diagnostics`` (e.g. a VAE's
-    latent KL, read by the collapse check) and ``curves`` (per-epoch training
-    curves, a DataFrame).
+    latent KL, read by the collapse check), ``curves`` (per-epoch training
+    curves, a DataFrame) and ``extra`` (named further embeddings of the same cells).
 
     ``peak_mb`` is the extra resident memory the method needed (see :class:`PeakMemory`).
     """
@@ -431,4 +435,5 @@ def run_peer(name: str, mdata: md.MuData, seed: int = 0, **kwargs) -> dict:
         "peak_mb": mem.peak_mb,
         "diagnostics": out.get("diagnostics", {}),
         "curves": out.get("curves"),
+        "extra": out.get("extra", {}),
     }

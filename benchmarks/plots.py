@@ -12,6 +12,8 @@ __all__ = [
     "benchmark_heatmap",
     "benchmark_bars",
     "time_vs_quality",
+    "depth_curves",
+    "readout_weights",
 ]
 
 
@@ -140,4 +142,67 @@ def time_vs_quality(df: pd.DataFrame, metric: str = "nmi", protocol: str = "kmea
         title=f"Time vs. {metric.upper()} ({protocol})",
     )
     ax.legend(fontsize=7)
+    return ax
+
+
+def depth_curves(df: pd.DataFrame, protocol: str = "kmeans", metric: str = "nmi", methods=None):
+    """NMI against the share of RNA counts kept, one panel per dataset, one line per method.
+
+    Points are means over seeds, bars their SD (none for a method run at one
+    seed, drawn with open markers); a method's encoders (``"scI2CL RNA
+    encoder"``) share its colour, dashed. ``df``: the depth sweep's rows.
+    """
+    d = df[df["protocol"] == protocol]
+    methods = methods or list(dict.fromkeys(d["method"]))
+    datasets = list(dict.fromkeys(d["dataset"]))
+    fig, axes = plt.subplots(
+        1, len(datasets), figsize=(3.6 * len(datasets), 3.9), sharey=True, squeeze=False
+    )
+    g = d.groupby(["dataset", "method", "rna_fraction"])[metric].agg(["mean", "std", "count"])
+    for ax, ds in zip(axes[0], datasets):
+        for m in methods:
+            if (ds, m) not in g.droplevel("rna_fraction").index:
+                continue
+            t = g.loc[(ds, m)].sort_index()
+            one = t["count"] < 2
+            ls = "--" if "encoder" in m else "-"
+            ax.errorbar(
+                t.index, t["mean"], yerr=t["std"].fillna(0), color=method_color(m), ls=ls,
+                lw=2.2 if m == "scI2CL" else 1.3, marker="o", ms=4, capsize=2, label=m,
+                mfc="white" if one.all() else method_color(m),
+            )  # fmt: skip
+        ax.set_xscale("log")
+        ax.set_xticks([0.1, 0.3, 0.5, 1.0], ["10 %", "30 %", "50 %", "100 %"])
+        ax.minorticks_off()
+        ax.set(title=ds, xlabel="share of RNA counts kept")
+        ax.grid(alpha=0.3)
+    axes[0, 0].set_ylabel(f"{metric.upper()} ({protocol})")
+    h, lab = axes[0, 0].get_legend_handles_labels()
+    for ax in axes[0, 1:]:  # methods missing from the first panel
+        for hh, ll in zip(*ax.get_legend_handles_labels()):
+            if ll not in lab:
+                h, lab = [*h, hh], [*lab, ll]
+    fig.legend(h, lab, loc="lower center", ncol=min(6, len(lab)), fontsize=9, frameon=False)
+    fig.suptitle(f"{metric.upper()} against RNA depth ({protocol}; mean ± SD over seeds)")
+    fig.tight_layout(rect=(0, 0.12, 1, 1))
+    return fig
+
+
+def readout_weights(df: pd.DataFrame, method: str = "scI2CL", ax=None):
+    """The read-out's label-free RNA weight (``w_rna``) per run against the share of RNA counts."""
+    d = df[(df["method"] == method) & (df["protocol"] == "kmeans")].dropna(subset=["w_rna"])
+    ax = ax or plt.subplots(figsize=(6, 3.6))[1]
+    datasets = list(dict.fromkeys(d["dataset"]))
+    for i, (ds, g) in enumerate(d.groupby("dataset", sort=False)):
+        x = g["rna_fraction"] * (1 + 0.06 * (i - (len(datasets) - 1) / 2))  # side by side
+        ax.scatter(x, g["w_rna"], s=28, label=ds, marker="osD^v"[i % 5], alpha=0.85)
+    ax.set_xscale("log")
+    ax.set_xticks([0.1, 0.3, 0.5, 1.0], ["10 %", "30 %", "50 %", "100 %"])
+    ax.minorticks_off()
+    ax.set(
+        xlabel="share of RNA counts kept", ylabel="RNA weight of the read-out", ylim=(-0.05, 1.05),
+        title=f"{method}'s label-free modality weight, one point per seed",
+    )  # fmt: skip
+    ax.legend(fontsize=8, title="dataset", loc="lower left")
+    ax.grid(alpha=0.3)
     return ax

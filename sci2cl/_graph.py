@@ -41,6 +41,44 @@ def knn_adjacency(X: np.ndarray, n_neighbors: int = 15, metric: str = "euclidean
     return ((A + A.T) > 0).astype(np.float32).tocsr()
 
 
+def neighbour_agreement(
+    X: np.ndarray, Y: np.ndarray, n_neighbors: int = 15, n_permutations: int = 20, seed: int = 0
+) -> dict:
+    """How many kNN neighbours two embeddings of the same cells share, against chance.
+
+    ``overlap``: the mean fraction of a cell's ``n_neighbors`` nearest rows of
+    ``X`` ``(n, d1)`` that are also among its nearest rows of ``Y`` ``(n, d2)``.
+    The null keeps both graphs and draws a random correspondence between the
+    cells of ``Y`` and those of ``X`` (``n_permutations`` seeded permutations):
+    ``null_mean``, ``null_sd`` and ``z = (overlap - null_mean) / null_sd``. A
+    ``z`` near 0 says that the two embeddings share no cell neighbourhoods: their
+    structures are unrelated. No labels are used.
+    """
+    X, Y = np.asarray(X), np.asarray(Y)
+    if len(X) != len(Y):
+        raise ValueError(f"X and Y must hold the same cells, got {len(X)} and {len(Y)} rows")
+    n = len(X)
+    a, b = knn_indices(X, n_neighbors), knn_indices(Y, n_neighbors)
+    k = a.shape[1]
+    A = sp.csr_matrix((np.ones(n * k), (np.repeat(np.arange(n), k), a.ravel())), shape=(n, n))
+
+    def shared(nb: np.ndarray) -> float:
+        B = sp.csr_matrix((np.ones(n * k), (np.repeat(np.arange(n), k), nb.ravel())), (n, n))
+        return float(A.multiply(B).sum()) / (n * k)
+
+    rng = np.random.default_rng(seed)
+    null = []
+    for _ in range(n_permutations):
+        p = rng.permutation(n)  # cell i of X is matched with cell p[i] of Y
+        inv = np.argsort(p)
+        null.append(shared(inv[b[p]]))
+    overlap, mu, sd = shared(b), float(np.mean(null)), float(np.std(null, ddof=1))
+    return {
+        "overlap": overlap, "null_mean": mu, "null_sd": sd,
+        "z": (overlap - mu) / max(sd, 1e-12),
+    }  # fmt: skip
+
+
 def normalised_adjacency(A: sp.spmatrix) -> sp.csr_matrix:
     """``D^-1/2 (A + I) D^-1/2`` of a symmetric 0/1 graph (the GCN propagation matrix)."""
     A = A + sp.eye(A.shape[0], format="csr")

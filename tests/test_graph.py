@@ -164,3 +164,21 @@ def test_agreement_weight_drops_a_noise_modality_and_mixes_complementary_ones():
     )
     assert 0.2 <= t.loc[t["score"].idxmax(), "w_rna"] <= 0.8
     assert t["score"].max() > t.loc[t["w_rna"].isin([0.0, 1.0]), "score"].max() + 0.05
+
+
+def test_neighbour_agreement_tells_shared_from_unrelated_structure():
+    rng = np.random.default_rng(0)
+    y, other = rng.integers(0, 6, 900), rng.integers(0, 6, 900)
+    rna = _clustered(rng, y, list(range(6)), 3)
+    shared = _graph.neighbour_agreement(rna, _clustered(rng, y, list(range(6)), 3), seed=1)
+    unrelated = _graph.neighbour_agreement(rna, _clustered(rng, other, list(range(6)), 3), seed=1)
+    assert shared["z"] > 10 and shared["overlap"] > 3 * shared["null_mean"]
+    assert abs(unrelated["z"]) < 3
+    # the null is a random correspondence: about k / (n - 1) of the neighbours by chance
+    assert abs(unrelated["null_mean"] - 15 / 899) < 0.005
+    # the same cells twice share every neighbour; the order of the arguments does not matter
+    assert _graph.neighbour_agreement(rna, rna)["overlap"] == 1.0
+    back = _graph.neighbour_agreement(_clustered(rng, y, list(range(6)), 3), rna)
+    assert back["z"] > 10
+    with pytest.raises(ValueError, match="same cells"):
+        _graph.neighbour_agreement(rna, rna[:10])

@@ -1,3 +1,5 @@
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -35,7 +37,7 @@ def test_end_to_end_and_latent(trained, tiny_mdata):
     assert min(w.values()) >= 0
     # the read-out weight is one of the scored grid values, kept with its scores
     sc = trained.readout_scores_
-    assert list(sc.columns) == ["w_rna", "modularity"] and len(sc) == 11
+    assert list(sc.columns) == ["w_rna", "modularity", "shared_neighbours_z"] and len(sc) == 11
     assert np.isclose(sc["w_rna"], w["rna"]).any()
 
 
@@ -67,11 +69,41 @@ def test_single_modality_readout_keeps_that_modalitys_geometry(tiny_mdata, monke
     assert ratio.std() / ratio.mean() > 0.01
 
 
+def test_readout_keeps_rna_when_the_modalities_share_no_neighbourhoods(trained):
+    """An ATAC embedding with a structure of its own, unrelated to RNA's, more modular than RNA's:
+    the modularity rule alone would read ATAC; the shared-neighbour guard keeps RNA and warns.
+    Embeddings that share their structure are mixed as the rule says."""
+    import copy
+
+    from sci2cl.model._readout import fit_readout
+
+    rng = np.random.default_rng(0)
+    n, e = 800, 16  # the fixture's n_latent
+    y_rna, y_atac = rng.integers(0, 4, n), rng.integers(0, 6, n)  # independent structures
+    c_rna, c_atac = rng.normal(0, 3, (4, e)), rng.normal(0, 8, (6, e))
+    z = {"rna": c_rna[y_rna] + rng.normal(0, 1, (n, e)),
+         "atac": c_atac[y_atac] + rng.normal(0, 1, (n, e))}  # fmt: skip
+    mod = copy.deepcopy(trained.module)
+    zt = {k: torch.as_tensor(v, dtype=torch.float32) for k, v in z.items()}
+    with pytest.warns(UserWarning, match="share no more kNN neighbours than chance"):
+        sc = fit_readout(mod, zt, np.arange(n), "modularity", seed=0)
+    assert sc["modularity"].iloc[0] > sc["modularity"].iloc[-1]  # ATAC alone is more modular
+    assert mod.readout_weights.tolist() == [1.0, 0.0] and (sc["shared_neighbours_z"] < 3).all()
+    # the same ATAC structure, now shared with RNA: no guard, no warning
+    z["atac"] = c_atac[y_rna] + rng.normal(0, 1, (n, e))
+    zt = {k: torch.as_tensor(v, dtype=torch.float32) for k, v in z.items()}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        sc = fit_readout(mod, zt, np.arange(n), "modularity", seed=0)
+    assert (sc["shared_neighbours_z"] > 3).all() and mod.readout_weights[1] > 0
+
+
 def test_refit_readout_switches_weighting_without_touching_the_encoders(trained):
     z = trained.get_latent_representation(key_added=None)
     r = trained.get_latent_representation(kind="rna", key_added=None)
     w_wnn = trained.refit_readout("wnn").modality_weights_
-    assert trained.modality_weighting_ == "wnn" and trained.readout_scores_.empty
+    assert trained.modality_weighting_ == "wnn"
+    assert list(trained.readout_scores_.columns) == ["shared_neighbours_z"]  # WNN scores no grid
     assert trained.init_params["modality_weighting"] == "modularity"  # a fitted attribute only
     zs = {}
     for m in ("rna", "atac"):

@@ -137,6 +137,49 @@ def test_subpopulations_on_planted_simulator(tiny_mdata):
     assert {"names", "pvals_adj", "logfoldchanges", "group"} <= set(r["de"].columns)
 
 
+@pytest.mark.parametrize("space", ["raw", "zscore", "pca", "cosine"])
+@pytest.mark.parametrize("rule", ["silhouette", "stability"])
+def test_subpopulation_rules_split_blobs_and_keep_noise_whole(space, rule):
+    """Every space and resolution rule finds three planted blobs; the stability rule also keeps a
+    population without structure whole (it has no stable split)."""
+    import anndata as ad
+
+    rng = np.random.default_rng(1)
+    n = 150
+    truth = np.repeat([0, 1, 2], n)
+    centres = rng.normal(0, 1, (3, 10)) * 4
+    X = np.r_[centres[truth] + rng.normal(0, 1, (3 * n, 10)), rng.normal(0, 1, (3 * n, 10))]
+    X[:, 0] += 20  # away from the origin, so that cosine distances see the blobs too
+    a = ad.AnnData(
+        X=np.ones((6 * n, 2), np.float32),
+        obs=pd.DataFrame(
+            {"pop": np.repeat(["blobs", "noise"], 3 * n)}, index=[f"c{i}" for i in range(6 * n)]
+        ),
+    )
+    a.obsm["e"] = X * 1e-3  # the rule must not depend on the embedding's scale
+    kw = dict(use_rep="e", space=space, resolution_rule=rule, de=False, seed=0)
+    r = tl.find_subpopulations(a, "pop", "blobs", **kw)
+    assert r["stable"] and metrics.ari(truth, r["labels"].to_numpy()) > 0.9
+    r = tl.find_subpopulations(a, "pop", "noise", **kw)
+    if rule == "stability":
+        assert r["n_subclusters"] == 1 and not r["stable"]
+    assert a.uns["subpopulation"]["params"]["space"] == space
+
+
+def test_population_space_properties():
+    from sci2cl.tl._subpopulations import population_space
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(0, 1, (200, 6)) @ np.diag([10, 5, 1, 1, 0.1, 0.0])  # one constant dimension
+    Z = population_space(X, "zscore")
+    assert Z.shape == (200, 5) and np.allclose(Z.std(0), 1) and np.allclose(Z.mean(0), 0)
+    P = population_space(X, "pca")
+    assert 2 <= P.shape[1] <= 5 and np.allclose(P.mean(0), 0, atol=1e-9)
+    assert np.allclose(np.linalg.norm(population_space(X, "cosine"), axis=1), 1)
+    # scale-free: the same space for the rows times a constant
+    assert np.allclose(population_space(X * 1e3, "pca"), population_space(X, "pca"), atol=1e-6)
+
+
 def test_stage_order_score():
     pt = np.r_[np.linspace(0, 1, 10), np.linspace(1, 2, 10), np.linspace(2, 3, 10)]
     lab = np.repeat(["a", "b", "c"], 10)

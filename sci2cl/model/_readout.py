@@ -9,6 +9,8 @@ the weights. No labels are used.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import torch
@@ -18,6 +20,7 @@ from .._graph import (
     choose_modality_weight,
     modality_weights,
     modularity_weight_scores,
+    neighbour_agreement,
 )
 from ._base import TrainingError
 
@@ -26,6 +29,7 @@ __all__ = [
     "MIXTURE_MARGIN",
     "WEIGHT_GRID",
     "MAX_PCA_CELLS",
+    "SHARED_STRUCTURE_Z",
     "fit_readout",
     "encode_and_fit",
 ]
@@ -35,6 +39,9 @@ MODALITY_WEIGHTINGS = ("modularity", "wnn", "agreement")
 MIXTURE_MARGIN = 0.01
 #: RNA weights tried by ``modality_weighting="modularity"`` (ATAC gets ``1 - w``)
 WEIGHT_GRID = np.round(np.linspace(0.0, 1.0, 11), 2)
+#: the modalities are mixed only when their kNN graphs share more neighbours than a random
+#: correspondence of the cells gives, by this many SDs (:func:`~sci2cl._graph.neighbour_agreement`)
+SHARED_STRUCTURE_Z = 3.0
 #: cells on which the joint read-out's principal axes are fitted (all cells below this)
 MAX_PCA_CELLS = 50_000
 
@@ -78,8 +85,12 @@ def fit_readout(
     splitting: ``split = (z_a, x_b)`` holds the embeddings of one binomial
     half of each cell's counts and the network inputs of the other half
     (cells ``sub``; :func:`~sci2cl._graph.agreement_weight_scores`). Then the principal axes of the
-    weighted concatenation of all cells of ``z``. Returns the modularity
-    table (empty for ``"wnn"``).
+    weighted concatenation of all cells of ``z``. Whatever the weighting, the
+    modalities are mixed only when their kNN graphs share neighbours beyond
+    chance (``z`` of :func:`~sci2cl._graph.neighbour_agreement` at least
+    :data:`SHARED_STRUCTURE_Z`); otherwise RNA alone is kept, with a warning.
+    Returns the weighting's table of scores (one row for ``"wnn"``) with the
+    column ``shared_neighbours_z``.
     """
     from sklearn.decomposition import PCA
 
@@ -103,6 +114,21 @@ def fit_readout(
         scores = modularity_weight_scores(zs["rna"], zs["atac"], WEIGHT_GRID, n_comp, seed)
         best = choose_modality_weight(scores, MIXTURE_MARGIN)
         w = np.array([best if m == "rna" else 1 - best for m in mods])
+    shared = neighbour_agreement(zs["rna"], zs["atac"], seed=seed)
+    if shared["z"] < SHARED_STRUCTURE_Z:
+        # no neighbourhood in common: the modalities' structures are unrelated, and a graph score
+        # cannot tell which one holds the cells' types; keep RNA, the annotated modality
+        if float(w[mods.index("rna")]) < 1.0:
+            warnings.warn(
+                f"the RNA and ATAC embeddings share no more kNN neighbours than chance "
+                f"(z = {shared['z']:.1f} < {SHARED_STRUCTURE_Z}); the joint embedding keeps RNA "
+                "alone (modality_weights_); check the ATAC data (peaks, cell matching)",
+                UserWarning, stacklevel=3,
+            )  # fmt: skip
+        w = np.array([1.0 if m == "rna" else 0.0 for m in mods])
+    scores = (scores if len(scores) else pd.DataFrame(index=[0])).assign(
+        shared_neighbours_z=shared["z"]
+    )
     module.readout_weights.copy_(torch.as_tensor(w, dtype=torch.float32))
     Y = module.weighted_concat(z).cpu().numpy().astype(np.float64)
     k = module.readout_components.shape[1]

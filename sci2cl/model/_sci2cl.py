@@ -117,6 +117,8 @@ class SCI2CL(BaseModel):
         ``"wnn"``: the mean per-cell WNN weights (Hao et al. 2021) of the two
         encoders' embeddings. ``"agreement"``: the ``w`` whose joint
         neighbours best predict both modalities' inputs, each cell left out.
+        Any weighting keeps RNA alone, with a warning, when the two embeddings
+        share no more kNN neighbours than chance (``readout_scores_``).
     readout_scaling
         How the joint read-out puts the two embeddings on one scale before
         weighting: ``"global"`` (default), each divided by its training cells'
@@ -411,10 +413,8 @@ class SCI2CL(BaseModel):
     @torch.no_grad()
     def _fit_readout(self, X: dict, weighting: str) -> None:
         """Fix the joint read-out from the training data (no labels); see :func:`fit_readout`."""
-        batch = functools.partial(self._batch, X)
-        self.readout_scores_ = encode_and_fit(
-            self.module, batch, self.mdata.n_obs, weighting, self.seed
-        )
+        batch, n = functools.partial(self._batch, X), self.mdata.n_obs
+        self.readout_scores_ = encode_and_fit(self.module, batch, n, weighting, self.seed)
         self.modality_weighting_ = weighting
 
     @torch.no_grad()
@@ -427,9 +427,8 @@ class SCI2CL(BaseModel):
         Parameters
         ----------
         modality_weighting
-            ``"modularity"`` or ``"wnn"`` (see the class); ``None``: the model's
-            own. The weighting used is :attr:`modality_weighting_`; the init
-            parameters are not changed.
+            One of ``MODALITY_WEIGHTINGS`` (see the class); ``None``: the model's own.
+            The weighting used is :attr:`modality_weighting_`; init parameters stay.
 
         Returns
         -------

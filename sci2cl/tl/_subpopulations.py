@@ -9,11 +9,53 @@ import pandas as pd
 
 from .. import metrics
 from .._graph import leiden_labels as leiden
-from .._utils import check_range
+from .._utils import check_choice, check_range
 from ..pp import log_normalize
 from ._common import _labels, _obsm, check_names, record
 
-__all__ = ["find_subpopulations"]
+__all__ = ["find_subpopulations", "SUBCLUSTER_SPACES", "RESOLUTION_RULES"]
+
+#: the spaces a population is subclustered in (see :func:`find_subpopulations`)
+SUBCLUSTER_SPACES = ("raw", "zscore", "pca", "cosine")
+#: how the Leiden resolution of the subclusters is chosen
+RESOLUTION_RULES = ("silhouette", "stability")
+#: resolutions tried
+RESOLUTIONS = (0.1, 0.2, 0.3, 0.5, 0.8)
+
+
+def population_space(X: np.ndarray, space: str, variance: float = 0.9) -> np.ndarray:
+    """The rows ``X`` ``(n, d)`` of one population in the space where it is subclustered.
+
+    ``"raw"``: unchanged; ``"cosine"``: rows scaled to unit length; ``"zscore"``:
+    each dimension standardised within the population (constant ones dropped);
+    ``"pca"``: the population's own principal components of the standardised rows,
+    as many as explain ``variance`` of its variance (at least 2).
+    """
+    X = np.asarray(X, dtype=np.float64)
+    if space == "raw":
+        return X
+    if space == "cosine":
+        return X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
+    sd = X.std(0)
+    keep = sd > 1e-12 * max(1.0, float(np.abs(X).max()))
+    Z = (X[:, keep] - X[:, keep].mean(0)) / sd[keep]
+    if space == "zscore":
+        return Z
+    U, S, _ = np.linalg.svd(Z, full_matrices=False)
+    ratio = np.cumsum(S**2) / max(float(np.sum(S**2)), 1e-300)
+    k = max(2, int(np.searchsorted(ratio, variance) + 1))
+    return U[:, :k] * S[:k]
+
+
+def _stability(X, lab, res, n_neighbors, n_repeats, subsample, seed) -> list[float]:
+    """ARI of ``lab`` with Leiden at ``res`` on seeded subsamples (shared cells)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for r in range(n_repeats):
+        sub = np.sort(rng.choice(len(X), int(subsample * len(X)), replace=False))
+        lab_r = leiden(X[sub], resolution=res, n_neighbors=n_neighbors, seed=seed + r + 1)
+        out.append(metrics.ari(lab[sub], lab_r))
+    return out
 
 
 def find_subpopulations(
@@ -28,17 +70,28 @@ def find_subpopulations(
     key_added: str = "subpopulation",
     de_modality: str = "rna",
     min_stability: float = 0.6,
+    space: str = "raw",
+    resolution_rule: str = "silhouette",
+    de: bool = True,
 ) -> dict:
     """Subcluster one labelled population on the kNN graph of an embedding.
 
-    The resolution is chosen label-free (:func:`leiden_label_free`).
+    The population's rows of ``obsm[use_rep]`` are put in ``space``
+    (:func:`population_space`: ``"raw"``, ``"cosine"``, ``"zscore"`` within the
+    population, or ``"pca"``, the population's own principal components), then
+    clustered by Leiden on their ``n_neighbors``-NN graph at a resolution chosen
+    label-free by ``resolution_rule``: ``"silhouette"``, the resolution of
+    :data:`RESOLUTIONS` whose clusters have the highest silhouette
+    (:func:`~sci2cl.metrics.leiden_label_free`); ``"stability"``, the finest
+    resolution whose split is stable (mean subsample ARI at least
+    ``min_stability``), the population kept whole when none is.
     Evidence that the split is real:
 
     * stability: the population is re-clustered on ``n_repeats`` seeded
       subsamples of ``subsample`` of its cells; the mean ARI against the full
       clustering on the shared cells is reported (near 1: stable);
     * differential expression between subclusters (scanpy
-      ``rank_genes_groups``, Wilcoxon, Benjamini-Hochberg).
+      ``rank_genes_groups``, Wilcoxon, Benjamini-Hochberg; ``de=False``: skipped).
 
     Writes ``obs[key_added]`` (subcluster of the group, ``NaN`` elsewhere) and
     ``uns[key_added]`` (``params``, ``resolution``, ``stability``, ``n_subclusters``).
@@ -47,7 +100,8 @@ def find_subpopulations(
     -------
     dict with ``labels`` (Series), ``n_unlabelled`` (cells of ``mdata`` without a
     ``groupby`` label, never part of any group), ``resolution``, ``stability`` (list of
-    ARIs), ``stable`` (mean stability ARI >= ``min_stability``), ``de``
+    ARIs), ``stable`` (a split, at least 2 subclusters, with mean stability ARI
+    >= ``min_stability``), ``de``
     (tidy DataFrame) and ``n_subclusters``.
     """
     import scanpy as sc
@@ -56,6 +110,8 @@ def find_subpopulations(
     check_range("n_repeats", n_repeats, 1, integer=True)
     check_range("subsample", subsample, 0, 1, lo_open=True)
     check_range("min_stability", min_stability, 0, 1)
+    check_choice("space", space, SUBCLUSTER_SPACES)
+    check_choice("resolution_rule", resolution_rule, RESOLUTION_RULES)
     check_names(mdata)
     if isinstance(mdata, md.MuData) and de_modality not in mdata.mod:
         raise ValueError(
@@ -64,7 +120,7 @@ def find_subpopulations(
     params = {
         "groupby": groupby, "group": str(group), "use_rep": use_rep, "n_neighbors": n_neighbors,
         "n_repeats": n_repeats, "subsample": subsample, "seed": seed, "de_modality": de_modality,
-        "min_stability": min_stability,
+        "min_stability": min_stability, "space": space, "resolution_rule": resolution_rule,
     }  # fmt: skip
     obs = mdata.obs
     lab_all = _labels(mdata, groupby, "group")
@@ -75,25 +131,30 @@ def find_subpopulations(
     if len(cells) < 20:
         raise ValueError(f"group {group!r} has {len(cells)} cells; need at least 20")
     pos = obs.index.get_indexer(cells)
-    X = _obsm(mdata, use_rep)[pos]
-    lab, res, _ = metrics.leiden_label_free(
-        X, resolutions=(0.1, 0.2, 0.3, 0.5, 0.8), n_neighbors=n_neighbors, seed=seed
-    )
-    rng = np.random.default_rng(seed)
-    stab = []
-    for r in range(n_repeats):
-        sub = np.sort(rng.choice(len(cells), int(subsample * len(cells)), replace=False))
-        lab_r = leiden(X[sub], resolution=res, n_neighbors=n_neighbors, seed=seed + r + 1)
-        stab.append(metrics.ari(lab[sub], lab_r))
+    X = population_space(_obsm(mdata, use_rep)[pos], space)
+    if resolution_rule == "silhouette":
+        lab, res, _ = metrics.leiden_label_free(
+            X, resolutions=RESOLUTIONS, n_neighbors=n_neighbors, seed=seed
+        )
+        stab = _stability(X, lab, res, n_neighbors, n_repeats, subsample, seed)
+    else:  # the finest resolution whose split is stable; none: the population stays whole
+        lab, res, stab = np.zeros(len(cells), int), 0.0, [1.0] * n_repeats
+        for r in RESOLUTIONS:
+            lab_r = leiden(X, resolution=r, n_neighbors=n_neighbors, seed=seed)
+            if len(np.unique(lab_r)) < 2:
+                continue
+            st = _stability(X, lab_r, r, n_neighbors, n_repeats, subsample, seed)
+            if np.mean(st) >= min_stability:
+                lab, res, stab = lab_r, r, st
     labels = pd.Series(pd.Categorical([f"{group}-{i}" for i in lab]), index=cells)
     mdata.obs[key_added] = pd.Categorical(labels.reindex(obs.index).astype(object))
-    de = pd.DataFrame()
-    if labels.nunique() > 1:
+    table = pd.DataFrame()
+    if de and labels.nunique() > 1:
         a = (mdata[de_modality] if isinstance(mdata, md.MuData) else mdata)[cells].copy()
         log_normalize(a)
         a.obs["sub"] = labels.values
         sc.tl.rank_genes_groups(a, "sub", method="wilcoxon", corr_method="benjamini-hochberg")
-        de = sc.get.rank_genes_groups_df(a, group=None)
+        table = sc.get.rank_genes_groups_df(a, group=None)
     record(
         mdata, key_added, params, resolution=float(res), stability=[float(x) for x in stab],
         n_subclusters=int(labels.nunique()),
@@ -103,7 +164,7 @@ def find_subpopulations(
         "n_unlabelled": int(lab_all.isna().sum()),
         "resolution": res,
         "stability": stab,
-        "stable": bool(np.mean(stab) >= min_stability),
-        "de": de,
+        "stable": bool(labels.nunique() > 1 and np.mean(stab) >= min_stability),
+        "de": table,
         "n_subclusters": int(labels.nunique()),
     }
