@@ -334,11 +334,11 @@ def verdicts(df: pd.DataFrame, protocol: str = "kmeans", method: str = "scI2CL")
         by = g.groupby(["method", "seed"])["nmi"].mean()
         mean = g.groupby("method")["nmi"].mean()
 
-        def best(names):
+        def best(names, mean=mean):
             have = [n for n in names if n in mean.index]
             return max(have, key=mean.get) if have else None
 
-        def cmp(a, b):
+        def cmp(a, b, mean=mean, by=by):
             if a is None or b is None or a not in mean.index or b not in mean.index:
                 return {"verdict": "", "mean": np.nan, "sd": np.nan, "n": 0}
             return comparison((by[a] - by[b]).dropna(), b)
