@@ -359,7 +359,8 @@ def _sci2cl(mdata: md.MuData, seed: int, max_epochs: int | None = None, **kwargs
         # the read-out's label-free RNA weight: how much of the joint embedding is RNA
         "diagnostics": {"epochs": len(m.history), "w_rna": m.modality_weights_["rna"]},
         # the encoders' own embeddings, so that another read-out is scored without re-training
-        "extra": {
+        # (a callable: run_peer computes them after its clock stops)
+        "extra": lambda: {
             k: m.get_latent_representation(key_added=None, kind=k) for k in ("rna", "atac", "fused")
         },
     }
@@ -416,7 +417,8 @@ def run_peer(name: str, mdata: md.MuData, seed: int = 0, **kwargs) -> dict:
     A peer returns an embedding, an ``(embedding, graph)`` pair, or a dict with
     ``embedding`` and optionally ``adjacency``, ``diagnostics`` (e.g. a VAE's
     latent KL, read by the collapse check), ``curves`` (per-epoch training
-    curves, a DataFrame) and ``extra`` (named further embeddings of the same cells).
+    curves, a DataFrame) and ``extra`` (named further embeddings of the same cells, or a
+    callable giving them, called outside the timed block).
 
     ``peak_mb`` is the extra resident memory the method needed (see :class:`PeakMemory`).
     """
@@ -435,5 +437,5 @@ def run_peer(name: str, mdata: md.MuData, seed: int = 0, **kwargs) -> dict:
         "peak_mb": mem.peak_mb,
         "diagnostics": out.get("diagnostics", {}),
         "curves": out.get("curves"),
-        "extra": out.get("extra", {}),
+        "extra": extra() if callable(extra := out.get("extra", {})) else extra,
     }

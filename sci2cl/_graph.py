@@ -59,12 +59,15 @@ def neighbour_agreement(
         raise ValueError(f"X and Y must hold the same cells, got {len(X)} and {len(Y)} rows")
     n = len(X)
     a, b = knn_indices(X, n_neighbors), knn_indices(Y, n_neighbors)
-    k = a.shape[1]
-    A = sp.csr_matrix((np.ones(n * k), (np.repeat(np.arange(n), k), a.ravel())), shape=(n, n))
+    k, rows = a.shape[1], np.repeat(np.arange(n), a.shape[1])
+
+    def graph(nb: np.ndarray) -> sp.csr_matrix:  # directed kNN graph, row i: i's neighbours
+        return sp.csr_matrix((np.ones(n * k), (rows, nb.ravel())), shape=(n, n))
+
+    A = graph(a)
 
     def shared(nb: np.ndarray) -> float:
-        B = sp.csr_matrix((np.ones(n * k), (np.repeat(np.arange(n), k), nb.ravel())), (n, n))
-        return float(A.multiply(B).sum()) / (n * k)
+        return float(A.multiply(graph(nb)).sum()) / (n * k)
 
     rng = np.random.default_rng(seed)
     null = []
