@@ -364,6 +364,72 @@ def verdicts(df: pd.DataFrame, protocol: str = "kmeans", method: str = "scI2CL")
     return pd.DataFrame(rows).sort_values(["dataset", "rna_fraction"], ascending=[True, False])
 
 
+def _point(r) -> str:
+    return f"{r['dataset']} at {r['rna_fraction']:.0%}"
+
+
+def findings(df: pd.DataFrame, protocol: str = "kmeans", method: str = "scI2CL") -> dict:
+    """The sweep's answers in words, every number read from :func:`verdicts`.
+
+    Keys: ``pays`` (where a multi-modal peer beats the better single
+    modality), ``method`` (where ``method`` stands against the best peer
+    there), ``encoder`` (``method`` against its own better encoder),
+    ``missing`` (points ``method`` has not run), and counts ``n_points``,
+    ``n_pays``, ``n_at_least`` (``method`` at least the best peer where
+    integration pays).
+    """
+    v = verdicts(df, protocol, method)
+    pays = v[v["integration_pays"] == "gain"]
+    ran = v[v[f"{method}_seeds"] > 0]
+    out = {"n_points": len(v), "n_pays": len(pays)}
+    out["pays"] = (
+        f"a multi-modal peer beats the better single modality at {len(pays)} of {len(v)} points"
+        + (": " + "; ".join(f"{_point(r)} ({r['best_peer']} {r['best_peer_nmi']:.3f} against "
+                            f"{r['better_single']} {r['better_single_nmi']:.3f})"
+                            for _, r in pays.iterrows()) if len(pays) else "")
+    )  # fmt: skip
+    there = pays[pays[f"{method}_seeds"] > 0]
+    ok = there[there["vs_best_peer"].isin(["gain", "tie"])]
+    out["n_at_least"] = len(ok)
+    words = {"gain": "ahead of", "tie": "tied with", "loss": "behind", "": "no verdict against"}
+    out["method"] = (
+        f"there, {method} is at least the best peer at {len(ok)} of {len(there)} points it ran"
+        + (": " + "; ".join(f"{_point(r)}, {words.get(r['vs_best_peer'], 'no verdict (one seed) against')} {r['best_peer']} "
+                            f"({r['vs_best_peer_diff']:+.3f})" for _, r in there.iterrows())
+           if len(there) else "")
+    )  # fmt: skip
+    enc = ran[ran["better_encoder"].notna()]
+    gain = enc[enc["vs_better_encoder"] == "gain"]
+    out["encoder"] = (
+        f"{method}'s joint embedding is above its own better encoder at {len(gain)} of "
+        f"{len(enc)} points where the encoders were scored"
+        + (" (" + "; ".join(_point(r) for _, r in gain.iterrows()) + ")" if len(gain) else "")
+    )
+    miss = v[v[f"{method}_seeds"] == 0]
+    out["missing"] = (
+        f"{method} has not run at " + "; ".join(_point(r) for _, r in miss.iterrows())
+        if len(miss)
+        else f"{method} ran at every point"
+    )
+    return out
+
+
+def write_book_summary(df: pd.DataFrame, path: Path | None = None) -> Path:
+    """Write the intro's paragraph on the depth sweep (``book/_generated/depth_summary.md``)."""
+    path = path or ROOT / "book" / "_generated" / "depth_summary.md"
+    lines = ["**When does ATAC help?** With RNA thinned to 100, 50, 30 and 10 % of its counts "
+             f"({len(DATASETS)} real paired sets, mean over seeds, paired verdicts; chapter 3):", ""]  # fmt: skip
+    for proto, name in (("kmeans", "KMeans at the true k"), ("leiden", "label-free Leiden")):
+        f = findings(df, proto)
+        lines.append(f"- {name}: {f['pays']}; {f['method']}. {f['encoder']}.")
+    lines += ["", f"{findings(df)['missing']}." if findings(df)["n_points"] else ""]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("\n".join(lines).rstrip() + "\n")
+    os.replace(tmp, path)
+    return path
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -401,6 +467,7 @@ def main() -> int:
                 write(collect())
     df = collect()
     write(df)
+    write_book_summary(df)
     for proto in ("kmeans", "leiden"):
         print(f"\nNMI, {proto}\n" + summary(df, proto).to_string())
         print(verdicts(df, proto).round(3).to_string())

@@ -149,8 +149,8 @@ def depth_curves(df: pd.DataFrame, protocol: str = "kmeans", metric: str = "nmi"
     """NMI against the share of RNA counts kept, one panel per dataset, one line per method.
 
     Points are means over seeds, bars their SD (none for a method run at one
-    seed, drawn with open markers); a method's encoders (``"scI2CL RNA
-    encoder"``) share its colour, dashed. ``df``: the depth sweep's rows.
+    seed, drawn with open markers); a method's encoders share its colour, the
+    RNA encoder dashed, the ATAC encoder dotted. ``df``: the depth sweep's rows.
     """
     d = df[df["protocol"] == protocol]
     methods = methods or list(dict.fromkeys(d["method"]))
@@ -165,10 +165,12 @@ def depth_curves(df: pd.DataFrame, protocol: str = "kmeans", metric: str = "nmi"
                 continue
             t = g.loc[(ds, m)].sort_index()
             one = t["count"] < 2
-            ls = "--" if "encoder" in m else "-"
+            ls, mk = (
+                ("--", "v") if "RNA encoder" in m else (":", "^") if "encoder" in m else ("-", "o")
+            )
             ax.errorbar(
                 t.index, t["mean"], yerr=t["std"].fillna(0), color=method_color(m), ls=ls,
-                lw=2.2 if m == "scI2CL" else 1.3, marker="o", ms=4, capsize=2, label=m,
+                lw=2.2 if m == "scI2CL" else 1.3, marker=mk, ms=4, capsize=2, label=m,
                 mfc="white" if one.all() else method_color(m),
             )  # fmt: skip
         ax.set_xscale("log")

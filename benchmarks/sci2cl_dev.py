@@ -76,6 +76,13 @@ def package_defaults() -> dict:
     return {k: dict(DEFAULT_WEIGHTS) if k == "weights" else params[k].default for k in BEFORE}
 
 
+def _default(train: dict | None = None, **init) -> dict:
+    """A configuration: the package's defaults with ``init`` changed (``weights`` key by key)."""
+    d = package_defaults()
+    w = {**d["weights"], **init.pop("weights", {})}
+    return {"init": {**d, **init, "weights": w}, **({"train": train} if train else {})}
+
+
 #: name -> {"init": SCI2CL(...) arguments, "train": SCI2CL.train(...) arguments}. The joint
 #: read-out of rows logged before the global scaling and mixture margin (commit 943a3e6 and
 #: earlier, and every ``skip_*`` row except ``skip_no_moc_mom``) scaled each cell to unit norm with
@@ -101,6 +108,12 @@ CONFIGS: dict[str, dict] = {
     # defaults, so that this configuration is whatever SCI2CL() does without arguments
     "skip_no_moc_mom": {"init": package_defaults()},
     "skip_minimal": _cfg(**SKIP, n_views=0, weights={"moc": 0, "mom": 0}),
+    # issue 41, shallow RNA (--rna-fraction): one change each on top of the package's defaults
+    "d_latent48": _default(n_latent=48),
+    "d_no_joint_rec": _default(joint_rec=False),
+    "d_paper_losses": _default(weights={"moc": 1.0, "mom": 1.0}),
+    "d_moc": _default(weights={"moc": 1.0}),
+    "d_epochs30": _default(train={"max_epochs": 30}),
 }
 
 
@@ -117,7 +130,7 @@ def _commit() -> str:
         return "unknown"
 
 
-def _write(rows: list[dict], log: Path, keys=("config", "dataset", "seed")) -> None:
+def _write(rows: list[dict], log: Path, keys=("config", "dataset", "rna_fraction", "seed")) -> None:
     """Append ``rows`` to ``log`` atomically, dropping old rows with the same ``keys``.
 
     A lock file serialises runners that share the log (one per core).
@@ -128,6 +141,8 @@ def _write(rows: list[dict], log: Path, keys=("config", "dataset", "seed")) -> N
         new = pd.DataFrame(rows)
         if log.exists():
             old = pd.read_csv(log)
+            # rows logged before the depth option ran on all the RNA counts
+            old["rna_fraction"] = old.get("rna_fraction", pd.Series(index=old.index)).fillna(1.0)
             keys = list(keys)
             same = old.set_index(keys).index.isin(new.set_index(keys).index.unique())
             new = pd.concat([old[~same], new], ignore_index=True)
@@ -141,13 +156,20 @@ def _score(rows, base, z, y, seed, adjacency=None):
         rows.append({**base, **res})
 
 
-def run_config(name: str, datasets, seeds, log: Path = LOG) -> None:
+def run_config(name: str, datasets, seeds, log: Path = LOG, rna_fraction: float = 1.0) -> None:
+    """Train configuration ``name`` per dataset and seed and log every read-out's scores.
+
+    ``rna_fraction < 1``: the RNA counts are thinned first, seeded by the run's
+    seed (the cells of the depth sweep's unit of the same fraction and seed).
+    """
     cfg = CONFIGS[name]
     commit = _commit()
     for ds in datasets:
-        m = prepare(ds)
-        y = m.obs[label_key(ds)].astype(str).to_numpy()
+        m = prepare(ds) if rna_fraction == 1.0 else None
         for seed in seeds:
+            if rna_fraction != 1.0:
+                m = prepare(ds, rna_fraction=rna_fraction, thin_seed=seed)
+            y = m.obs[label_key(ds)].astype(str).to_numpy()
             t = time.perf_counter()
             model = SCI2CL(
                 peers.setup_sci2cl(m), likelihood=peers.sci2cl_likelihood(m), seed=seed,
@@ -169,12 +191,14 @@ def run_config(name: str, datasets, seeds, log: Path = LOG) -> None:
                     w_rna[f"joint_{wt}"] = model.modality_weights_["rna"]
             model.refit_readout(own)
             EMB.mkdir(parents=True, exist_ok=True)
-            np.savez_compressed(EMB / f"{name}__{ds}__{seed}.npz", **zs)
+            tag = "" if rna_fraction == 1.0 else f"__rna{rna_fraction:g}"
+            np.savez_compressed(EMB / f"{name}__{ds}{tag}__{seed}.npz", **zs)
             for r, z in zs.items():
                 base = {
                     "config": name,
                     "params": json.dumps(cfg, sort_keys=True),
                     "dataset": ds,
+                    "rna_fraction": rna_fraction,
                     "seed": seed,
                     "readout": r,
                     "seconds": round(sec, 1),
@@ -186,7 +210,7 @@ def run_config(name: str, datasets, seeds, log: Path = LOG) -> None:
                 _score(rows, base, z, y, seed)
             _write(rows, log)
             summary = {(r["readout"], r["protocol"]): round(r["nmi"], 3) for r in rows}
-            print(name, ds, seed, f"{sec:.0f}s", f"w_rna={w_rna}",
+            print(name, ds, rna_fraction, seed, f"{sec:.0f}s", f"w_rna={w_rna}",
                   summary, flush=True)  # fmt: skip
 
 
@@ -279,6 +303,14 @@ def run_peers(datasets, seeds, log: Path = LOG) -> None:
                                       for r in rows}, flush=True)  # fmt: skip
 
 
+def read_log(log: Path = LOG) -> pd.DataFrame:
+    """The log, a thinned run's dataset named ``<dataset>@<share of RNA counts>``."""
+    df = pd.read_csv(log)
+    f = df.get("rna_fraction", pd.Series(index=df.index)).fillna(1.0)
+    df["dataset"] = df["dataset"].where(f == 1.0, df["dataset"] + "@" + f.map("{:g}".format))
+    return df
+
+
 def paired(base: str, others, log: Path = LOG, readout: str = "joint") -> pd.DataFrame:
     """Paired differences over seeds of ``readout`` NMI: each configuration minus ``base``.
 
@@ -287,14 +319,14 @@ def paired(base: str, others, log: Path = LOG, readout: str = "joint") -> pd.Dat
     the differences, ``loss`` when it is below minus the SD, else ``tie``.
     Over the datasets ("all"), the per-dataset means and their SD.
     """
-    df = pd.read_csv(log)
+    df = read_log(log)
     out = paired_differences(df[df["readout"] == readout], "config", base, others)
     return out.rename(columns={"method": "config"}) if not out.empty else out
 
 
 def summary(log: Path = LOG) -> pd.DataFrame:
     """Mean NMI over seeds per configuration, read-out, dataset and protocol."""
-    df = pd.read_csv(log)
+    df = read_log(log)
     return df.pivot_table(
         index=["config", "readout"], columns=["protocol", "dataset"], values="nmi"
     ).round(3)
@@ -317,6 +349,10 @@ def main() -> int:
     )  # fmt: skip
     ap.add_argument("--datasets", nargs="*", default=DEV)
     ap.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
+    ap.add_argument(
+        "--rna-fraction", type=float, default=1.0,
+        help="thin the RNA counts to this share first (the depth sweep's cells, seeded by seed)",
+    )  # fmt: skip
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--log", type=Path, default=LOG)
     a = ap.parse_args()
@@ -339,7 +375,7 @@ def main() -> int:
     if a.peers:
         run_peers(a.datasets, a.seeds, a.log)
     for c in a.configs:
-        run_config(c, a.datasets, a.seeds, a.log)
+        run_config(c, a.datasets, a.seeds, a.log, rna_fraction=a.rna_fraction)
     if a.log.exists():
         print(summary(a.log).to_string())
     return 0

@@ -282,3 +282,56 @@ def test_one_entry_point_runs_every_live_study_and_names_the_unknown(capsys):
     assert main(["no-such-study"]) == 2
     assert "unknown study 'no-such-study'" in capsys.readouterr().err
     assert "benchmarks.archive" not in STUDIES.values()
+
+
+def test_depth_verdicts_find_where_integration_pays_and_who_wins_there():
+    from benchmarks import depth
+
+    def rows(ds, f, scores):
+        return [
+            {
+                "dataset": ds,
+                "rna_fraction": f,
+                "method": m,
+                "seed": s,
+                "protocol": "kmeans",
+                "nmi": v,
+            }  # fmt: skip
+            for m, vals in scores.items()
+            for s, v in enumerate(vals)
+        ]
+
+    df = pd.DataFrame(
+        rows(
+            "a",
+            0.1,
+            {  # PCA+LSI clearly above RNA PCA: integration pays; scI2CL behind it
+                "RNA PCA": [0.30, 0.31, 0.29],
+                "ATAC LSI": [0.20, 0.20, 0.21],
+                "PCA+LSI": [0.40, 0.41, 0.40],
+                "scI2CL": [0.35, 0.36, 0.34],
+                "scI2CL RNA encoder": [0.30, 0.30, 0.31],
+                "scI2CL ATAC encoder": [0.2, 0.2, 0.2],
+            },
+        )  # fmt: skip
+        + rows(
+            "a",
+            1.0,
+            {  # no multi-modal gain; scI2CL not run here
+                "RNA PCA": [0.60, 0.62, 0.61],
+                "ATAC LSI": [0.2, 0.2, 0.2],
+                "PCA+LSI": [0.58, 0.63, 0.60],
+            },
+        )  # fmt: skip
+    )
+    v = depth.verdicts(df).set_index("rna_fraction")
+    assert v.loc[0.1, "integration_pays"] == "gain" and v.loc[0.1, "best_peer"] == "PCA+LSI"
+    assert v.loc[0.1, "vs_best_peer"] == "loss"
+    assert v.loc[0.1, "better_encoder"] == "scI2CL RNA encoder"
+    assert v.loc[0.1, "vs_better_encoder"] == "gain"
+    assert v.loc[1.0, "integration_pays"] == "tie" and v.loc[1.0, "scI2CL_seeds"] == 0
+    f = depth.findings(df)
+    assert (f["n_points"], f["n_pays"], f["n_at_least"]) == (2, 1, 0)
+    assert "a at 10% (PCA+LSI 0.403 against RNA PCA 0.300)" in f["pays"]
+    assert "behind PCA+LSI (-0.053)" in f["method"]
+    assert f["missing"] == "scI2CL has not run at a at 100%"
