@@ -6,7 +6,8 @@ Studies (each writes its CSV under ``results/`` and is resumable):
 - ``depth``: the same methods with the RNA counts thinned (shallow RNA);
 - ``biology``: subpopulations, annotation audit and trajectories (chapters 4-6);
 - ``scrcl``, ``spatial``: scRCL against its peers on scRNA-seq and tissue (chapters 7-8);
-- ``sci2cl-dev``, ``readout-dev``, ``scrcl-dev``, ``scrcl-spatial-dev``: development logs;
+- ``sci2cl-dev``, ``readout-dev``, ``joint-start-dev``, ``subpop-dev``, ``scrcl-dev``,
+  ``scrcl-spatial-dev``: development logs;
 - ``sci2cl-speed``, ``sci2cl-scaling``, ``gpu-check``: time and memory;
 - ``sci2cl-report``: the methods chapter's tables, from the committed CSVs.
 
@@ -31,6 +32,8 @@ STUDIES = {
     "sci2cl-speed": "sci2cl_speed",
     "sci2cl-scaling": "sci2cl_scaling",
     "readout-dev": "readout_dev",
+    "joint-start-dev": "joint_start_dev",
+    "subpop-dev": "subpop_dev",
     "gpu-check": "gpu_check",
     "sci2cl-report": "sci2cl_report",
 }

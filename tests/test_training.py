@@ -201,3 +201,37 @@ def test_tiny_hdf5_chunks_are_flagged_and_the_disk_simulator_avoids_them(disk_fi
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)
         RowReader(_read(disk_file, True)["atac"].X)
+
+
+def test_training_without_a_terminal_logs_stages_and_why_it_stopped(tiny_mdata, capsys):
+    from sci2cl.model import _training
+
+    assert not _training.interactive()  # pytest captures stderr: no terminal
+    m = sci2cl.SCI2CL(tiny_mdata, seed=0).train(max_epochs=20, pretrain_epochs=4)
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    # one line per LOG_EVERY epochs of a stage and at its last epoch, numbered within the stage
+    assert "per-modality stage epoch 4/4: loss" in err
+    assert "joint stage epoch 10/20: loss" in err and "held-out loss" in err
+    assert "Epoch" not in err  # no Lightning bar counting both stages
+    ran = len(m.history) - 4
+    if ran < 20:  # early stopping: said, with its patience, and which weights were kept
+        assert f"stopped early after joint stage epoch {ran} of 20" in lines[-1]
+        assert "held-out loss had not improved for 8 epochs" in lines[-1]
+    else:
+        assert (
+            "trained all 24 epochs (4 in the per-modality stage, 20 in the joint stage)"
+            in lines[-1]
+        )
+    assert "kept the weights of joint stage epoch" in lines[-1]
+    sci2cl.SCI2CL(tiny_mdata, seed=0).train(max_epochs=2, progress_bar=False)
+    assert capsys.readouterr().err == ""  # progress_bar=False: silent
+
+
+def test_epochs_are_counted_within_each_stage():
+    from sci2cl.model import _training
+
+    s = _training.TrainSettings(max_epochs=60, lr=1e-3, weight_decay=0, pretrain_epochs=15)
+    assert _training.stage_epoch(s, 0) == ("per-modality stage", 1, 15)
+    assert _training.stage_epoch(s, 15) == ("joint stage", 1, 60)
+    assert _training.stage_epoch(s, 74) == ("joint stage", 60, 60)

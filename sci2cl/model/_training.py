@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import signal
+import sys
 import threading
 import time
 import warnings
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 import lightning.pytorch as pl
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import Callback, EarlyStopping
+from lightning.pytorch.callbacks import Callback, EarlyStopping, TQDMProgressBar
 
 from .._utils import as_int, check_flag, check_range
 from ._base import TrainingError
@@ -27,6 +28,8 @@ __all__ = [
     "BestWeights",
     "History",
     "SmoothedLossStopping",
+    "StageProgressBar",
+    "TrainingReport",
     "TrainSettings",
     "TrainingPlan",
     "fit",
@@ -312,6 +315,94 @@ class SmoothedLossStopping(Callback):
         trainer.should_stop = trainer.should_stop or trainer.strategy.reduce_boolean_decision(stop)
 
 
+#: epochs between two log lines when no progress bar can be drawn (output not a terminal)
+LOG_EVERY = 10
+#: how the report names the stages of :attr:`TrainingPlan.stage`
+STAGE_NAMES = {"pretrain": "per-modality stage", "joint": "joint stage", "train": "training"}
+
+
+def _epochs(n: int) -> str:
+    return f"{n} epoch" + ("" if n == 1 else "s")
+
+
+def stage_epoch(settings: TrainSettings, epoch: int) -> tuple[str, int, int]:
+    """``(stage name, epoch within the stage counted from 1, epochs of the stage)``."""
+    if epoch < settings.pretrain_epochs:
+        return STAGE_NAMES["pretrain"], epoch + 1, settings.pretrain_epochs
+    name = STAGE_NAMES.get(settings.main_stage, settings.main_stage)
+    return name, epoch - settings.pretrain_epochs + 1, settings.max_epochs
+
+
+def interactive() -> bool:
+    """Whether a progress bar can redraw: a terminal, or a Jupyter kernel."""
+    return "ipykernel" in sys.modules or bool(getattr(sys.stderr, "isatty", lambda: False)())
+
+
+class StageProgressBar(TQDMProgressBar):
+    """Lightning's progress bar, described by the stage and its own epoch cap ("joint stage 3/60")."""
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:  # noqa: D102
+        super().on_train_epoch_start(trainer, pl_module)
+        name, e, n = stage_epoch(pl_module.settings, trainer.current_epoch)
+        self.train_progress_bar.set_description(f"{name} {e}/{n}")
+
+
+class TrainingReport(Callback):
+    """What a run says without a progress bar, and how it ended, on ``stream`` (default stderr).
+
+    With ``every``: one line per ``every`` epochs of a stage (and its last
+    epoch) with the epoch's loss, held-out loss and time. At the end of the
+    run, one line: the epochs run against the cap, and whether and why
+    training stopped early (held-out loss, or the smoothed training loss for
+    scRCL), and which epoch's weights were restored.
+    """
+
+    def __init__(self, history: History, best: BestWeights, every: int | None = None, stream=None):
+        self.history, self.best, self.every, self.stream = history, best, every, stream
+
+    def _say(self, text: str) -> None:
+        print(text, file=self.stream or sys.stderr, flush=True)
+
+    def on_train_epoch_end(self, trainer, plan) -> None:  # noqa: D102
+        if not self.every or not self.history.records or not trainer.is_global_zero:
+            return
+        rec = self.history.records[-1]
+        name, e, n = stage_epoch(plan.settings, rec["epoch"])
+        if e % self.every and e != n:
+            return
+        val = f", held-out loss {rec['val_loss']:.4g}" if "val_loss" in rec else ""
+        self._say(
+            f"{name} epoch {e}/{n}: loss {rec.get('loss', float('nan')):.4g}{val} "
+            f"({rec['seconds']:.0f} s)"
+        )
+
+    def on_fit_end(self, trainer, plan) -> None:  # noqa: D102
+        if not trainer.is_global_zero or not self.history.records:
+            return
+        s = plan.settings
+        ran = len(self.history.records)
+        cap = s.pretrain_epochs + s.max_epochs
+        name, e, n = stage_epoch(s, ran - 1)
+        if ran < cap and not trainer.interrupted:
+            why = "the held-out loss had not improved"
+            for cb in trainer.callbacks:
+                if isinstance(cb, EarlyStopping):
+                    why += f" for {_epochs(cb.patience)}"
+                elif isinstance(cb, SmoothedLossStopping):
+                    why = f"the smoothed training loss had not improved for {_epochs(cb.patience)}"
+            text = f"stopped early after {name} epoch {e} of {n}: {why}"
+        elif s.pretrain_epochs:
+            main = stage_epoch(s, cap - 1)[0]
+            text = f"trained all {cap} epochs ({s.pretrain_epochs} in the per-modality stage, "
+            text += f"{s.max_epochs} in the {main})"
+        else:
+            text = f"trained all {cap} epochs"
+        if self.best.best_epoch is not None:
+            bname, be, _ = stage_epoch(s, self.best.best_epoch)
+            text += f"; kept the weights of {bname} epoch {be} (lowest held-out loss)"
+        self._say(text + f" in {self.history.records[-1]['seconds']:.0f} s.")
+
+
 def early_stopping(patience: int) -> EarlyStopping:
     """Lightning's early stopping on :data:`MONITOR`; epochs that do not log it are skipped."""
     return EarlyStopping(MONITOR, patience=patience, mode="min", min_delta=0.0, strict=False)
@@ -401,7 +492,8 @@ def _quiet():
             lg.setLevel(logging.WARNING)
         with warnings.catch_warnings():
             for msg in (".*does not have many workers.*", ".*GPU available but not used.*",
-                        ".*sync_dist=True.*", ".*LeafSpec.*", ".*number of training batches.*"):  # fmt: skip
+                        ".*sync_dist=True.*", ".*LeafSpec.*", ".*number of training batches.*",
+                        ".*across ranks is zero.*"):  # fmt: skip
                 warnings.filterwarnings("ignore", message=msg)
             yield
     finally:
@@ -443,11 +535,15 @@ def train_module(
     and there are held-out cells, then ``callbacks`` (which may take the
     history object as their first argument: pass a function of it).
     """
-    history = History()
-    cbs = [history, BestWeights()]
+    history, best = History(), BestWeights()
+    cbs = [history, best]
     if settings.early_stopping and val_data is not None:
         cbs.append(early_stopping(settings.patience))
     cbs += [c(history) if callable(c) and not isinstance(c, Callback) else c for c in callbacks]
+    bar = settings.progress_bar and interactive()
+    if settings.progress_bar:  # a bar where it can redraw, else a line per LOG_EVERY epochs
+        cbs += [StageProgressBar()] if bar else []
+        cbs.append(TrainingReport(history, best, every=None if bar else LOG_EVERY))
     module.train()  # a module left in eval mode (after an embedding) trains as it should
     plan = TrainingPlan(module, settings, train_data, val_data)
     trainer = lightning_trainer(
@@ -456,7 +552,7 @@ def train_module(
         cbs,
         devices=settings.devices,
         strategy=settings.strategy,
-        progress_bar=settings.progress_bar,
+        progress_bar=bar,
         gradient_clip_val=settings.gradient_clip_val,
     )
     fit(trainer, plan)
