@@ -14,6 +14,10 @@ sweep's cells (:func:`benchmarks.depth.prepare_thinned`, the RNA thinned with th
 - ``atac_white``: the ATAC inputs with every PC scaled to unit variance (as LSI's components),
   and ``concat_white``/``jpca_white`` built from it;
 - ``rna_in+lsi``: the RNA inputs beside the benchmark's LSI;
+- ``jpca_mod``: the leading 32 PCs of ``[sqrt(w) rna_in, sqrt(1 - w) atac_in]`` (each over its
+  mean row norm), ``w`` chosen without labels as scI2CL's read-out chooses it (the most modular
+  15-NN graph on the grid 0, 0.1, ..., 1, a mixture only if it beats the better single modality
+  by :data:`sci2cl.model._readout.MIXTURE_MARGIN`); ``w`` is logged;
 - the benchmark's ``PCA+LSI`` for reference.
 
 Labels only score (KMeans at the true k, label-free Leiden). Every candidate is logged, losers
@@ -77,6 +81,13 @@ def candidates(m, seed: int) -> dict[str, np.ndarray]:
     }
     c["jpca_in"] = jpca(c["concat_in"])
     c["jpca_white"] = jpca(c["concat_white"])
+    from sci2cl._graph import choose_modality_weight, modularity_weight_scores
+    from sci2cl.model._readout import MIXTURE_MARGIN, WEIGHT_GRID
+
+    scores = modularity_weight_scores(unit(r), unit(a), WEIGHT_GRID, N_LATENT, seed)
+    w = choose_modality_weight(scores, MIXTURE_MARGIN)
+    c["jpca_mod"] = jpca(np.hstack([np.sqrt(w) * unit(r), np.sqrt(1 - w) * unit(a)]))
+    c["_w_rna"] = w
     return c
 
 
@@ -102,10 +113,13 @@ def main() -> int:
             for seed in a.seeds:
                 m = prepare_thinned(ds, f, seed)
                 y = m.obs[label_key(ds)].astype(str).to_numpy()
-                for name, z in candidates(m, seed).items():
+                c = candidates(m, seed)
+                w = c.pop("_w_rna")
+                for name, z in c.items():
                     for r in metrics.cluster_embedding(z, y, seed=seed):
                         rows.append({"dataset": ds, "rna_fraction": f, "seed": seed,
-                                     "candidate": name, **r})  # fmt: skip
+                                     "candidate": name, "w_rna": w if name == "jpca_mod" else np.nan,
+                                     **r})  # fmt: skip
                 print(ds, f, seed, flush=True)
             new = pd.DataFrame(rows)
             if len(old):
