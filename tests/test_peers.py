@@ -335,3 +335,42 @@ def test_depth_verdicts_find_where_integration_pays_and_who_wins_there():
     assert "a at 10% (PCA+LSI 0.403 against RNA PCA 0.300)" in f["pays"]
     assert "behind PCA+LSI (-0.053)" in f["method"]
     assert f["missing"] == "scI2CL has not run at a at 100%"
+
+
+def test_depth_restamp_keeps_runs_only_when_the_canary_is_identical(tmp_path, monkeypatch):
+    import json
+
+    from benchmarks import depth, peers
+
+    monkeypatch.setattr(depth, "OUT", tmp_path / "out")
+    monkeypatch.setattr(depth, "EMB", tmp_path / "emb")
+    monkeypatch.setattr(depth, "prepare_thinned", lambda ds, f, seed: None)
+    emb = {s: np.random.default_rng(s).normal(size=(5, 2)).astype(np.float32) for s in (0, 1)}
+    for seed, secs in ((0, 9.0), (1, 3.0)):
+        rec_path, emb_path = depth._paths("d", 0.1, "M", seed)
+        rec_path.parent.mkdir(parents=True, exist_ok=True)
+        emb_path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(emb_path, embedding=emb[seed], extra_rna=emb[seed] + 1)
+        rec = {"key": {"method_version": "old"}, "status": "ok", "seconds": secs,
+               "rows": [{"method_version": "old"}]}  # fmt: skip
+        rec_path.write_text(json.dumps(rec))
+    calls = []
+
+    def rerun(method, mdata, seed, **kw):  # the fastest unit (seed 1) is the canary
+        calls.append(seed)
+        return {"embedding": emb[seed] + shift, "extra": {"rna": emb[seed] + 1}}
+
+    monkeypatch.setattr(peers, "run_peer", rerun)
+    monkeypatch.setattr(depth, "_method_version", lambda m: "new")
+    shift = 1e-6  # the code now computes something else: nothing is restamped
+    assert depth.restamp("M", settings={}, log=lambda *a: None) == {"old": "differs"}
+    assert calls == [1]
+    read = [json.loads(depth._paths("d", 0.1, "M", s)[0].read_text()) for s in (0, 1)]
+    assert all(r["key"]["method_version"] == "old" for r in read)
+    shift = 0.0  # identical bit for bit: both units of the old version are kept
+    assert depth.restamp("M", settings={}, log=lambda *a: None) == {"old": "kept"}
+    read = [json.loads(depth._paths("d", 0.1, "M", s)[0].read_text()) for s in (0, 1)]
+    assert all(r["key"]["method_version"] == "new" for r in read)
+    assert all(r["rows"][0]["method_version"] == "new" for r in read)
+    assert read[0]["restamped_from"] == "old" and read[0]["restamp_canary"] == "d rna0.1 seed 1"
+    assert depth.restamp("M", settings={}, log=lambda *a: None) == {}  # nothing stale any more
