@@ -1,7 +1,7 @@
 """When does ATAC help? Every method of the clustering benchmark on real cells with shallower RNA.
 
 Usage: python -m benchmarks.depth [--datasets ...] [--fractions 1 0.5 0.3 0.1] [--methods ...]
-       [--seeds 0 1 2] [--one-seed-methods MultiVI GLUE] [--report-only]
+       [--seeds 0 1 2] [--one-seed-methods MultiVI GLUE] [--report-only | --restamp]
 
 RNA counts are thinned binomially (each UMI kept with probability ``fraction``; the standard
 model of a shallower run of the same cells, seeded by the run's seed, so that every method at a
@@ -15,7 +15,9 @@ interrupted sweep. The embedding itself is kept under ``build/depth_sweep/`` (no
 change of the scoring code re-scores a kept embedding instead of re-training. Units run one at
 a time, one thread (the other core stays free). ``results/depth_sweep.csv`` gathers every row,
 with the collapse check of the clustering benchmark (a multi-modal method below the better
-single modality of its own seed is flagged).
+single modality of its own seed is flagged). ``--restamp`` keeps the units of a method whose
+code changed without changing its output (:func:`restamp`: a canary unit re-run bit for bit),
+and ``book/_generated/depth_summary.md`` (the intro's paragraph) is rewritten at every run.
 """
 
 from __future__ import annotations
