@@ -113,6 +113,24 @@ def dev_parser(doc: str, datasets: list[str], readouts: list[str]) -> argparse.A
     return ap
 
 
+def depth_dev_args(doc: str, datasets: list[str], fractions: list[float]) -> argparse.Namespace:
+    """Command line of the shallow-RNA development runners: ``--datasets --fractions --seeds``.
+
+    Also keeps numerical libraries at one thread unless the caller set otherwise.
+    """
+    import os
+
+    ap = argparse.ArgumentParser(
+        description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--datasets", nargs="*", default=datasets)
+    ap.add_argument("--fractions", nargs="*", type=float, default=fractions)
+    ap.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
+    a = ap.parse_args()
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    return a
+
+
 def report(rows: list[dict], n_last: int, columns: list[str], path: Path) -> None:
     """Print the last ``n_last`` result rows and rewrite ``path`` with all of them."""
     df = pd.DataFrame(rows)

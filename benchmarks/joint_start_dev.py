@@ -26,7 +26,6 @@ too, in ``results/joint_start_log.csv``.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from pathlib import Path
@@ -92,17 +91,10 @@ def candidates(m, seed: int) -> dict[str, np.ndarray]:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    ap.add_argument(
-        "--datasets", nargs="*", default=["snare_adbrain", "scicar_kidney", "bmmc_a", "bmmc_b"]
-    )
-    ap.add_argument("--fractions", nargs="*", type=float, default=[0.1, 1.0])
-    ap.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
-    a = ap.parse_args()
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    from benchmarks.common import label_key
+    from benchmarks.common import depth_dev_args, label_key
+
+    sets = ["snare_adbrain", "scicar_kidney", "bmmc_a", "bmmc_b"]
+    a = depth_dev_args(__doc__, sets, [0.1, 1.0])
     from benchmarks.depth import prepare_thinned
     from sci2cl import metrics
 

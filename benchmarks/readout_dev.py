@@ -12,7 +12,6 @@ to ``results/sci2cl_readout_log.csv`` with the chosen RNA weight; a finished
 
 from __future__ import annotations
 
-import argparse
 import os
 import time
 from pathlib import Path
@@ -20,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from benchmarks.common import label_key
+from benchmarks.common import depth_dev_args, label_key
 from benchmarks.depth import DATASETS, prepare_thinned
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,14 +56,7 @@ def run(ds: str, fraction: float, seed: int) -> list[dict]:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    ap.add_argument("--datasets", nargs="*", default=DATASETS)
-    ap.add_argument("--fractions", nargs="*", type=float, default=[0.1, 0.3, 1.0])
-    ap.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
-    a = ap.parse_args()
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    a = depth_dev_args(__doc__, DATASETS, [0.1, 0.3, 1.0])
     done = pd.read_csv(LOG) if LOG.exists() else pd.DataFrame()
     for f in a.fractions:
         for ds in a.datasets:
