@@ -5,12 +5,15 @@ the biology runner (chapters 4-6) reads them, so that the chapters analyse the
 very embeddings the benchmark scored and nothing is trained twice. An entry is
 valid for one code version and one prepared dataset
 (:func:`benchmarks.clustering.code_version`, :func:`~benchmarks.clustering.data_version`);
-another key is a miss. Files: ``build/embeddings/<dataset>/<method>__<seed>.npz``
-(``embedding``, the kNN ``adjacency`` where the method gives a graph, and the key).
+another key is a miss. Files: ``build/embeddings/<dataset>/<method>__<seed>__<key hash>.npz``
+(``embedding``, the kNN ``adjacency`` where the method gives a graph, and the key): runs with
+other settings (a smoke run's capped epochs and fewer cells) keep their own files and never
+replace the full run's.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -22,17 +25,22 @@ ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / "build" / "embeddings"
 
 
-def path(ds: str, method: str, seed: int, cache: Path = CACHE) -> Path:
-    """Where the embedding of ``method`` at ``seed`` on ``ds`` is kept."""
-    return cache / ds / f"{method.replace(' ', '_').replace('/', '_')}__{seed}.npz"
+def _key_text(key: dict) -> str:
+    return json.dumps(key, sort_keys=True, default=str)
+
+
+def path(ds: str, method: str, seed: int, key: dict, cache: Path = CACHE) -> Path:
+    """Where the embedding of ``method`` at ``seed`` on ``ds`` under ``key`` is kept."""
+    h = hashlib.sha256(_key_text(key).encode()).hexdigest()[:10]
+    return cache / ds / f"{method.replace(' ', '_').replace('/', '_')}__{seed}__{h}.npz"
 
 
 def save(ds: str, method: str, seed: int, res: dict, key: dict, cache: Path = CACHE) -> Path:
     """Keep ``res["embedding"]`` (and ``res["adjacency"]`` when it is a graph), atomically."""
-    p = path(ds, method, seed, cache)
+    p = path(ds, method, seed, key, cache)
     p.parent.mkdir(parents=True, exist_ok=True)
     arrays = {"embedding": np.asarray(res["embedding"], np.float32),
-              "key": np.array(json.dumps(key, sort_keys=True, default=str))}  # fmt: skip
+              "key": np.array(_key_text(key))}  # fmt: skip
     adj = res.get("adjacency")
     if adj is not None and sp.issparse(adj):
         a = sp.csr_matrix(adj)
@@ -46,11 +54,11 @@ def save(ds: str, method: str, seed: int, res: dict, key: dict, cache: Path = CA
 
 def load(ds: str, method: str, seed: int, key: dict, cache: Path = CACHE) -> dict | None:
     """``{"embedding", "adjacency"}`` kept for this key, or ``None``."""
-    p = path(ds, method, seed, cache)
+    p = path(ds, method, seed, key, cache)
     if not p.exists():
         return None
     with np.load(p, allow_pickle=False) as z:
-        if str(z["key"]) != json.dumps(key, sort_keys=True, default=str):
+        if str(z["key"]) != _key_text(key):
             return None
         adj = None
         if "adj_data" in z:

@@ -17,6 +17,7 @@ Rules (``space`` x ``choice``):
   as many as explain 90 % of its variance; sc-best-practices re-runs PCA per population),
   ``cosine`` (rows scaled to unit length);
 - ``choice``: ``silhouette`` (the resolution of highest silhouette, the rule before),
+  ``plateau`` (the same clusters, stability measured mid-plateau of the resolutions giving them),
   ``stability`` (the highest resolution whose clusters are stable under subsampling).
 """
 
@@ -32,7 +33,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 LOG = ROOT / "results" / "subpopulation_rule_log.csv"
 SPACES = ("raw", "zscore", "pca", "cosine")
-CHOICES = ("silhouette", "stability")
+CHOICES = ("silhouette", "plateau", "stability")
 
 
 def main() -> int:

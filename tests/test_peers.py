@@ -374,3 +374,19 @@ def test_depth_restamp_keeps_runs_only_when_the_canary_is_identical(tmp_path, mo
     assert all(r["rows"][0]["method_version"] == "new" for r in read)
     assert read[0]["restamped_from"] == "old" and read[0]["restamp_canary"] == "d rna0.1 seed 1"
     assert depth.restamp("M", settings={}, log=lambda *a: None) == {}  # nothing stale any more
+
+
+def test_embedding_cache_keeps_runs_of_other_settings_apart(tmp_path):
+    from benchmarks import embeddings
+
+    full, smoke = {"max_epochs": None, "data": "a"}, {"max_epochs": 2, "data": "b"}
+    e_full, e_smoke = np.ones((4, 2)), np.zeros((3, 2))
+    embeddings.save("d", "M", 0, {"embedding": e_full}, full, cache=tmp_path)
+    embeddings.save("d", "M", 0, {"embedding": e_smoke}, smoke, cache=tmp_path)  # a smoke run
+    np.testing.assert_array_equal(
+        embeddings.load("d", "M", 0, full, cache=tmp_path)["embedding"], e_full
+    )
+    np.testing.assert_array_equal(
+        embeddings.load("d", "M", 0, smoke, cache=tmp_path)["embedding"], e_smoke
+    )
+    assert embeddings.load("d", "M", 0, {"other": 1}, cache=tmp_path) is None

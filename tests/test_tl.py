@@ -137,8 +137,25 @@ def test_subpopulations_on_planted_simulator(tiny_mdata):
     assert {"names", "pvals_adj", "logfoldchanges", "group"} <= set(r["de"].columns)
 
 
+def test_plateau_rule_measures_stability_inside_the_resolution_plateau(tiny_mdata):
+    """Cosine rows of well-separated subtypes: the silhouette rule's resolution is the edge where the
+    three subclusters first appear and subsamples fall back to one; the plateau rule keeps the same
+    subclusters and finds them stable."""
+    m = tiny_mdata.copy()
+    m.obsm["truth_emb"] = np.c_[
+        pd.get_dummies(m.obs["true_subtype"]).to_numpy(float) * 5,
+        np.random.default_rng(0).normal(0, 0.3, (m.n_obs, 3)),
+    ]
+    kw = dict(use_rep="truth_emb", seed=0, space="cosine", de=False)
+    edge = tl.find_subpopulations(m, "cell_type", "CD14 Mono", resolution_rule="silhouette", **kw)
+    mid = tl.find_subpopulations(m, "cell_type", "CD14 Mono", resolution_rule="plateau", **kw)
+    assert (mid["labels"] == edge["labels"]).all() and mid["n_subclusters"] == 3
+    assert mid["resolution"] > edge["resolution"]
+    assert mid["stable"] and not edge["stable"]
+
+
 @pytest.mark.parametrize("space", ["raw", "zscore", "pca", "cosine"])
-@pytest.mark.parametrize("rule", ["silhouette", "stability"])
+@pytest.mark.parametrize("rule", ["silhouette", "plateau", "stability"])
 def test_subpopulation_rules_split_blobs_and_keep_noise_whole(space, rule, request):
     """Every space and resolution rule finds three planted blobs; the stability rule also keeps a
     population without structure whole (it has no stable split)."""

@@ -18,7 +18,7 @@ __all__ = ["find_subpopulations", "SUBCLUSTER_SPACES", "RESOLUTION_RULES"]
 #: the spaces a population is subclustered in (see :func:`find_subpopulations`)
 SUBCLUSTER_SPACES = ("raw", "zscore", "pca", "cosine")
 #: how the Leiden resolution of the subclusters is chosen
-RESOLUTION_RULES = ("silhouette", "stability")
+RESOLUTION_RULES = ("silhouette", "plateau", "stability")
 #: resolutions tried
 RESOLUTIONS = (0.1, 0.2, 0.3, 0.5, 0.8)
 
@@ -45,6 +45,19 @@ def population_space(X: np.ndarray, space: str, variance: float = 0.9) -> np.nda
     ratio = np.cumsum(S**2) / max(float(np.sum(S**2)), 1e-300)
     k = max(2, int(np.searchsorted(ratio, variance) + 1))
     return U[:, :k] * S[:k]
+
+
+def _plateau_centre(X, lab, res, n_neighbors, seed) -> float:
+    """The middle of the resolutions of :data:`RESOLUTIONS` that give partition ``lab``.
+
+    The silhouette rule keeps the lowest resolution of a tie, the edge where the
+    partition first appears; a subsample re-clustered there can fall back to
+    fewer clusters. The partition is unchanged; only the resolution its
+    stability is measured at moves inside the plateau.
+    """
+    same = [r for r in RESOLUTIONS if r == res or metrics.ari(
+        lab, leiden(X, resolution=r, n_neighbors=n_neighbors, seed=seed)) > 0.999]  # fmt: skip
+    return float(same[(len(same) - 1) // 2]) if same else res
 
 
 def _stability(X, lab, res, n_neighbors, n_repeats, subsample, seed) -> list[float]:
@@ -82,7 +95,10 @@ def find_subpopulations(
     clustered by Leiden on their ``n_neighbors``-NN graph at a resolution chosen
     label-free by ``resolution_rule``: ``"silhouette"``, the resolution of
     :data:`RESOLUTIONS` whose clusters have the highest silhouette
-    (:func:`~sci2cl.metrics.leiden_label_free`); ``"stability"``, the finest
+    (:func:`~sci2cl.metrics.leiden_label_free`; a tie goes to the lowest);
+    ``"plateau"``, the same clusters, their stability measured at the middle
+    of the resolutions that give them (not at the edge where they first
+    appear); ``"stability"``, the finest
     resolution whose split is stable (mean subsample ARI at least
     ``min_stability``), the population kept whole when none is.
     Evidence that the split is real:
@@ -132,10 +148,12 @@ def find_subpopulations(
         raise ValueError(f"group {group!r} has {len(cells)} cells; need at least 20")
     pos = obs.index.get_indexer(cells)
     X = population_space(_obsm(mdata, use_rep)[pos], space)
-    if resolution_rule == "silhouette":
+    if resolution_rule in ("silhouette", "plateau"):
         lab, res, _ = metrics.leiden_label_free(
             X, resolutions=RESOLUTIONS, n_neighbors=n_neighbors, seed=seed
         )
+        if resolution_rule == "plateau":
+            res = _plateau_centre(X, lab, res, n_neighbors, seed)
         stab = _stability(X, lab, res, n_neighbors, n_repeats, subsample, seed)
     else:  # the finest resolution whose split is stable; none: the population stays whole
         lab, res, stab = np.zeros(len(cells), int), 0.0, [1.0] * n_repeats
