@@ -97,6 +97,26 @@ def _score_version() -> str:
     return "score-" + h.hexdigest()[:12]
 
 
+def full_settings() -> dict:
+    """The epoch caps of the full benchmark that a unit's key records."""
+    return {k: FULL[k] for k in ("max_epochs", "multivi_epochs", "glue_epochs")}
+
+
+def _embedding_arrays(res: dict) -> dict:
+    """What a unit keeps of a method's output: its embedding and further embeddings (float32)."""
+    arrays = {"embedding": np.asarray(res["embedding"], np.float32)}
+    arrays.update({f"extra_{k}": np.asarray(v, np.float32) for k, v in res["extra"].items()})
+    return arrays
+
+
+def _write_record(path: Path, rec: dict) -> None:
+    """Write a unit's record atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(rec, default=float, indent=0))
+    os.replace(tmp, path)
+
+
 def _tag(fraction: float) -> str:
     return f"rna{fraction:g}"
 
@@ -180,8 +200,7 @@ def run_unit(ds: str, fraction: float, method: str, seed: int, settings: dict, l
         else:
             res = {**out, "adj": out["adjacency"]}
             emb_path.parent.mkdir(parents=True, exist_ok=True)
-            arrays = {"embedding": res["embedding"].astype(np.float32)}
-            arrays.update({f"extra_{k}": v.astype(np.float32) for k, v in res["extra"].items()})
+            arrays = _embedding_arrays(res)
             if res["adj"] is not None:
                 A = sp.csr_matrix(res["adj"])
                 arrays.update(
@@ -212,10 +231,7 @@ def run_unit(ds: str, fraction: float, method: str, seed: int, settings: dict, l
             f"{ds:14s} {_tag(fraction):7s} {method:11s} seed {seed}: KMeans NMI {km['nmi']:.3f}, "
             f"Leiden NMI {rec['rows'][1]['nmi']:.3f} ({res['seconds']:.0f} s)"
         )
-    rec_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = rec_path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(rec, default=float, indent=0))
-    os.replace(tmp, rec_path)
+    _write_record(rec_path, rec)
     return rec
 
 
@@ -421,10 +437,11 @@ def write_book_summary(df: pd.DataFrame, path: Path | None = None) -> Path:
     path = path or ROOT / "book" / "_generated" / "depth_summary.md"
     lines = ["**When does ATAC help?** With RNA thinned to 100, 50, 30 and 10 % of its counts "
              f"({len(DATASETS)} real paired sets, mean over seeds, paired verdicts; chapter 3):", ""]  # fmt: skip
+    found = {p: findings(df, p) for p in ("kmeans", "leiden")}
     for proto, name in (("kmeans", "KMeans at the true k"), ("leiden", "label-free Leiden")):
-        f = findings(df, proto)
+        f = found[proto]
         lines.append(f"- {name}: {f['pays']}; {f['method']}. {f['encoder']}.")
-    lines += ["", f"{findings(df)['missing']}." if findings(df)["n_points"] else ""]
+    lines += ["", f"{found['kmeans']['missing']}." if found["kmeans"]["n_points"] else ""]
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_text("\n".join(lines).rstrip() + "\n")
@@ -445,7 +462,7 @@ def restamp(method: str = "scI2CL", settings: dict | None = None, log=print) -> 
     """
     from benchmarks import peers
 
-    settings = settings or {k: FULL[k] for k in ("max_epochs", "multivi_epochs", "glue_epochs")}
+    settings = settings or full_settings()
     now = _method_version(method)
     stale: dict[str, list] = {}
     for f in sorted((OUT / "runs").glob(f"*/rna*/{method.replace(' ', '_')}__*.json")):
@@ -463,12 +480,10 @@ def restamp(method: str = "scI2CL", settings: dict | None = None, log=print) -> 
             continue
         new = peers.run_peer(method, prepare_thinned(ds, frac, seed), seed=seed,
                              **epoch_kwargs(method, settings))  # fmt: skip
-        arrays = {"embedding": new["embedding"]}
-        arrays.update({f"extra_{k}": e for k, e in new.get("extra", {}).items()})
+        arrays = _embedding_arrays({"extra": {}, **new})
         with np.load(emb_path) as z:
-            same = set(z.files) - {"adj_data", "adj_indices", "adj_indptr", "adj_shape"} == set(
-                arrays
-            ) and all(np.array_equal(z[k], arrays[k].astype(np.float32)) for k in arrays)
+            kept = set(z.files) - {"adj_data", "adj_indices", "adj_indptr", "adj_shape"}
+            same = kept == set(arrays) and all(np.array_equal(z[k], arrays[k]) for k in arrays)
         out[v] = "kept" if same else "differs"
         log(f"{method} {v} -> {now}: canary {ds} {_tag(frac)} seed {seed}: {out[v]}")
         if not same:
@@ -478,9 +493,7 @@ def restamp(method: str = "scI2CL", settings: dict | None = None, log=print) -> 
             r["restamped_from"], r["restamp_canary"] = v, f"{ds} {_tag(frac)} seed {seed}"
             for row in r["rows"]:
                 row["method_version"] = now
-            tmp = g.with_suffix(".tmp")
-            tmp.write_text(json.dumps(r, default=float, indent=0))
-            os.replace(tmp, g)
+            _write_record(g, r)
     return out
 
 
@@ -507,7 +520,7 @@ def main() -> int:
     import torch
 
     torch.set_num_threads(1)
-    settings = {k: FULL[k] for k in ("max_epochs", "multivi_epochs", "glue_epochs")}
+    settings = full_settings()
     t = time.perf_counter()
     if a.restamp:
         for m in a.methods:

@@ -130,6 +130,11 @@ def _commit() -> str:
         return "unknown"
 
 
+def _fractions(df: pd.DataFrame) -> pd.Series:
+    """The share of RNA counts of each row; rows logged before the depth option had all of them."""
+    return df.get("rna_fraction", pd.Series(index=df.index, dtype=float)).fillna(1.0)
+
+
 def _write(rows: list[dict], log: Path, keys=("config", "dataset", "rna_fraction", "seed")) -> None:
     """Append ``rows`` to ``log`` atomically, dropping old rows with the same ``keys``.
 
@@ -141,8 +146,7 @@ def _write(rows: list[dict], log: Path, keys=("config", "dataset", "rna_fraction
         new = pd.DataFrame(rows)
         if log.exists():
             old = pd.read_csv(log)
-            # rows logged before the depth option ran on all the RNA counts
-            old["rna_fraction"] = old.get("rna_fraction", pd.Series(index=old.index)).fillna(1.0)
+            old["rna_fraction"] = _fractions(old)
             keys = list(keys)
             same = old.set_index(keys).index.isin(new.set_index(keys).index.unique())
             new = pd.concat([old[~same], new], ignore_index=True)
@@ -306,7 +310,7 @@ def run_peers(datasets, seeds, log: Path = LOG) -> None:
 def read_log(log: Path = LOG) -> pd.DataFrame:
     """The log, a thinned run's dataset named ``<dataset>@<share of RNA counts>``."""
     df = pd.read_csv(log)
-    f = df.get("rna_fraction", pd.Series(index=df.index)).fillna(1.0)
+    f = _fractions(df)
     df["dataset"] = df["dataset"].where(f == 1.0, df["dataset"] + "@" + f.map("{:g}".format))
     return df
 
