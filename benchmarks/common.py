@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import warnings
 from pathlib import Path
 
@@ -118,8 +119,6 @@ def depth_dev_args(doc: str, datasets: list[str], fractions: list[float]) -> arg
 
     Also keeps numerical libraries at one thread unless the caller set otherwise.
     """
-    import os
-
     ap = argparse.ArgumentParser(
         description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
     )

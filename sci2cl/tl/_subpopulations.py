@@ -57,7 +57,7 @@ def _plateau_centre(X, lab, res, n_neighbors, seed) -> float:
     """
     same = [r for r in RESOLUTIONS if r == res or metrics.ari(
         lab, leiden(X, resolution=r, n_neighbors=n_neighbors, seed=seed)) > 0.999]  # fmt: skip
-    return float(same[(len(same) - 1) // 2]) if same else res
+    return float(same[(len(same) - 1) // 2])  # ``res`` itself is always in ``same``
 
 
 def _stability(X, lab, res, n_neighbors, n_repeats, subsample, seed) -> list[float]:
