@@ -114,7 +114,12 @@ CONFIGS: dict[str, dict] = {
     "d_paper_losses": _default(weights={"moc": 1.0, "mom": 1.0}),
     "d_moc": _default(weights={"moc": 1.0}),
     "d_epochs30": _default(train={"max_epochs": 30}),
+    # the joint read-out smooths RNA over ATAC neighbours, its share chosen by count splitting
+    # (the rows joint_s<share> refit the same encoders' read-out with a fixed share)
+    "d_xsmooth_auto": _default(cross_smoothing="auto"),
 }
+#: fixed shares of cross-modal smoothing whose joint read-outs are logged beside the model's own
+READOUT_SMOOTHINGS = (0.0, 0.2, 0.4)
 
 
 def _commit() -> str:
@@ -155,6 +160,11 @@ def _write(rows: list[dict], log: Path, keys=("config", "dataset", "rna_fraction
         tmp.replace(log)
 
 
+def _share(model) -> float:
+    """The read-out's share of cross-modal smoothing of RNA."""
+    return round(model.cross_smoothing_, 4)
+
+
 def _score(rows, base, z, y, seed, adjacency=None):
     for res in metrics.cluster_embedding(z, y, seed=seed, adjacency=adjacency):
         rows.append({**base, **res})
@@ -187,13 +197,20 @@ def run_config(name: str, datasets, seeds, log: Path = LOG, rna_fraction: float 
             zs = {r: model.get_latent_representation(key_added=None, kind=r) for r in READOUTS}
             # the joint read-out under each label-free modality weighting, same encoders
             w_rna = {"joint": model.modality_weights_["rna"]}
+            share = {"joint": _share(model)}
             own = model.init_params["modality_weighting"]
             for wt in MODALITY_WEIGHTINGS:
                 if wt != own:
                     model.refit_readout(wt)
                     zs[f"joint_{wt}"] = model.get_latent_representation(key_added=None)
                     w_rna[f"joint_{wt}"] = model.modality_weights_["rna"]
-            model.refit_readout(own)
+                    share[f"joint_{wt}"] = _share(model)
+            for s in READOUT_SMOOTHINGS:
+                model.refit_readout(own, cross_smoothing=s)
+                zs[f"joint_s{s:g}"] = model.get_latent_representation(key_added=None)
+                w_rna[f"joint_s{s:g}"] = model.modality_weights_["rna"]
+                share[f"joint_s{s:g}"] = _share(model)
+            model.refit_readout(own, cross_smoothing=model.init_params["cross_smoothing"])
             EMB.mkdir(parents=True, exist_ok=True)
             tag = "" if rna_fraction == 1.0 else f"__rna{rna_fraction:g}"
             np.savez_compressed(EMB / f"{name}__{ds}{tag}__{seed}.npz", **zs)
@@ -209,6 +226,7 @@ def run_config(name: str, datasets, seeds, log: Path = LOG, rna_fraction: float 
                     "epochs": len(h),
                     "best_val_loss": val,
                     "w_rna": w_rna.get(r, np.nan),
+                    "smoothing": share.get(r, np.nan),
                     "commit": commit,
                 }
                 _score(rows, base, z, y, seed)

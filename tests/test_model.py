@@ -37,7 +37,8 @@ def test_end_to_end_and_latent(trained, tiny_mdata):
     assert min(w.values()) >= 0
     # the read-out weight is one of the scored grid values, kept with its scores
     sc = trained.readout_scores_
-    assert list(sc.columns) == ["w_rna", "modularity", "shared_neighbours_z"] and len(sc) == 11
+    assert list(sc.columns) == ["w_rna", "modularity", "shared_neighbours_z", "smoothing"]
+    assert len(sc) == 11 and (sc["smoothing"] == trained.cross_smoothing_).all()
     assert np.isclose(sc["w_rna"], w["rna"]).any()
 
 
@@ -46,7 +47,8 @@ def test_single_modality_readout_keeps_that_modalitys_geometry(tiny_mdata, monke
     from scipy.spatial.distance import pdist
 
     monkeypatch.setattr(sci2cl.model._readout, "MIXTURE_MARGIN", np.inf)
-    m = sci2cl.SCI2CL(tiny_mdata, n_latent=8, n_hidden=32, n_views=0, seed=0)
+    kw = {"n_latent": 8, "n_hidden": 32, "n_views": 0, "seed": 0, "cross_smoothing": 0}
+    m = sci2cl.SCI2CL(tiny_mdata, **kw)
     m.train(max_epochs=2, pretrain_epochs=1, progress_bar=False)
     w = m.modality_weights_
     mod = max(w, key=w.get)
@@ -57,9 +59,7 @@ def test_single_modality_readout_keeps_that_modalitys_geometry(tiny_mdata, monke
     np.testing.assert_allclose(ratio, ratio.mean(), rtol=1e-3)
     # per-cell scaling (the former read-out) does not keep it: the same training (the scaling
     # acts after it), another read-out
-    c = sci2cl.SCI2CL(
-        tiny_mdata, n_latent=8, n_hidden=32, n_views=0, seed=0, readout_scaling="cell"
-    )
+    c = sci2cl.SCI2CL(tiny_mdata, **kw, readout_scaling="cell")
     c.train(max_epochs=2, pretrain_epochs=1, progress_bar=False)
     np.testing.assert_array_equal(
         c.get_latent_representation(kind=mod, key_added=None),
@@ -86,24 +86,28 @@ def test_readout_keeps_rna_when_the_modalities_share_no_neighbourhoods(trained):
     mod = copy.deepcopy(trained.module)
     zt = {k: torch.as_tensor(v, dtype=torch.float32) for k, v in z.items()}
     with pytest.warns(UserWarning, match="share no more kNN neighbours than chance"):
-        sc = fit_readout(mod, zt, np.arange(n), "modularity", seed=0)
+        sc, _ = fit_readout(mod, zt, np.arange(n), "modularity", seed=0, smoothing=0.5)
     assert sc["modularity"].iloc[0] > sc["modularity"].iloc[-1]  # ATAC alone is more modular
     assert mod.readout_weights.tolist() == [1.0, 0.0] and (sc["shared_neighbours_z"] < 3).all()
+    assert float(mod.readout_smoothing) == 0  # nor is RNA smoothed over unrelated neighbours
     # the same ATAC structure, now shared with RNA: no guard, no warning
     z["atac"] = c_atac[y_rna] + rng.normal(0, 1, (n, e))
     zt = {k: torch.as_tensor(v, dtype=torch.float32) for k, v in z.items()}
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        sc = fit_readout(mod, zt, np.arange(n), "modularity", seed=0)
+        sc, _ = fit_readout(mod, zt, np.arange(n), "modularity", seed=0, smoothing=0.5)
     assert (sc["shared_neighbours_z"] > 3).all() and mod.readout_weights[1] > 0
+    assert float(mod.readout_smoothing) == 0.5
 
 
 def test_refit_readout_switches_weighting_without_touching_the_encoders(trained):
     z = trained.get_latent_representation(key_added=None)
     r = trained.get_latent_representation(kind="rna", key_added=None)
-    w_wnn = trained.refit_readout("wnn").modality_weights_
+    # no smoothing, so that the weights are those of the encoders' own embeddings
+    w_wnn = trained.refit_readout("wnn", cross_smoothing=0).modality_weights_
     assert trained.modality_weighting_ == "wnn"
-    assert list(trained.readout_scores_.columns) == ["shared_neighbours_z"]  # WNN scores no grid
+    # WNN scores no grid
+    assert list(trained.readout_scores_.columns) == ["shared_neighbours_z", "smoothing"]
     assert trained.init_params["modality_weighting"] == "modularity"  # a fitted attribute only
     zs = {}
     for m in ("rna", "atac"):
@@ -119,6 +123,79 @@ def test_refit_readout_switches_weighting_without_touching_the_encoders(trained)
     with pytest.raises(ValueError, match="modality_weighting"):
         trained.refit_readout("median")
     assert trained.modality_weighting_ == "modularity"
+
+
+def test_knn_mean_matches_sklearn():
+    from sklearn.neighbors import NearestNeighbors
+
+    from sci2cl.module import knn_mean
+
+    rng = np.random.default_rng(0)
+    ref, q, v = rng.normal(size=(300, 5)), rng.normal(size=(70, 5)), rng.normal(size=(300, 3))
+    idx = NearestNeighbors(n_neighbors=7).fit(ref).kneighbors(q, return_distance=False)
+    got = knn_mean(*(torch.as_tensor(a) for a in (q, ref, v)), k=7, chunk=16).numpy()
+    np.testing.assert_allclose(got, v[idx].mean(1), atol=1e-10)
+    # a reference row finds itself; k above the reference caps at all rows
+    got = knn_mean(torch.as_tensor(ref[:4]), torch.as_tensor(ref[:4]), torch.eye(4), k=1)
+    np.testing.assert_array_equal(got.numpy(), np.eye(4))
+    assert torch.allclose(
+        knn_mean(torch.zeros(2, 5), torch.zeros(3, 5), torch.ones(3, 1), 9), torch.ones(2, 1)
+    )
+
+
+def test_smoothing_share_follows_the_noise_of_rna():
+    """Count splitting picks a share > 0 when RNA is noisy and ATAC has the same types sharply,
+    and 0 when RNA is sharp and ATAC's neighbours mix the types."""
+    from sci2cl.model._readout import SMOOTHING_GRID, smoothing_scores
+
+    rng = np.random.default_rng(1)
+    n, e = 900, 8
+    y = rng.integers(0, 6, n)
+    c = rng.normal(0, 2, (6, e))
+
+    def share(rna_sd, atac_sd):
+        za_rna = c[y] + rng.normal(0, rna_sd, (n, e))  # one half's embedding
+        xb_rna = c[y] + rng.normal(0, rna_sd, (n, e))  # the other half, independent noise
+        za_atac = c[y] + rng.normal(0, atac_sd, (n, e))
+        sc = smoothing_scores(za_rna, za_atac, xb_rna, SMOOTHING_GRID)
+        assert list(sc["smoothing"]) == list(SMOOTHING_GRID)
+        return float(sc.loc[sc["score"].idxmax(), "smoothing"])
+
+    assert share(rna_sd=4.0, atac_sd=0.5) >= 0.3
+    assert share(rna_sd=0.3, atac_sd=4.0) == 0.0
+
+
+def test_cross_smoothed_readout_is_per_cell_and_saved(tiny_mdata, tmp_path):
+    import muon as mu
+
+    m = sci2cl.SCI2CL(tiny_mdata, n_latent=8, n_hidden=32, n_views=0, seed=2, cross_smoothing=0.5)
+    m.train(max_epochs=2, pretrain_epochs=1, progress_bar=False)
+    assert m.cross_smoothing_ == 0.5 and m.smoothing_scores_.empty  # a fixed share scores nothing
+    full = m.get_latent_representation(key_added=None)
+    new = tiny_mdata[tiny_mdata.obs_names[::5]].copy()
+    mu.pp.filter_obs(new, new.obs_names[::-1])
+    pos = tiny_mdata.obs_names.get_indexer(new.obs_names)
+    np.testing.assert_allclose(
+        m.get_latent_representation(new, key_added=None), full[pos], atol=1e-5
+    )
+    # the smoothing changes the read-out, not the encoders
+    r = m.get_latent_representation(kind="rna", key_added=None)
+    m.refit_readout(cross_smoothing=0)
+    assert m.cross_smoothing_ == 0 and m.module.readout_ref_rna.shape[0] == 0
+    np.testing.assert_array_equal(m.get_latent_representation(kind="rna", key_added=None), r)
+    assert not np.allclose(m.get_latent_representation(key_added=None), full, atol=1e-3)
+    m.refit_readout(cross_smoothing=0.5)
+    np.testing.assert_allclose(m.get_latent_representation(key_added=None), full, atol=1e-6)
+    # the reference cells travel with the checkpoint
+    m.save(tmp_path / "m")
+    m2 = sci2cl.SCI2CL.load(tmp_path / "m", tiny_mdata)
+    assert m2.module.readout_ref_rna.shape == (tiny_mdata.n_obs, 8)
+    np.testing.assert_allclose(m2.get_latent_representation(key_added=None), full, atol=1e-6)
+    for bad in (1.0, -0.1, "yes", True):
+        with pytest.raises(ValueError, match="cross_smoothing"):
+            sci2cl.SCI2CL(tiny_mdata, n_latent=8, n_hidden=16, cross_smoothing=bad)
+    with pytest.raises(ValueError, match="cross_smoothing"):
+        m.refit_readout(cross_smoothing=2)
 
 
 def test_reproducible_with_seed(tiny_mdata):

@@ -22,10 +22,14 @@ from .._graph import (
     modularity_weight_scores,
     neighbour_agreement,
 )
+from ..module import SMOOTHING_NEIGHBORS, knn_mean
 from ._base import TrainingError
 
 __all__ = [
     "MODALITY_WEIGHTINGS",
+    "SMOOTHING_GRID",
+    "check_smoothing",
+    "smoothing_scores",
     "MIXTURE_MARGIN",
     "WEIGHT_GRID",
     "MAX_PCA_CELLS",
@@ -42,6 +46,8 @@ WEIGHT_GRID = np.round(np.linspace(0.0, 1.0, 11), 2)
 #: the modalities are mixed only when their kNN graphs share more neighbours than a random
 #: correspondence of the cells gives, by this many SDs (:func:`~sci2cl._graph.neighbour_agreement`)
 SHARED_STRUCTURE_Z = 3.0
+#: shares of cross-modal smoothing of RNA tried by ``cross_smoothing="auto"``
+SMOOTHING_GRID = np.round(np.linspace(0.0, 0.8, 9), 2)
 #: cells on which the joint read-out's principal axes are fitted (all cells below this)
 MAX_PCA_CELLS = 50_000
 
@@ -65,6 +71,58 @@ def readout_cells(n: int, seed: int, max_cells: int) -> tuple[np.ndarray, np.nda
     return fit_cells, sub
 
 
+def check_smoothing(value) -> None:
+    """Raise ``ValueError`` unless ``value`` is ``"auto"`` or a share in ``[0, 1)``."""
+    if isinstance(value, str) and value == "auto":
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+        raise ValueError(
+            f"cross_smoothing must be 'auto' or a number in [0, 1) (0: no smoothing), got {value!r}"
+        )
+
+
+def smoothing_scores(
+    za_rna: np.ndarray, za_atac: np.ndarray, xb_rna: np.ndarray, grid
+) -> pd.DataFrame:
+    """How well each cross-modal smoothing of RNA predicts held-out RNA (count splitting).
+
+    ``za_rna``, ``za_atac`` ``(n, E)``: the embeddings of one binomial half of
+    each cell's counts; ``xb_rna`` ``(n, K)``: the RNA network inputs of the
+    other half. For each share ``a`` of ``grid`` the half-A RNA embedding is
+    smoothed as :meth:`~sci2cl.module.SCI2CLModule.cross_smoothed` does (the
+    half-A ATAC embedding gives the neighbours, the half-A cells are the
+    reference), and ``score`` is the fraction of ``xb_rna``'s variance that the
+    mean of each cell's 15 nearest other cells in it predicts
+    (:func:`~sci2cl._graph.agreement_weight_scores`). The halves carry
+    independent noise, so only shared structure scores (count splitting,
+    Neufeld et al. 2023; the idea of molecular cross-validation, Batson et al.
+    2019): a shallow RNA gains from ATAC's neighbours, a deep one does not.
+    Returns one row per share: ``smoothing``, ``score``.
+    """
+    r, a = torch.as_tensor(za_rna), torch.as_tensor(za_atac)
+    nbr = knn_mean(a, a, r, SMOOTHING_NEIGHBORS).numpy()
+    rows = []
+    for share in grid:
+        zr = (1 - share) * za_rna + share * nbr
+        sc = agreement_weight_scores(zr, za_atac, {"rna": xb_rna}, [1.0])
+        rows.append({"smoothing": float(share), "score": float(sc["score"].iloc[0])})
+    return pd.DataFrame(rows)
+
+
+def choose_smoothing(
+    smoothing: str | float, split: tuple[dict, dict] | None, shared_z: float
+) -> tuple[float, pd.DataFrame]:
+    """The share of cross-modal smoothing and its scores (see :func:`fit_readout`)."""
+    if shared_z < SHARED_STRUCTURE_Z:
+        return 0.0, pd.DataFrame()
+    if smoothing != "auto":
+        return float(smoothing), pd.DataFrame()
+    if split is None:  # not counts: no binomial halves to score on
+        return 0.0, pd.DataFrame()
+    scores = smoothing_scores(split[0]["rna"], split[0]["atac"], split[1]["rna"], SMOOTHING_GRID)
+    return float(scores.loc[scores["score"].idxmax(), "smoothing"]), scores
+
+
 @torch.no_grad()
 def fit_readout(
     module,
@@ -73,10 +131,17 @@ def fit_readout(
     weighting: str,
     seed: int,
     split: tuple[dict, dict] | None = None,
+    smoothing: str | float = "auto",
 ):
     """Set ``module``'s read-out buffers from embeddings ``z`` ``{m: (n_cells, E)}``; return the scores.
 
-    Scales: each modality's mean row norm. Weights by ``weighting``:
+    First the cross-modal smoothing of RNA
+    (:meth:`~sci2cl.module.SCI2CLModule.cross_smoothed`, every cell of ``z``
+    the reference): its share ``smoothing``, or with ``"auto"`` the share on
+    :data:`SMOOTHING_GRID` whose smoothed neighbours best predict held-out
+    RNA (:func:`smoothing_scores` on ``split``; 0 without ``split``, i.e.
+    for data that are not counts). Then, on the smoothed embeddings, the
+    scales: each modality's mean row norm. Weights by ``weighting``:
     ``"modularity"``, the RNA weight on :data:`WEIGHT_GRID` whose joint
     embedding (cells ``sub``) has the most modular kNN graph, a mixture kept
     only when it beats the better modality alone by :data:`MIXTURE_MARGIN`;
@@ -86,15 +151,24 @@ def fit_readout(
     half of each cell's counts and the network inputs of the other half
     (cells ``sub``; :func:`~sci2cl._graph.agreement_weight_scores`). Then the principal axes of the
     weighted concatenation of all cells of ``z``. Whatever the weighting, the
-    modalities are mixed only when their kNN graphs share neighbours beyond
-    chance (``z`` of :func:`~sci2cl._graph.neighbour_agreement` at least
+    modalities are mixed (and RNA smoothed) only when their kNN graphs share
+    neighbours beyond chance (``z`` of
+    :func:`~sci2cl._graph.neighbour_agreement` at least
     :data:`SHARED_STRUCTURE_Z`); otherwise RNA alone is kept, with a warning.
     Returns the weighting's table of scores (one row for ``"wnn"``) with the
-    column ``shared_neighbours_z``.
+    columns ``shared_neighbours_z`` and ``smoothing`` (the share chosen), and
+    the smoothing's scores (:func:`smoothing_scores`; empty unless ``"auto"``
+    chose the share).
     """
     from sklearn.decomposition import PCA
 
     mods = module.modalities
+    shared = neighbour_agreement(*(z[m][sub].cpu().numpy() for m in ("rna", "atac")), seed=seed)
+    share, smooth_scores = choose_smoothing(smoothing, split, shared["z"])
+    module.readout_smoothing.fill_(share)
+    module.readout_ref_rna = z["rna"].detach().clone() if share > 0 else z["rna"][:0].clone()
+    module.readout_ref_atac = z["atac"].detach().clone() if share > 0 else z["atac"][:0].clone()
+    z = module.cross_smoothed(z)
     scales = [float(z[m].norm(dim=1).mean().clamp(min=1e-12)) for m in mods]
     module.readout_scales.copy_(torch.as_tensor(scales, dtype=torch.float32))
     zs = {m: v.cpu().numpy() for m, v in module.scaled({m: v[sub] for m, v in z.items()}).items()}
@@ -114,7 +188,6 @@ def fit_readout(
         scores = modularity_weight_scores(zs["rna"], zs["atac"], WEIGHT_GRID, n_comp, seed)
         best = choose_modality_weight(scores, MIXTURE_MARGIN)
         w = np.array([best if m == "rna" else 1 - best for m in mods])
-    shared = neighbour_agreement(zs["rna"], zs["atac"], seed=seed)
     if shared["z"] < SHARED_STRUCTURE_Z:
         # no neighbourhood in common: the modalities' structures are unrelated, and a graph score
         # cannot tell which one holds the cells' types; keep RNA, the annotated modality
@@ -127,7 +200,7 @@ def fit_readout(
             )  # fmt: skip
         w = np.array([1.0 if m == "rna" else 0.0 for m in mods])
     scores = (scores if len(scores) else pd.DataFrame(index=[0])).assign(
-        shared_neighbours_z=shared["z"]
+        shared_neighbours_z=shared["z"], smoothing=share
     )
     module.readout_weights.copy_(torch.as_tensor(w, dtype=torch.float32))
     Y = module.weighted_concat(z).cpu().numpy().astype(np.float64)
@@ -137,31 +210,44 @@ def fit_readout(
     comps[:, : pca.n_components_] = pca.components_.T
     module.readout_mean.copy_(torch.as_tensor(pca.mean_, dtype=torch.float32))
     module.readout_components.copy_(torch.as_tensor(comps, dtype=torch.float32))
-    return scores
+    return scores, smooth_scores
 
 
 @torch.no_grad()
 def encode_and_fit(
-    module, batch, n_cells: int, weighting: str, seed: int, max_cells: int = 5000
-) -> pd.DataFrame:
+    module,
+    batch,
+    n_cells: int,
+    weighting: str,
+    seed: int,
+    smoothing: str | float = "auto",
+    max_cells: int = 5000,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Embed the read-out cells (:func:`readout_cells`) per modality and :func:`fit_readout`.
 
-    ``batch(idx)`` gives the module's inputs of cells ``idx``. Raises
-    :class:`TrainingError` when the encoders give non-finite embeddings.
+    ``batch(idx)`` gives the module's inputs of cells ``idx``. The binomial
+    halves of count splitting are drawn (seeded) when ``weighting="agreement"``
+    (which raises for data that are not counts) or ``smoothing="auto"`` (for
+    which data that are not counts get no smoothing). Returns
+    :func:`fit_readout`'s two tables. Raises :class:`TrainingError` when the
+    encoders give non-finite embeddings.
     """
     fit_cells, sub = readout_cells(n_cells, seed, max_cells)
     module.eval()
     out, halves = [], []
+    want_split = weighting == "agreement" or smoothing == "auto"
     gen = torch.Generator().manual_seed(seed)  # the same split whenever the read-out is fitted
     for s in range(0, len(fit_cells), 2048):
         x = module.inputs(batch(fit_cells[s : s + 2048]))
         out.append({m: module.ae[m].encode(x[m]) for m in module.modalities})
-        if weighting == "agreement":  # count splitting: embed one half, predict the other
-            if any(bool((v < 0).any() or (v != v.round()).any()) for v in x.values()):
+        if want_split and any(bool((v < 0).any() or (v != v.round()).any()) for v in x.values()):
+            if weighting == "agreement":
                 raise ValueError(
                     "modality_weighting='agreement' splits each cell's counts in two halves and "
                     "needs raw counts in both modalities; use 'modularity' for other data"
                 )
+            want_split, halves = False, []  # not counts: smoothing="auto" has no halves to score
+        if want_split:  # count splitting: embed one half, predict the other
             a = {m: torch.binomial(v.cpu(), torch.full_like(v.cpu(), 0.5), generator=gen).to(v)
                  for m, v in x.items()}  # fmt: skip
             halves.append((
@@ -179,4 +265,4 @@ def encode_and_fit(
             {m: torch.cat([h[i][m] for h in halves])[sub].cpu().numpy() for m in module.modalities}
             for i in (0, 1)
         )
-    return fit_readout(module, z, sub, weighting, seed, split)
+    return fit_readout(module, z, sub, weighting, seed, split, smoothing)

@@ -18,7 +18,7 @@ from ..pp import DataValidationError
 from ._base import BaseModel, TrainingError, resolve_device
 from ._data import CellBatches
 from ._inputs import fit_input_scaling
-from ._readout import MODALITY_WEIGHTINGS, encode_and_fit
+from ._readout import MODALITY_WEIGHTINGS, check_smoothing, encode_and_fit
 from ._setup import (
     ROLES,
     SETUP_KEY,
@@ -125,6 +125,19 @@ class SCI2CL(BaseModel):
         mean row norm, so each keeps its geometry and a weight of 1 returns
         that modality's embedding unchanged up to a rotation and scale;
         ``"cell"``, every cell's row L2-normalised (cosine geometry).
+    cross_smoothing
+        Share ``a`` with which the joint read-out replaces each cell's RNA
+        embedding by the mean RNA embedding of the 15 training cells nearest
+        to it in the ATAC embedding (``(1 - a) z_rna + a * mean``), before
+        weighting: the RNA noise of different cells is independent, so ATAC's
+        neighbours average it out where RNA is shallow. ``"auto"`` (default):
+        the share on :data:`~sci2cl.model._readout.SMOOTHING_GRID` whose
+        smoothed neighbourhoods best predict held-out RNA counts, by count
+        splitting (no labels; :attr:`smoothing_scores_`), which is 0 where
+        smoothing does not help; for data that are not counts, 0. A number in
+        ``[0, 1)`` fixes it. No smoothing when the two embeddings share no
+        more kNN neighbours than chance. The training cells' embeddings are
+        kept with the model as the reference (up to 50,000 cells).
     seed
         Seed of initialisation, masking, negatives and batch order.
     device
@@ -136,6 +149,7 @@ class SCI2CL(BaseModel):
         "is_trained",
         "validation_indices_",
         "readout_scores_",
+        "smoothing_scores_",
         "modality_weighting_",
     )
 
@@ -158,6 +172,7 @@ class SCI2CL(BaseModel):
         input_skip: bool = True,
         modality_weighting: str = "modularity",
         readout_scaling: str = "global",
+        cross_smoothing: str | float = "auto",
         seed: int = 0,
         device: str = "auto",
     ):
@@ -179,6 +194,7 @@ class SCI2CL(BaseModel):
             check_range("n_input_pcs", n_input_pcs, 2, integer=True)
         check_choice("modality_weighting", modality_weighting, MODALITY_WEIGHTINGS)
         check_choice("readout_scaling", readout_scaling, READOUT_SCALINGS)
+        check_smoothing(cross_smoothing)
         for name in ("hard_negatives", "use_rna_only", "joint_rec", "input_skip"):
             check_flag(name, locals()[name])
         w = check_weights(weights, LOSS_WEIGHTS, DEFAULT_WEIGHTS)
@@ -204,6 +220,8 @@ class SCI2CL(BaseModel):
         self.feature_names = {r: a.var_names.tolist() for r, a in mods.items()}
         self.validation_indices_ = np.array([], dtype=np.int64)
         self.readout_scores_ = pd.DataFrame()
+        #: scores of the cross-modal smoothing shares (``cross_smoothing="auto"``)
+        self.smoothing_scores_ = pd.DataFrame()
         #: the weighting of the fitted read-out (``modality_weighting``, or another given to
         #: :meth:`refit_readout`); ``None`` before training
         self.modality_weighting_: str | None = None
@@ -405,21 +423,29 @@ class SCI2CL(BaseModel):
                 "training took no optimisation step (no mini-batch of at least 2 cells, or no "
                 "loss term with a gradient); the model was not changed"
             )
-        self._fit_readout(X, self.init_params["modality_weighting"])
+        self._fit_readout(
+            X, self.init_params["modality_weighting"], self.init_params["cross_smoothing"]
+        )
         self.history = pd.DataFrame(records)
         self.validation_indices_ = np.sort(val_idx)
         self.is_trained = True
 
     @torch.no_grad()
-    def _fit_readout(self, X: dict, weighting: str) -> None:
+    def _fit_readout(self, X: dict, weighting: str, smoothing: str | float) -> None:
         """Fix the joint read-out from the training data (no labels); see :func:`fit_readout`."""
         batch, n = functools.partial(self._batch, X), self.mdata.n_obs
-        self.readout_scores_ = encode_and_fit(self.module, batch, n, weighting, self.seed)
+        self.readout_scores_, self.smoothing_scores_ = encode_and_fit(
+            self.module, batch, n, weighting, self.seed, smoothing
+        )
         self.modality_weighting_ = weighting
 
     @torch.no_grad()
-    def refit_readout(self, modality_weighting: str | None = None) -> SCI2CL:
-        """Fix the joint read-out of a trained model again, optionally with another weighting.
+    def refit_readout(
+        self,
+        modality_weighting: str | None = None,
+        cross_smoothing: str | float | None = None,
+    ) -> SCI2CL:
+        """Fix the joint read-out of a trained model again, optionally with other settings.
 
         The encoders are not changed; ``get_latent_representation(kind="joint")``
         changes. Uses the training data, never labels.
@@ -429,6 +455,9 @@ class SCI2CL(BaseModel):
         modality_weighting
             One of ``MODALITY_WEIGHTINGS`` (see the class); ``None``: the model's own.
             The weighting used is :attr:`modality_weighting_`; init parameters stay.
+        cross_smoothing
+            ``"auto"`` or a share in ``[0, 1)`` (see the class); ``None``: the
+            model's own. The share used is :attr:`cross_smoothing_`.
 
         Returns
         -------
@@ -439,10 +468,15 @@ class SCI2CL(BaseModel):
             raise RuntimeError("the model is not trained; call .train() first")
         if modality_weighting is not None:
             check_choice("modality_weighting", modality_weighting, MODALITY_WEIGHTINGS)
+        if cross_smoothing is not None:
+            check_smoothing(cross_smoothing)
         self._check_data(self.mdata)
         weighting = modality_weighting or self.init_params["modality_weighting"]
+        smoothing = (
+            self.init_params["cross_smoothing"] if cross_smoothing is None else cross_smoothing
+        )
         with self._transaction("refit_readout()"):
-            self._fit_readout(self._matrices(self.mdata), weighting)
+            self._fit_readout(self._matrices(self.mdata), weighting, smoothing)
         return self
 
     @torch.no_grad()
@@ -453,6 +487,13 @@ class SCI2CL(BaseModel):
             fn(self._batch(X, np.arange(s, min(s + batch_size, n))))
             for s in range(0, n, batch_size)
         ]
+
+    @property
+    def cross_smoothing_(self) -> float:
+        """Share of cross-modal smoothing of RNA in the joint read-out (set by :meth:`train`)."""
+        if not self.is_trained:
+            raise RuntimeError("the model is not trained: its read-out is set by .train()")
+        return round(float(self.module.readout_smoothing), 6)  # a grid value, stored as float32
 
     @property
     def modality_weights_(self) -> dict[str, float]:
@@ -533,6 +574,7 @@ class SCI2CL(BaseModel):
             "feature_names": self.feature_names,
             "setup": {"layer": self.setup["layer"], "modalities": self.setup["modalities"]},
             "readout_scores": self.readout_scores_.to_dict(orient="list"),
+            "smoothing_scores": self.smoothing_scores_.to_dict(orient="list"),
             "modality_weighting_": self.modality_weighting_,
         }
 
@@ -594,6 +636,7 @@ class SCI2CL(BaseModel):
         model._load_weights(state, path)
         model.history = cls._read_history(path)
         model.readout_scores_ = pd.DataFrame(meta.get("readout_scores", {}))
+        model.smoothing_scores_ = pd.DataFrame(meta.get("smoothing_scores", {}))
         model.modality_weighting_ = meta.get("modality_weighting_", init["modality_weighting"])
         model.is_trained = True
         return model

@@ -13,13 +13,23 @@ from ._losses import (
     refinement_consistency,
     symmetric_kl,
 )
-from ._sci2cl import COUNT_LIKELIHOODS, EMBEDDING_KINDS, LIKELIHOODS, ModalityAE, SCI2CLModule
+from ._sci2cl import (
+    COUNT_LIKELIHOODS,
+    EMBEDDING_KINDS,
+    LIKELIHOODS,
+    SMOOTHING_NEIGHBORS,
+    ModalityAE,
+    SCI2CLModule,
+    knn_mean,
+)
 from ._scrcl import SCRCLModule
 
 __all__ = [
     "COUNT_LIKELIHOODS",
     "EMBEDDING_KINDS",
     "LIKELIHOODS",
+    "SMOOTHING_NEIGHBORS",
+    "knn_mean",
     "info_nce",
     "matching_loss",
     "reconstruction_nll",
