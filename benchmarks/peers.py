@@ -356,8 +356,13 @@ def _sci2cl(mdata: md.MuData, seed: int, max_epochs: int | None = None, **kwargs
     m.train(**({} if max_epochs is None else {"max_epochs": max_epochs}), progress_bar=False)
     return {
         "embedding": m.get_latent_representation(key_added=None),
-        # the read-out's label-free RNA weight: how much of the joint embedding is RNA
-        "diagnostics": {"epochs": len(m.history), "w_rna": m.modality_weights_["rna"]},
+        # the read-out's label-free RNA weight (how much of the joint embedding is RNA) and share
+        # of cross-modal smoothing (how much of each cell's RNA comes from its ATAC neighbours)
+        "diagnostics": {
+            "epochs": len(m.history),
+            "w_rna": m.modality_weights_["rna"],
+            "smoothing": m.cross_smoothing_,
+        },
         # the encoders' own embeddings, so that another read-out is scored without re-training
         # (a callable: run_peer computes them after its clock stops)
         "extra": lambda: {
