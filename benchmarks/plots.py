@@ -13,7 +13,7 @@ __all__ = [
     "benchmark_bars",
     "time_vs_quality",
     "depth_curves",
-    "readout_weights",
+    "readout_choices",
 ]
 
 
@@ -190,21 +190,29 @@ def depth_curves(df: pd.DataFrame, protocol: str = "kmeans", metric: str = "nmi"
     return fig
 
 
-def readout_weights(df: pd.DataFrame, method: str = "scI2CL", ax=None):
-    """The read-out's label-free RNA weight (``w_rna``) per run against the share of RNA counts."""
+def readout_choices(df: pd.DataFrame, method: str = "scI2CL"):
+    """The read-out's label-free choices per run against the share of RNA counts.
+
+    Left: the RNA weight (``w_rna``); right, where the rows carry it, the share
+    of cross-modal smoothing of RNA (``smoothing``). One point per seed.
+    """
     d = df[(df["method"] == method) & (df["protocol"] == "kmeans")].dropna(subset=["w_rna"])
-    ax = ax or plt.subplots(figsize=(6, 3.6))[1]
+    cols = [("w_rna", "RNA weight", "modality weight")]
+    if "smoothing" in d and d["smoothing"].notna().any():
+        cols.append(("smoothing", "share of RNA from ATAC neighbours", "smoothing share"))
+    fig, axes = plt.subplots(1, len(cols), figsize=(5.2 * len(cols), 3.8), squeeze=False)
     datasets = list(dict.fromkeys(d["dataset"]))
-    for i, (ds, g) in enumerate(d.groupby("dataset", sort=False)):
-        x = g["rna_fraction"] * (1 + 0.06 * (i - (len(datasets) - 1) / 2))  # side by side
-        ax.scatter(x, g["w_rna"], s=28, label=ds, marker="osD^v"[i % 5], alpha=0.85)
-    ax.set_xscale("log")
-    ax.set_xticks([0.1, 0.3, 0.5, 1.0], ["10 %", "30 %", "50 %", "100 %"])
-    ax.minorticks_off()
-    ax.set(
-        xlabel="share of RNA counts kept", ylabel="RNA weight of the read-out", ylim=(-0.05, 1.05),
-        title=f"{method}'s label-free modality weight, one point per seed",
-    )  # fmt: skip
-    ax.legend(fontsize=8, title="dataset", loc="lower left")
-    ax.grid(alpha=0.3)
-    return ax
+    for ax, (col, ylabel, what) in zip(axes[0], cols):
+        for i, (ds, g) in enumerate(d.dropna(subset=[col]).groupby("dataset", sort=False)):
+            x = g["rna_fraction"] * (1 + 0.06 * (i - (len(datasets) - 1) / 2))  # side by side
+            ax.scatter(x, g[col], s=28, label=ds, marker="osD^v"[i % 5], alpha=0.85)
+        ax.set_xscale("log")
+        ax.set_xticks([0.1, 0.3, 0.5, 1.0], ["10 %", "30 %", "50 %", "100 %"])
+        ax.minorticks_off()
+        top = 1.05 if col == "w_rna" else 0.85
+        ax.set(xlabel="share of RNA counts kept", ylabel=ylabel, ylim=(-0.05, top),
+               title=f"{method}'s label-free {what}")  # fmt: skip
+        ax.grid(alpha=0.3)
+    axes[0, 0].legend(fontsize=8, title="dataset", loc="lower left")
+    fig.tight_layout()
+    return fig

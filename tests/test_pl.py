@@ -66,3 +66,22 @@ def test_spatial_map_greys_out_missing_labels_and_counts_them():
     names = [t.get_text() for t in ax.get_legend().get_texts()]
     assert names == ["unlabelled (2)", "a", "b"]
     assert ax.get_title() == "t" and ax.get_aspect() == 1.0
+
+
+def test_readout_choices_plot_one_point_per_run_and_the_smoothing_panel_only_with_its_column():
+    from benchmarks import plots
+
+    rows = [
+        {"dataset": d, "method": "scI2CL", "protocol": p, "seed": s, "rna_fraction": f,
+         "w_rna": 1.0 - 0.2 * (f < 1), "smoothing": 0.4 * (f < 1)}
+        for d in ("a", "b") for p in ("kmeans", "leiden") for s in (0, 1, 2) for f in (0.1, 1.0)
+    ]  # fmt: skip
+    df = pd.DataFrame(rows)
+    fig = plots.readout_choices(df)
+    assert len(fig.axes) == 2
+    for ax, col in zip(fig.axes, ("w_rna", "smoothing")):
+        ys = np.concatenate([c.get_offsets()[:, 1] for c in ax.collections])
+        assert len(ys) == 12  # kmeans rows only: 2 sets x 3 seeds x 2 depths
+        assert sorted(ys) == sorted(df.loc[df["protocol"] == "kmeans", col])
+        assert ax.get_xlabel() == "share of RNA counts kept" and ax.get_title()
+    assert len(plots.readout_choices(df.drop(columns="smoothing")).axes) == 1
