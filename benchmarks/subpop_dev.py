@@ -18,7 +18,11 @@ Rules (``space`` x ``choice``):
   ``cosine`` (rows scaled to unit length);
 - ``choice``: ``silhouette`` (the resolution of highest silhouette, the rule before),
   ``plateau`` (the same clusters, stability measured mid-plateau of the resolutions giving them),
-  ``stability`` (the highest resolution whose clusters are stable under subsampling).
+  ``stability`` (the highest resolution whose clusters are stable under subsampling),
+  ``markers`` (the silhouette rule among the resolutions whose every subcluster has at least
+  :data:`MIN_MARKERS` marker genes against the rest of the population, ``min_markers``).
+
+A run replaces the log's rows of the methods, seeds, spaces and choices it ran and keeps the rest.
 """
 
 from __future__ import annotations
@@ -33,7 +37,10 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 LOG = ROOT / "results" / "subpopulation_rule_log.csv"
 SPACES = ("raw", "zscore", "pca", "cosine")
-CHOICES = ("silhouette", "plateau", "stability")
+CHOICES = ("silhouette", "plateau", "stability", "markers")
+#: marker genes each subcluster needs under the ``markers`` choice
+MIN_MARKERS = 5
+KEYS = ["method", "seed", "space", "choice"]
 
 
 def main() -> int:
@@ -65,7 +72,8 @@ def main() -> int:
                             warnings.simplefilter("ignore")
                             r = tl.find_subpopulations(
                                 mdata, task["coarse"], pop, use_rep="_e", seed=seed,
-                                key_added="_sub", space=space, resolution_rule=choice, de=False,
+                                key_added="_sub", space=space, de=False,
+                                **_rule(choice),
                             )  # fmt: skip
                         cells = r["labels"].index
                         fine = mdata.obs.loc[cells, task["fine"]].astype(str)
@@ -89,11 +97,22 @@ def main() -> int:
                         flush=True,
                     )
     df = pd.DataFrame(rows)
+    if LOG.exists():  # keep the rows of the rules and runs not re-run here
+        old = pd.read_csv(LOG)
+        same = old.set_index(KEYS).index.isin(df.set_index(KEYS).index.unique())
+        df = pd.concat([old[~same], df], ignore_index=True)
     tmp = LOG.with_suffix(".tmp")
     df.to_csv(tmp, index=False)
     os.replace(tmp, LOG)
     print(summary(df).to_string())
     return 0
+
+
+def _rule(choice: str) -> dict:
+    """``find_subpopulations`` arguments of a choice of :data:`CHOICES`."""
+    if choice == "markers":
+        return {"resolution_rule": "silhouette", "min_markers": MIN_MARKERS}
+    return {"resolution_rule": choice}
 
 
 def summary(df: pd.DataFrame) -> pd.DataFrame:

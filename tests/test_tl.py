@@ -309,3 +309,37 @@ def test_modality_weights_favour_the_modality_that_holds_the_structure():
     np.testing.assert_allclose(same.to_numpy(), 0.5)
     with pytest.raises(ValueError, match="same number of cells"):
         tl.modality_weights({"rna": informative, "atac": noise[:10]})
+
+
+def test_marker_support_keeps_a_split_without_markers_whole():
+    """Two blobs in the embedding: split when the blobs differ in expression (planted markers), kept
+    whole when their counts come from one distribution (a split no gene supports)."""
+    import anndata as ad
+
+    rng = np.random.default_rng(3)
+    n, g = 150, 60
+    truth = np.repeat([0, 1], n)
+    X = np.r_[rng.normal(0, 1, (n, 8)), rng.normal(0, 1, (n, 8)) + 6]
+    rate = np.full((2 * n, g), 2.0)
+    rate[truth == 1, :15] *= 6  # 15 genes up in the second blob
+    planted = rng.poisson(rate)
+    flat = rng.poisson(np.full((2 * n, g), 2.0))
+    a = ad.AnnData(
+        X=np.r_[planted, flat].astype(np.float32),
+        obs=pd.DataFrame({"pop": np.repeat(["real", "flat"], 2 * n)},
+                         index=[f"c{i}" for i in range(4 * n)]),
+    )  # fmt: skip
+    a.var_names = [f"g{i}" for i in range(g)]
+    a.layers["counts"] = a.X.copy()
+    a.obsm["e"] = np.r_[X, X]
+    kw = dict(use_rep="e", seed=0, de=False, min_markers=5)
+    r = tl.find_subpopulations(a, "pop", "real", **kw)
+    assert r["stable"] and metrics.ari(truth, r["labels"].to_numpy()) > 0.9
+    r = tl.find_subpopulations(a, "pop", "flat", **kw)
+    assert r["n_subclusters"] == 1 and not r["stable"] and r["resolution"] == 0
+    # without the gate the embedding alone splits it
+    assert tl.find_subpopulations(a, "pop", "flat", use_rep="e", seed=0, de=False)["stable"]
+    with pytest.raises(ValueError, match="min_markers"):
+        tl.find_subpopulations(
+            a, "pop", "flat", use_rep="e", min_markers=3, resolution_rule="plateau"
+        )

@@ -8,12 +8,13 @@ import numpy as np
 import pandas as pd
 
 from .. import metrics
+from .._graph import knn_adjacency
 from .._graph import leiden_labels as leiden
 from .._utils import check_choice, check_range
 from ..pp import log_normalize
 from ._common import _labels, _obsm, check_names, record
 
-__all__ = ["find_subpopulations", "SUBCLUSTER_SPACES", "RESOLUTION_RULES"]
+__all__ = ["find_subpopulations", "marker_counts", "SUBCLUSTER_SPACES", "RESOLUTION_RULES"]
 
 #: the spaces a population is subclustered in (see :func:`find_subpopulations`)
 SUBCLUSTER_SPACES = ("raw", "zscore", "pca", "cosine")
@@ -60,6 +61,47 @@ def _plateau_centre(X, lab, res, n_neighbors, seed) -> float:
     return float(same[(len(same) - 1) // 2])  # ``res`` itself is always in ``same``
 
 
+def _de_table(mdata, de_modality: str, cells: pd.Index, labels) -> pd.DataFrame:
+    """Wilcoxon test of every subcluster against the rest of the population (scanpy, BH)."""
+    import scanpy as sc
+
+    a = (mdata[de_modality] if isinstance(mdata, md.MuData) else mdata)[cells].copy()
+    log_normalize(a)
+    a.obs["sub"] = pd.Categorical(np.asarray(labels).astype(str))
+    sc.tl.rank_genes_groups(a, "sub", method="wilcoxon", corr_method="benjamini-hochberg")
+    return sc.get.rank_genes_groups_df(a, group=None)
+
+
+def marker_counts(table: pd.DataFrame, alpha: float = 0.05, min_log2fc: float = 1.0) -> pd.Series:
+    """Markers per subcluster of a :func:`_de_table`: up at BH ``alpha`` by ``min_log2fc`` or more."""
+    up = table[(table["pvals_adj"] < alpha) & (table["logfoldchanges"] >= min_log2fc)]
+    return (
+        up.groupby("group", observed=False)["names"]
+        .count()
+        .reindex(table["group"].unique(), fill_value=0)
+    )
+
+
+def _supported_resolution(X, mdata, de_modality, cells, n_neighbors, seed, min_markers):
+    """The silhouette-best resolution whose every subcluster has ``min_markers`` markers.
+
+    Returns ``(labels, resolution)``; all zeros and 0.0 (the population whole)
+    when no resolution of :data:`RESOLUTIONS` splits it into supported subclusters.
+    """
+    A = knn_adjacency(X, n_neighbors)
+    best = (-np.inf, np.zeros(len(X), int), 0.0)
+    for r in RESOLUTIONS:
+        lab = leiden(resolution=r, seed=seed, adjacency=A)
+        if len(np.unique(lab)) < 2:
+            continue
+        s = metrics.asw(X, lab, seed=seed)
+        if s <= best[0] + 1e-9:
+            continue
+        if marker_counts(_de_table(mdata, de_modality, cells, lab)).min() >= min_markers:
+            best = (s, lab, r)
+    return best[1], best[2]
+
+
 def _stability(X, lab, res, n_neighbors, n_repeats, subsample, seed) -> list[float]:
     """ARI of ``lab`` with Leiden at ``res`` on seeded subsamples (shared cells)."""
     rng = np.random.default_rng(seed)
@@ -86,6 +128,7 @@ def find_subpopulations(
     space: str = "raw",
     resolution_rule: str = "silhouette",
     de: bool = True,
+    min_markers: int = 0,
 ) -> dict:
     """Subcluster one labelled population on the kNN graph of an embedding.
 
@@ -120,14 +163,18 @@ def find_subpopulations(
     >= ``min_stability``), ``de``
     (tidy DataFrame) and ``n_subclusters``.
     """
-    import scanpy as sc
-
     check_range("n_neighbors", n_neighbors, 1, integer=True)
     check_range("n_repeats", n_repeats, 1, integer=True)
     check_range("subsample", subsample, 0, 1, lo_open=True)
     check_range("min_stability", min_stability, 0, 1)
     check_choice("space", space, SUBCLUSTER_SPACES)
     check_choice("resolution_rule", resolution_rule, RESOLUTION_RULES)
+    check_range("min_markers", min_markers, 0, integer=True)
+    if min_markers and resolution_rule != "silhouette":
+        raise ValueError(
+            f"min_markers={min_markers} gates the silhouette rule's resolutions; use "
+            f"resolution_rule='silhouette' or min_markers=0 (got {resolution_rule!r})"
+        )
     check_names(mdata)
     if isinstance(mdata, md.MuData) and de_modality not in mdata.mod:
         raise ValueError(
@@ -137,6 +184,7 @@ def find_subpopulations(
         "groupby": groupby, "group": str(group), "use_rep": use_rep, "n_neighbors": n_neighbors,
         "n_repeats": n_repeats, "subsample": subsample, "seed": seed, "de_modality": de_modality,
         "min_stability": min_stability, "space": space, "resolution_rule": resolution_rule,
+        "min_markers": min_markers,
     }  # fmt: skip
     obs = mdata.obs
     lab_all = _labels(mdata, groupby, "group")
@@ -148,7 +196,16 @@ def find_subpopulations(
         raise ValueError(f"group {group!r} has {len(cells)} cells; need at least 20")
     pos = obs.index.get_indexer(cells)
     X = population_space(_obsm(mdata, use_rep)[pos], space)
-    if resolution_rule in ("silhouette", "plateau"):
+    if min_markers:
+        lab, res = _supported_resolution(
+            X, mdata, de_modality, cells, n_neighbors, seed, min_markers
+        )
+        stab = (
+            _stability(X, lab, res, n_neighbors, n_repeats, subsample, seed)
+            if res
+            else [1.0] * n_repeats
+        )
+    elif resolution_rule in ("silhouette", "plateau"):
         lab, res, _ = metrics.leiden_label_free(
             X, resolutions=RESOLUTIONS, n_neighbors=n_neighbors, seed=seed
         )
@@ -168,11 +225,7 @@ def find_subpopulations(
     mdata.obs[key_added] = pd.Categorical(labels.reindex(obs.index).astype(object))
     table = pd.DataFrame()
     if de and labels.nunique() > 1:
-        a = (mdata[de_modality] if isinstance(mdata, md.MuData) else mdata)[cells].copy()
-        log_normalize(a)
-        a.obs["sub"] = labels.values
-        sc.tl.rank_genes_groups(a, "sub", method="wilcoxon", corr_method="benjamini-hochberg")
-        table = sc.get.rank_genes_groups_df(a, group=None)
+        table = _de_table(mdata, de_modality, cells, labels.values)
     record(
         mdata, key_added, params, resolution=float(res), stability=[float(x) for x in stab],
         n_subclusters=int(labels.nunique()),
