@@ -323,3 +323,37 @@ def test_paper_format_files_load_as_the_papers_datasets(tmp_path):
         assert "CD14 Mono" in set(m.obs["cell_type"].astype(str))
         assert "counts" in m["rna"].layers and "counts" in m["atac"].layers
         pp.validate(m, label_key="cell_type")  # raw integer counts, unique names, same cells
+
+
+def test_simulator_regimes_change_what_each_modality_carries():
+    """``atac_types``: three pairs told apart by ATAC alone, none by RNA alone; ``balanced``: ATAC
+    as deep as RNA; the book's regime is the default, draw for draw."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import cross_val_score
+
+    kw = dict(n_cells=2000, n_genes=300, n_peaks=800, seed=0)
+    book = data.simulate_multiome(**kw)
+    same = data.simulate_multiome(**kw, regime="book")
+    assert (book["atac"].X != same["atac"].X).nnz == 0
+    m = data.simulate_multiome(**kw, regime="atac_types")
+    assert m.uns["sci2cl_dataset"]["name"] == "simulated_atac_types"
+    t = m.obs.true_cell_type.astype(str).values
+    feats = {}
+    for mod in ("rna", "atac"):
+        X = m[mod].layers["counts"].toarray()
+        feats[mod] = np.log1p(X / X.sum(1, keepdims=True) * 1e4)
+
+    def acc(X, a, b):
+        s = np.isin(t, [a, b])
+        return cross_val_score(LogisticRegression(max_iter=500), X[s], t[s], cv=3).mean()
+
+    for a, b in (("NK", "ILC"), ("CD4 naive T", "CD4 memory T"), ("CD8 naive T", "CD8 TEM")):
+        assert acc(feats["rna"], a, b) < 0.65 < 0.9 < acc(feats["atac"], a, b)
+    bal = data.simulate_multiome(**kw, regime="balanced")
+    depth = {
+        k: np.median(np.asarray(v["atac"].X.sum(1))) for k, v in (("book", book), ("bal", bal))
+    }
+    assert depth["bal"] > 2 * depth["book"]
+    with pytest.raises(ValueError, match="regime"):
+        data.simulate_multiome(n_cells=50, regime="atac")
+    assert data.load("simulated_balanced").uns["simulation"]["regime"] == "balanced"

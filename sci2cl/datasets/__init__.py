@@ -28,7 +28,13 @@ from ._registry import (
     RemoteFile,
     get_data_dir,
 )
-from ._simulate import SIM_TYPES, simulate_multiome, simulate_multiome_to_disk, simulate_spatial
+from ._simulate import (
+    SIM_REGIMES,
+    SIM_TYPES,
+    simulate_multiome,
+    simulate_multiome_to_disk,
+    simulate_spatial,
+)
 
 __all__ = [
     "ENV_VAR",
@@ -43,4 +49,5 @@ __all__ = [
     "simulate_spatial",
     "simulate_multiome_to_disk",
     "SIM_TYPES",
+    "SIM_REGIMES",
 ]

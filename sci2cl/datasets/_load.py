@@ -15,7 +15,7 @@ import scipy.sparse as sp
 from ..pp import DataValidationError, align_modalities, validate
 from ._fetch import fetch_file
 from ._registry import DATASETS, ENV_VAR, DatasetUnavailableError, get_data_dir
-from ._simulate import simulate_multiome
+from ._simulate import SIM_REGIMES, simulate_multiome
 
 
 def _read(path: Path, read: Callable):
@@ -61,7 +61,8 @@ def load(
     Parameters
     ----------
     name
-        A key of :data:`DATASETS` (``"simulated"`` gives :func:`simulate_multiome`).
+        A key of :data:`DATASETS` (``"simulated"`` gives :func:`simulate_multiome`,
+        ``"simulated_<regime>"`` its other regimes, e.g. ``"simulated_atac_types"``).
     data_dir
         Data directory; see :func:`get_data_dir`.
     download
@@ -87,8 +88,11 @@ def load(
             return load(fallback, data_dir=data_dir, download=download)
     if name == "simulated":
         return simulate_multiome()
+    if name.startswith("simulated_") and name[len("simulated_") :] in SIM_REGIMES:
+        return simulate_multiome(regime=name[len("simulated_") :])
     if name not in DATASETS:
-        raise KeyError(f"unknown dataset {name!r}; choose one of {sorted(DATASETS)} or 'simulated'")
+        sims = ["simulated"] + [f"simulated_{r}" for r in SIM_REGIMES if r != "book"]
+        raise KeyError(f"unknown dataset {name!r}; choose one of {sorted(DATASETS)} or {sims}")
     info = DATASETS[name]
     root = get_data_dir(data_dir)
     if info.path is not None:
