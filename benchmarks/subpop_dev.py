@@ -37,8 +37,8 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 LOG = ROOT / "results" / "subpopulation_rule_log.csv"
 SPACES = ("raw", "zscore", "pca", "cosine")
-CHOICES = ("silhouette", "plateau", "stability", "markers")
-#: marker genes each subcluster needs under the ``markers`` choice
+CHOICES = ("silhouette", "plateau", "stability", "markers", "markers1")
+#: marker genes each subcluster needs under the ``markers`` choice (``markers<N>``: N of them)
 MIN_MARKERS = 5
 KEYS = ["method", "seed", "space", "choice"]
 
@@ -110,8 +110,9 @@ def main() -> int:
 
 def _rule(choice: str) -> dict:
     """``find_subpopulations`` arguments of a choice of :data:`CHOICES`."""
-    if choice == "markers":
-        return {"resolution_rule": "silhouette", "min_markers": MIN_MARKERS}
+    if choice.startswith("markers"):
+        n = int(choice[len("markers") :] or MIN_MARKERS)
+        return {"resolution_rule": "silhouette", "min_markers": n}
     return {"resolution_rule": choice}
 
 
