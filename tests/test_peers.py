@@ -337,6 +337,22 @@ def test_depth_verdicts_find_where_integration_pays_and_who_wins_there():
     assert f["missing"] == "scI2CL has not run at a at 100%"
 
 
+def test_depth_versus_previous_pairs_seeds_and_calls_identical_runs_ties(tmp_path):
+    from benchmarks import depth
+
+    def rows(vals, f):
+        return [{"dataset": "a", "rna_fraction": f, "method": "scI2CL", "seed": s,
+                 "protocol": "kmeans", "nmi": v} for s, v in enumerate(vals)]  # fmt: skip
+
+    before = pd.DataFrame(rows([0.30, 0.32, 0.31], 0.1) + rows([0.6, 0.6, 0.6], 1.0))
+    before.to_csv(tmp_path / "prev.csv", index=False)
+    now = pd.DataFrame(rows([0.33, 0.35, 0.34], 0.1) + rows([0.6, 0.6, 0.6], 1.0))
+    v = depth.versus_previous(now, previous=tmp_path / "prev.csv").set_index("rna_fraction")
+    assert v.loc[0.1, "verdict"] == "gain" and v.loc[0.1, "diff"] == pytest.approx(0.03)
+    assert v.loc[1.0, "verdict"] == "tie" and v.loc[1.0, "seeds"] == 3
+    assert depth.versus_previous(now, previous=tmp_path / "none.csv").empty
+
+
 def test_depth_restamp_keeps_runs_only_when_the_canary_is_identical(tmp_path, monkeypatch):
     import json
 
