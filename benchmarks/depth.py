@@ -405,6 +405,8 @@ def versus_previous(
         d = d[(d["method"] == "scI2CL") & (d["protocol"] == protocol)]
         return d.groupby(key)["nmi"].mean()
 
+    if "method_version" in df and "method_version" in old:  # runs of the old code are not "now"
+        df = df[~df["method_version"].isin(set(old["method_version"]))]
     both = pd.concat({"now": nmi(df), "before": nmi(old)}, axis=1).dropna()
     rows = []
     for (ds, f), g in both.groupby(level=["dataset", "rna_fraction"], sort=False):
@@ -426,7 +428,8 @@ def findings(df: pd.DataFrame, protocol: str = "kmeans", method: str = "scI2CL")
     Keys: ``pays`` (where a multi-modal peer beats the better single
     modality), ``method`` (where ``method`` stands against the best peer
     there), ``encoder`` (``method`` against its own better encoder),
-    ``missing`` (points ``method`` has not run), and counts ``n_points``,
+    ``previous`` (scI2CL against its default before the smoothing read-out,
+    :func:`versus_previous`), ``missing`` (points ``method`` has not run), and counts ``n_points``,
     ``n_pays``, ``n_at_least`` (``method`` at least the best peer where
     integration pays).
     """
@@ -457,6 +460,27 @@ def findings(df: pd.DataFrame, protocol: str = "kmeans", method: str = "scI2CL")
         f"{len(enc)} points where the encoders were scored"
         + (" (" + "; ".join(_point(r) for _, r in gain.iterrows()) + ")" if len(gain) else "")
     )
+    prev = versus_previous(df, protocol) if method == "scI2CL" else pd.DataFrame()
+    if len(prev):
+        parts = []
+        for word, key in (("ahead", "gain"), ("tied", "tie"), ("behind", "loss")):
+            p = prev[prev["verdict"] == key]
+            if len(p) and key == "tie":
+                parts.append(f"tied at {len(p)}")
+            elif len(p):
+                parts.append(f"{word} at {len(p)} ("
+                             + "; ".join(f"{_point(r)}, {r['diff']:+.3f}" for _, r in p.iterrows())
+                             + ")")  # fmt: skip
+        one = int((prev["verdict"] == "no verdict").sum())
+        if one:
+            parts.append(f"not yet compared at {one} (one seed so far)")
+        out["previous"] = (
+            f"against its default before the smoothing read-out (paired over seeds), {method} is "
+            + ", ".join(parts)
+            + f" of the {len(prev)} points run so far"
+        )
+    else:
+        out["previous"] = f"{method} has no run of its previous default to compare with"
     miss = v[v[f"{method}_seeds"] == 0]
     out["missing"] = (
         f"{method} has not run at " + "; ".join(_point(r) for _, r in miss.iterrows())
@@ -464,6 +488,37 @@ def findings(df: pd.DataFrame, protocol: str = "kmeans", method: str = "scI2CL")
         else f"{method} ran at every point"
     )
     return out
+
+
+#: the peers scI2CL must reach on the simulator regimes (issue 41)
+REGIME_PEERS = ("MOFA+", "GLUE")
+
+
+def regime_findings(df: pd.DataFrame, protocol: str = "kmeans", method: str = "scI2CL") -> str:
+    """``method`` against :data:`REGIME_PEERS` on the simulator regimes, in words (paired over seeds).
+
+    ``df`` holds the regimes' rows (datasets of ``benchmarks.config.SIM_REGIME_SETS``, full depth).
+    """
+    from benchmarks.config import SIM_REGIME_SETS
+    from benchmarks.report import comparison
+
+    d = df[df["dataset"].isin(SIM_REGIME_SETS) & (df["protocol"] == protocol)]
+    out = []
+    for ds, g in d.groupby("dataset", sort=False):
+        by = g.groupby(["method", "seed"])["nmi"].mean()
+        mean = g.groupby("method")["nmi"].mean()
+        if method not in mean:
+            out.append(f"{ds}: {method} not run")
+            continue
+        parts = []
+        for peer in REGIME_PEERS:
+            if peer not in mean:
+                parts.append(f"{peer} not run")
+                continue
+            c = comparison((by[method] - by[peer]).dropna(), peer)
+            parts.append(f"{c['phrase']} ({mean[method]:.3f} against {mean[peer]:.3f})")
+        out.append(f"{ds}: {method} is " + "; ".join(parts))
+    return ". ".join(out) if out else "the simulator regimes have not run"
 
 
 def write_book_summary(df: pd.DataFrame, path: Path | None = None) -> Path:
@@ -474,7 +529,7 @@ def write_book_summary(df: pd.DataFrame, path: Path | None = None) -> Path:
     found = {p: findings(df[df["dataset"].isin(DATASETS)], p) for p in ("kmeans", "leiden")}
     for proto, name in (("kmeans", "KMeans at the true k"), ("leiden", "label-free Leiden")):
         f = found[proto]
-        lines.append(f"- {name}: {f['pays']}; {f['method']}. {f['encoder']}.")
+        lines.append(f"- {name}: {f['pays']}; {f['method']}. {f['encoder']}; {f['previous']}.")
     lines += ["", f"{found['kmeans']['missing']}." if found["kmeans"]["n_points"] else ""]
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")

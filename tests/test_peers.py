@@ -353,6 +353,22 @@ def test_depth_versus_previous_pairs_seeds_and_calls_identical_runs_ties(tmp_pat
     assert depth.versus_previous(now, previous=tmp_path / "none.csv").empty
 
 
+def test_depth_regime_findings_pair_scI2CL_with_mofa_and_glue():
+    from benchmarks import depth
+
+    rows = [
+        {"dataset": "simulated_atac_types", "rna_fraction": 1.0, "method": m, "seed": s,
+         "protocol": "kmeans", "nmi": v}
+        for m, vals in {"scI2CL": [0.80, 0.82, 0.81], "MOFA+": [0.70, 0.71, 0.70]}.items()
+        for s, v in enumerate(vals)
+    ] + [{"dataset": "bmmc_a", "rna_fraction": 1.0, "method": "scI2CL", "seed": 0,
+          "protocol": "kmeans", "nmi": 0.5}]  # fmt: skip
+    text = depth.regime_findings(pd.DataFrame(rows))
+    assert text.startswith("simulated_atac_types: scI2CL is ahead of MOFA+ (0.810 against 0.703)")
+    assert "GLUE not run" in text and "bmmc_a" not in text
+    assert depth.regime_findings(pd.DataFrame(rows[-1:])) == "the simulator regimes have not run"
+
+
 def test_depth_restamp_keeps_runs_only_when_the_canary_is_identical(tmp_path, monkeypatch):
     import json
 
