@@ -8,6 +8,9 @@ import pandas as pd
 
 __all__ = [
     "history",
+    "loss_columns",
+    "NOT_LOSSES",
+    "LOSS_COLORS",
     "embedding_grid",
     "scatter",
     "spatial_map",
@@ -19,29 +22,57 @@ __all__ = [
 ]
 
 
+#: columns of a training history that are bookkeeping, not losses (never drawn by :func:`history`)
+NOT_LOSSES = frozenset({"epoch", "stage", "seconds", "cpu_seconds", "lr", "step"})
+#: colours of the loss terms in :func:`history` (the total is drawn in black)
+LOSS_COLORS = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#999999")
+
+
+def loss_columns(history: pd.DataFrame) -> list[str]:
+    """The columns of ``history`` that :func:`history` draws: numeric, not in :data:`NOT_LOSSES`."""
+    return [
+        c
+        for c in history.columns
+        if c not in NOT_LOSSES and pd.api.types.is_numeric_dtype(history[c])
+    ]
+
+
 def history(history: pd.DataFrame, ax=None, title: str = "Training losses"):
-    """Loss components per epoch (log scale), the pretraining/joint boundary marked."""
+    """Loss terms per epoch (log scale), the pretraining/joint boundary marked.
+
+    The total training loss (``loss``) and the held-out loss (``val_loss``) are
+    drawn as black dashed lines over the terms, so that a term equal to the
+    total (the reconstruction during pretraining) stays visible under it. Time
+    columns and other bookkeeping (:data:`NOT_LOSSES`) are not drawn.
+    """
     if history is None or len(history) == 0:
         raise ValueError("no training history: train the model first")
-    ax = ax or plt.subplots(figsize=(6, 3.5))[1]
-    skip = {"epoch", "stage", "seconds"}
-    for c in history.columns:
-        if c in skip:
+    if "epoch" not in history:
+        raise ValueError("history has no 'epoch' column: pass the model's .history")
+    ax = ax or plt.subplots(figsize=(7, 3.8))[1]
+    totals = {"loss": ("-", "training total"), "val_loss": (":", "held-out total")}
+    terms = [c for c in loss_columns(history) if c not in totals]
+    x = history["epoch"].to_numpy()
+    for i, c in enumerate(terms):
+        y = history[c].astype(float).abs()
+        if not np.nanmax(y.to_numpy(), initial=0) > 0:
             continue
-        y = history[c].astype(float)
-        if np.nanmax(np.abs(y)) == 0:
-            continue
-        ax.plot(history["epoch"], y.abs(), label=c)
+        ax.plot(x, y, color=LOSS_COLORS[i % len(LOSS_COLORS)], lw=1.6, label=c)
+    for c, (ls, name) in totals.items():
+        if c in history:
+            y = history[c].astype(float).abs()
+            ax.plot(x, y, color="k", lw=1.2, ls=(0, (4, 3)) if ls == "-" else ls, label=name)
     if "stage" in history and (history["stage"] == "joint").any():
         ax.axvline(
             history.loc[history["stage"] == "joint", "epoch"].min() - 0.5,
             color="grey",
             ls="--",
             lw=1,
+            label="joint training starts",
         )
     ax.set_yscale("log")
     ax.set(xlabel="epoch", ylabel="loss (|value|, log scale)", title=title)
-    ax.legend(fontsize=8, ncol=2)
+    ax.legend(fontsize=9, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
     return ax
 
 
@@ -308,20 +339,43 @@ def gene_trends(
     pseudotime,
     expr: pd.DataFrame,
     ax=None,
-    frac: float = 0.3,
+    n_bins: int = 20,
     title: str = "Gene trends along pseudotime",
 ):
-    """Smoothed (LOWESS, statsmodels) expression of genes (columns of ``expr``) against pseudotime."""
-    from statsmodels.nonparametric.smoothers_lowess import lowess
+    """Mean expression of genes (columns of ``expr``) in pseudotime bins, with its standard error.
 
-    ax = ax or plt.subplots(figsize=(6, 3.5))[1]
+    Cells with a finite pseudotime are cut into ``n_bins`` bins of equal cell
+    counts; each gene's bin means (band: plus or minus one standard error) are
+    divided by its largest bin mean, so that genes of different levels share
+    one axis. Binned means rather than a robust smoother: on sparse counts a
+    robust smoother treats the non-zero cells as outliers and draws a flat line.
+    """
     pt = np.asarray(pseudotime, float)
+    if pt.shape[0] != len(expr):
+        raise ValueError(f"pseudotime has {pt.shape[0]} values but expr has {len(expr)} rows")
     ok = np.isfinite(pt)
+    if ok.sum() < 2 * n_bins:
+        raise ValueError(
+            f"{int(ok.sum())} cells have a finite pseudotime: need at least 2 * n_bins = "
+            f"{2 * n_bins}; lower n_bins"
+        )
+    ax = ax or plt.subplots(figsize=(6.5, 3.8))[1]
+    order = np.argsort(pt[ok], kind="stable")
+    bins = np.array_split(order, n_bins)
+    centre = np.array([np.median(pt[ok][b]) for b in bins])
     for g in expr.columns:
         y = expr[g].to_numpy(float)[ok]
-        y = (y - y.min()) / (np.ptp(y) + 1e-9)
-        sm = lowess(y, pt[ok], frac=frac, return_sorted=True)
-        ax.plot(sm[:, 0], sm[:, 1], label=g)
-    ax.set(xlabel="pseudotime", ylabel="scaled expression (LOWESS)", title=title)
-    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1, 0.5))
+        mean = np.array([y[b].mean() for b in bins])
+        se = np.array([y[b].std(ddof=1) / np.sqrt(len(b)) for b in bins])
+        top = mean.max() if mean.max() > 0 else 1.0
+        (line,) = ax.plot(centre, mean / top, marker="o", ms=3, lw=1.6, label=g)
+        ax.fill_between(
+            centre, (mean - se) / top, (mean + se) / top, color=line.get_color(), alpha=0.2, lw=0
+        )
+    ax.set(
+        xlabel=f"pseudotime ({n_bins} bins of equal cell counts)",
+        ylabel="mean expression / its maximum",
+        title=title,
+    )
+    ax.legend(fontsize=9, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
     return ax

@@ -85,3 +85,40 @@ def test_readout_choices_plot_one_point_per_run_and_the_smoothing_panel_only_wit
         assert sorted(ys) == sorted(df.loc[df["protocol"] == "kmeans", col])
         assert ax.get_xlabel() == "share of RNA counts kept" and ax.get_title()
     assert len(plots.readout_choices(df.drop(columns="smoothing")).axes) == 1
+
+
+def test_history_draws_losses_only_and_keeps_a_term_equal_to_the_total_visible():
+    n = 12
+    h = pd.DataFrame({
+        "epoch": np.arange(n), "stage": ["pretrain"] * 6 + ["joint"] * 6,
+        "rec": np.linspace(5, 2, n), "mse": np.linspace(1, 0.2, n),
+        "seconds": np.arange(n) * 3.0, "cpu_seconds": np.arange(n) * 2.9,
+    })  # fmt: skip
+    h["loss"] = h["rec"] + np.where(h["stage"] == "joint", h["mse"], 0.0)
+    h["val_loss"] = h["loss"] * 1.1
+    assert pl.loss_columns(h) == ["rec", "mse", "loss", "val_loss"]
+    ax = pl.history(h)
+    drawn = {line.get_label(): line for line in ax.lines if not line.get_label().startswith("_")}
+    assert set(drawn) == {"rec", "mse", "training total", "held-out total", "joint training starts"}
+    # the reconstruction equals the total in pretraining: it is drawn in its own colour, under a
+    # dashed total, so that both can be told apart
+    assert drawn["rec"].get_color() != drawn["training total"].get_color()
+    assert drawn["training total"].get_linestyle() != "-"
+    np.testing.assert_allclose(drawn["rec"].get_ydata(), h["rec"])
+    with pytest.raises(ValueError, match="train the model first"):
+        pl.history(pd.DataFrame())
+
+
+def test_gene_trends_follow_a_sparse_gene_that_rises_along_pseudotime():
+    rng = np.random.default_rng(0)
+    pt = rng.uniform(0, 1, 2000)
+    rising = rng.poisson(0.05 + 0.6 * pt)  # mostly zeros, rises along pseudotime
+    flat = rng.poisson(0.3, 2000)
+    ax = pl.gene_trends(pt, pd.DataFrame({"Rising": rising, "Flat": flat}), n_bins=10)
+    lines = {line.get_label(): line for line in ax.lines}
+    y = lines["Rising"].get_ydata()
+    assert np.all(np.diff(y[::3]) > 0) and y[-1] == pytest.approx(1.0) and y[0] < 0.3
+    # a flat gene stays flat on its own scale (no stretching of noise to 0..1)
+    assert lines["Flat"].get_ydata().min() > 0.6
+    with pytest.raises(ValueError, match="expr has 3 rows"):
+        pl.gene_trends(pt, pd.DataFrame({"g": [1, 2, 3]}))
