@@ -415,3 +415,31 @@ def test_input_skip_starts_from_the_leading_pcs(tiny_mdata):
     assert np.isfinite(m.get_latent_representation(key_added=None)).all()
     with pytest.raises(ValueError, match="input_skip=True needs n_input_pcs"):
         sci2cl.SCI2CL(tiny_mdata, n_input_pcs=None, input_skip=True)
+
+
+def test_drop_first_pc_leaves_the_depth_axis_out_of_the_atac_input(tiny_mdata):
+    from sklearn.decomposition import PCA
+
+    kept = sci2cl.SCI2CL(tiny_mdata, n_latent=8, n_hidden=32, n_input_pcs=10, seed=0)
+    dropped = sci2cl.SCI2CL(
+        tiny_mdata, n_latent=8, n_hidden=32, n_input_pcs=10, drop_first_pc=["atac"], seed=0
+    )
+    ae = dropped.module.ae["atac"]
+    x = torch.from_numpy(np.asarray(tiny_mdata["atac"].layers["counts"].todense(), np.float32))
+    s = ae.standardise(ae.normalise(x)).numpy()
+    pcs = PCA(11, svd_solver="full").fit(s).components_
+    depth = np.log(x.sum(1).numpy())
+    u_kept = kept.module.ae["atac"].transform_input(x).numpy()
+    u_drop = ae.transform_input(x).numpy()
+    # the first axis of the full input tracks depth; the dropped model's axes are PCs 2..11
+    assert abs(np.corrcoef(u_kept[:, 0], depth)[0, 1]) > 0.8
+    assert max(abs(np.corrcoef(u_drop[:, j], depth)[0, 1]) for j in range(10)) < 0.5
+    axes = ae.input_axes.numpy() / np.linalg.norm(ae.input_axes.numpy(), axis=0)
+    assert np.abs(pcs[0] @ axes).max() < 0.05  # orthogonal to the first PC
+    assert np.abs(np.diag(axes.T @ pcs[1:].T))[:3].min() > 0.95  # the next ones, in order
+    # RNA is untouched
+    torch.testing.assert_close(kept.module.ae["rna"].input_axes, dropped.module.ae["rna"].input_axes)
+    with pytest.raises(ValueError, match="drop_first_pc must be a list"):
+        sci2cl.SCI2CL(tiny_mdata, drop_first_pc="atac")
+    with pytest.raises(ValueError, match="drop_first_pc needs n_input_pcs"):
+        sci2cl.SCI2CL(tiny_mdata, n_input_pcs=None, input_skip=False, drop_first_pc=["atac"])

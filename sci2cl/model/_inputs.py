@@ -17,7 +17,12 @@ __all__ = ["fit_input_scaling"]
 
 @torch.no_grad()
 def fit_input_scaling(
-    ae, X: RowReader, seed: int, chunk: int = 2048, max_pca_cells: int = 20000
+    ae,
+    X: RowReader,
+    seed: int,
+    chunk: int = 2048,
+    max_pca_cells: int = 20000,
+    drop_first_pc: bool = False,
 ) -> None:
     """Set the input buffers of one :class:`~sci2cl.module.ModalityAE` from the raw rows ``X``.
 
@@ -26,7 +31,10 @@ def fit_input_scaling(
     ``n_input_pcs``: the principal axes of the standardised values of up to
     ``max_pca_cells`` cells (seeded subsample), scaled so that the encoder's
     inputs have unit variance on average; with a linear skip path, its weight
-    starts as the identity on the first ``n_latent`` input PCs.
+    starts as the identity on the first ``n_latent`` input PCs. With
+    ``drop_first_pc``, the axes are the principal axes 2 to ``n_input_pcs + 1``:
+    the first is left out, as LSI leaves out its first component, which in
+    ATAC data tracks each cell's depth rather than its type.
     """
     from sklearn.decomposition import PCA
 
@@ -53,11 +61,14 @@ def fit_input_scaling(
             for s in range(0, len(sub), chunk)
         ]
     ).numpy()
-    k = min(ae.n_input_pcs, *S.shape)
-    pca = PCA(n_components=k, svd_solver="randomized", random_state=seed).fit(S)
-    scale = float(np.sqrt(pca.explained_variance_.mean()))
+    skip = int(bool(drop_first_pc))
+    n_fit = min(ae.n_input_pcs + skip, *S.shape)
+    pca = PCA(n_components=n_fit, svd_solver="randomized", random_state=seed).fit(S)
+    comps, var = pca.components_[skip:], pca.explained_variance_[skip:]
+    k = len(comps)
+    scale = float(np.sqrt(var.mean()))
     axes = np.zeros((n_features, ae.n_input_pcs), np.float32)
-    axes[:, :k] = pca.components_.T / scale
+    axes[:, :k] = comps.T / scale
     ae.input_axes.copy_(torch.from_numpy(axes))
     ae.input_axes_mean.copy_(torch.from_numpy(pca.mean_.astype(np.float32) @ axes))
     if ae.skip is not None:  # start from the first n_latent input PCs

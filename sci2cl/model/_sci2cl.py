@@ -104,6 +104,11 @@ class SCI2CL(BaseModel):
         them, so training starts from the PCA embedding and learns corrections
         (default ``True``; ``False`` with ``n_input_pcs=None`` is the former
         all-feature encoder).
+    drop_first_pc
+        With ``n_input_pcs``: the modalities (``"rna"``, ``"atac"``) whose
+        encoder reads input principal components 2 to ``n_input_pcs + 1``,
+        the first left out as LSI leaves out its first component, which in
+        ATAC data tracks each cell's depth (Stuart et al. 2021). Default: none.
     modality_weighting
         How the joint read-out (``kind="joint"``) weights the two modalities,
         fixed after training without labels. ``"modularity"`` (default): the
@@ -170,6 +175,7 @@ class SCI2CL(BaseModel):
         joint_rec: bool = True,
         n_input_pcs: int | None = 50,
         input_skip: bool = True,
+        drop_first_pc: tuple[str, ...] | list[str] = (),
         modality_weighting: str = "modularity",
         readout_scaling: str = "global",
         cross_smoothing: str | float = "auto",
@@ -192,6 +198,18 @@ class SCI2CL(BaseModel):
         check_range("n_negatives", n_negatives, 0, integer=True)
         if n_input_pcs is not None:
             check_range("n_input_pcs", n_input_pcs, 2, integer=True)
+        if not isinstance(drop_first_pc, list | tuple) or not all(
+            r in ROLES for r in drop_first_pc
+        ):
+            raise ValueError(
+                f"drop_first_pc must be a list of modalities among {list(ROLES)}, e.g. ['atac'], "
+                f"got {drop_first_pc!r}"
+            )
+        if drop_first_pc and n_input_pcs is None:
+            raise ValueError(
+                "drop_first_pc needs n_input_pcs (it drops an input principal component); "
+                "set n_input_pcs, e.g. 50, or drop_first_pc=()"
+            )
         check_choice("modality_weighting", modality_weighting, MODALITY_WEIGHTINGS)
         check_choice("readout_scaling", readout_scaling, READOUT_SCALINGS)
         check_smoothing(cross_smoothing)
@@ -205,6 +223,7 @@ class SCI2CL(BaseModel):
             )
         self.likelihoods = likelihoods(likelihood)
         self.init_params["likelihood"] = dict(self.likelihoods)
+        self.init_params["drop_first_pc"] = list(drop_first_pc)
         self.setup = read_setup(mdata)
         check_likelihoods(self.likelihoods, self.setup["facts"], self.setup["modalities"])
         warn_empty_cells(self.setup["facts"], self.setup["modalities"], mdata.obs_names)
@@ -247,7 +266,9 @@ class SCI2CL(BaseModel):
             ).to(self.device)
         X = self._matrices(mdata)
         for r in ROLES:
-            fit_input_scaling(self.module.ae[r], X[r], self.seed)
+            fit_input_scaling(
+                self.module.ae[r], X[r], self.seed, drop_first_pc=r in drop_first_pc
+            )
 
     # ------------------------------------------------------------------ set-up
     @classmethod
