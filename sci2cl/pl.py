@@ -25,7 +25,16 @@ __all__ = [
 #: columns of a training history that are bookkeeping, not losses (never drawn by :func:`history`)
 NOT_LOSSES = frozenset({"epoch", "stage", "seconds", "cpu_seconds", "lr", "step"})
 #: colours of the loss terms in :func:`history` (the total is drawn in black)
-LOSS_COLORS = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#999999")
+LOSS_COLORS = (
+    "#0072B2",
+    "#E69F00",
+    "#009E73",
+    "#CC79A7",
+    "#56B4E9",
+    "#D55E00",
+    "#F0E442",
+    "#999999",
+)
 
 
 def loss_columns(history: pd.DataFrame) -> list[str]:

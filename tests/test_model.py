@@ -438,7 +438,9 @@ def test_drop_first_pc_leaves_the_depth_axis_out_of_the_atac_input(tiny_mdata):
     assert np.abs(pcs[0] @ axes).max() < 0.05  # orthogonal to the first PC
     assert np.abs(np.diag(axes.T @ pcs[1:].T))[:3].min() > 0.95  # the next ones, in order
     # RNA is untouched
-    torch.testing.assert_close(kept.module.ae["rna"].input_axes, dropped.module.ae["rna"].input_axes)
+    torch.testing.assert_close(
+        kept.module.ae["rna"].input_axes, dropped.module.ae["rna"].input_axes
+    )
     with pytest.raises(ValueError, match="drop_first_pc must be a list"):
         sci2cl.SCI2CL(tiny_mdata, drop_first_pc="atac")
     with pytest.raises(ValueError, match="drop_first_pc needs n_input_pcs"):

@@ -266,9 +266,7 @@ class SCI2CL(BaseModel):
             ).to(self.device)
         X = self._matrices(mdata)
         for r in ROLES:
-            fit_input_scaling(
-                self.module.ae[r], X[r], self.seed, drop_first_pc=r in drop_first_pc
-            )
+            fit_input_scaling(self.module.ae[r], X[r], self.seed, drop_first_pc=r in drop_first_pc)
 
     # ------------------------------------------------------------------ set-up
     @classmethod
