@@ -33,6 +33,11 @@ def main() -> int:
     shutil.copytree(src / "book" / "_ext", stage / "_ext")
     if (src / "book" / "_generated").is_dir():  # tables written from results/ and included by pages
         shutil.copytree(src / "book" / "_generated", stage / "_generated")
+    # the intro's answer table, recomputed from the results the chapters read
+    sys.path.insert(0, str(src))
+    from benchmarks import claims
+
+    claims.write(stage / "_generated" / "claims.md", src / "results")
     nb_src = Path(args.notebooks).resolve() if args.notebooks else src / "notebooks"
     (stage / "notebooks").mkdir()
     for nb in sorted(nb_src.glob("[0-9][0-9]_*.ipynb")):

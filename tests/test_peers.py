@@ -422,3 +422,33 @@ def test_embedding_cache_keeps_runs_of_other_settings_apart(tmp_path):
         embeddings.load("d", "M", 0, smoke, cache=tmp_path)["embedding"], e_smoke
     )
     assert embeddings.load("d", "M", 0, {"other": 1}, cache=tmp_path) is None
+
+
+def test_claims_compare_with_the_best_peer_per_set_and_skip_claims_without_results(tmp_path):
+    from benchmarks import claims
+
+    rows = []
+    for seed, (a, b, c) in enumerate([(0.50, 0.60, 0.40), (0.52, 0.61, 0.41), (0.49, 0.62, 0.42)]):
+        for m, v in (("scRCL", a), ("B", b), ("C", c)):
+            rows.append({"dataset": "x", "method": m, "seed": seed, "nmi": v})
+            rows.append(
+                {"dataset": "y", "method": m, "seed": seed, "nmi": v + (m == "scRCL") * 0.2}
+            )
+    df = pd.DataFrame(rows)
+    v = claims.versus_best_peer(df, "scRCL").set_index("dataset")
+    assert list(v["peer"]) == ["B", "B"]  # the peer of highest mean, never the method itself
+    assert v.loc["x", "verdict"] == "loss" and v.loc["x", "mean"] == pytest.approx(
+        -0.44 / 4, abs=0.01
+    )
+    assert v.loc["y", "verdict"] == "gain"
+    res = tmp_path / "results"
+    res.mkdir()
+    df.to_csv(res / "benchmark_scrcl.csv", index=False)
+    nb = tmp_path / "notebooks"
+    nb.mkdir()
+    (nb / "timings-full.tsv").write_text("07_identify_cell_types_scrcl.ipynb\t150\n")
+    got = claims.rows(res)
+    assert list(got["chapter"]) == ["07_identify_cell_types_scrcl"]  # the others have no results
+    text = claims.table(got)
+    assert "ahead on 1, tied on 0, behind on 1 of 2" in text and "x, B by 0.1" in text
+    assert "[7](notebooks/07_identify_cell_types_scrcl.ipynb) (2 min)" in text
