@@ -13,7 +13,7 @@ HTML ?= book/_build/html
 
 help:
 	@echo "make book   - re-execute (full, papermill) the notebooks whose committed run is stale, build the HTML book"
-	@echo "make notebooks - re-execute every notebook in full (about 1.5 h on 2 cores)"
+	@echo "make notebooks - re-execute every notebook in full (the last run's times: notebooks/timings-full.tsv)"
 	@echo "make test   - unit tests (pytest)"
 	@echo "make smoke  - execute every notebook with SMOKE=True in $(SMOKE_DIR) and build the book from them"
 	@echo "make html   - build the HTML book from the committed executed notebooks (no execution)"
