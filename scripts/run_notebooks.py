@@ -117,10 +117,25 @@ def portable(nb, data_dir: str | None = None) -> None:
             params[key] = None if key == "DATA_DIR" and repo not in val else text(val)
 
 
+#: tags added per kind of cell: papermill's injected cell is removed from the page, the
+#: parameters cell folded (a reader expands it to see what can be changed)
+HIDE = {"injected-parameters": "remove-cell", "parameters": "hide-input"}
+
+
+def hide_plumbing(nb) -> None:
+    """Tag the parameter cells so that the book hides them (:data:`HIDE`)."""
+    for cell in nb.cells:
+        tags = cell.metadata.setdefault("tags", [])
+        for kind, tag in HIDE.items():
+            if kind in tags and tag not in tags:
+                tags.append(tag)
+
+
 def stamp(path: Path, mode: str, seconds: float) -> None:
     nb = nbformat.read(path, as_version=4)
     clean_outputs(nb)
     portable(nb, os.environ.get("SCI2CL_DATA_DIR"))
+    hide_plumbing(nb)
     nb.metadata["sci2cl"] = {"mode": mode, "code_sha256": code_hash(nb), "seconds": round(seconds)}
     nbformat.write(nb, path)
 

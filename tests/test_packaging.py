@@ -113,5 +113,8 @@ def test_committed_notebooks_hold_no_path_of_the_machine_that_ran_them():
         == 'SMOKE = False\nDATA_DIR = None  # the data folder, from SCI2CL_DATA_DIR\nRUN_DIR = "../build/run"'
     )
     assert out.outputs[0]["text"] == "saved ../build/m, $SCI2CL_DATA_DIR"
+    mod.hide_plumbing(nb)
+    assert params.metadata["tags"] == ["injected-parameters", "remove-cell"]
+    assert "tags" not in out.metadata or out.metadata["tags"] == []
     for p in sorted((root / "notebooks").glob("[0-9][0-9]_*.ipynb")):
         assert str(root) not in p.read_text(), p.name
