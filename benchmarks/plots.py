@@ -59,7 +59,7 @@ def _agg(df: pd.DataFrame, metric: str, protocol: str) -> pd.DataFrame:
 def benchmark_heatmap(df: pd.DataFrame, metric: str = "nmi", protocol: str = "kmeans", ax=None):
     """Dataset x method heat map of a metric (mean over seeds), values annotated."""
     t = _agg(df, metric, protocol)
-    ax = ax or plt.subplots(figsize=(1.1 * t.shape[1] + 2, 0.55 * t.shape[0] + 1.5))[1]
+    ax = ax or plt.subplots(figsize=(1.3 * t.shape[1] + 2.5, 0.7 * t.shape[0] + 2))[1]
     im = ax.imshow(t.values, cmap="viridis", vmin=0, vmax=1, aspect="auto")
     ax.set_xticks(range(t.shape[1]), t.columns, rotation=40, ha="right")
     ax.set_yticks(range(t.shape[0]), t.index)
@@ -74,7 +74,8 @@ def benchmark_heatmap(df: pd.DataFrame, metric: str = "nmi", protocol: str = "km
                     ha="center",
                     va="center",
                     color="w" if v < 0.6 else "k",
-                    fontsize=8,
+                    fontsize=11,
+                    fontweight="bold",
                 )
     ax.figure.colorbar(im, ax=ax, label=metric.upper())
     ax.set(
@@ -116,7 +117,12 @@ def benchmark_bars(df: pd.DataFrame, protocol: str = "kmeans", metrics=("nmi", "
             ylim=(0, 1),
             title=f"{m.upper()} per dataset ({protocol}; bars: mean, whiskers: seed range)",
         )
-    axes[0, 0].legend(fontsize=7, ncol=4, loc="upper right")
+    # one legend above the panels, outside every bar
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(
+        handles, labels, loc="lower center", ncol=min(len(methods), 5), fontsize=9,
+        bbox_to_anchor=(0.5, 1.0), frameon=False,
+    )  # fmt: skip
     axes[-1, 0].set_xlabel("dataset")
     fig.tight_layout()
     return fig

@@ -58,6 +58,8 @@ def test_benchmark_bars_use_the_book_colours():
     bars = [p for p in fig.axes[0].patches]
     got = {mcolors.to_hex(b.get_facecolor()) for b in bars}
     assert got == {plots.method_color("RNA PCA").lower(), plots.method_color("scI2CL").lower()}
+    # the legend sits above the panels, not over the bars
+    assert fig.axes[0].get_legend() is None and len(fig.legends) == 1
 
 
 def test_spatial_map_greys_out_missing_labels_and_counts_them():
