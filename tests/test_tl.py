@@ -146,7 +146,7 @@ def test_plateau_rule_measures_stability_inside_the_resolution_plateau(tiny_mdat
         pd.get_dummies(m.obs["true_subtype"]).to_numpy(float) * 5,
         np.random.default_rng(0).normal(0, 0.3, (m.n_obs, 3)),
     ]
-    kw = dict(use_rep="truth_emb", seed=0, space="cosine", de=False)
+    kw = dict(use_rep="truth_emb", seed=0, space="cosine", de=False, min_markers=0)
     edge = tl.find_subpopulations(m, "cell_type", "CD14 Mono", resolution_rule="silhouette", **kw)
     mid = tl.find_subpopulations(m, "cell_type", "CD14 Mono", resolution_rule="plateau", **kw)
     assert (mid["labels"] == edge["labels"]).all() and mid["n_subclusters"] == 3
@@ -177,6 +177,7 @@ def test_subpopulation_rules_split_blobs_and_keep_noise_whole(space, rule, reque
     )
     a.obsm["e"] = X * 1e-3  # the rule must not depend on the embedding's scale
     kw = dict(use_rep="e", space=space, resolution_rule=rule, de=False, seed=0)
+    kw["min_markers"] = 0  # the clustering rules alone (X holds no genes to test)
     r = tl.find_subpopulations(a, "pop", "blobs", **kw)
     assert r["stable"] and metrics.ari(truth, r["labels"].to_numpy()) > 0.9
     r = tl.find_subpopulations(a, "pop", "noise", **kw)
@@ -338,8 +339,17 @@ def test_marker_support_keeps_a_split_without_markers_whole():
     r = tl.find_subpopulations(a, "pop", "flat", **kw)
     assert r["n_subclusters"] == 1 and not r["stable"] and r["resolution"] == 0
     # without the gate the embedding alone splits it
-    assert tl.find_subpopulations(a, "pop", "flat", use_rep="e", seed=0, de=False)["stable"]
+    assert tl.find_subpopulations(a, "pop", "flat", use_rep="e", seed=0, de=False, min_markers=0)[
+        "stable"
+    ]
+    # the default gates (one marker); the stability rule has no gate
+    default = tl.find_subpopulations(a, "pop", "flat", use_rep="e", seed=0, de=False)
+    assert default["n_subclusters"] == 1 and a.uns["subpopulation"]["params"]["min_markers"] == 1
+    tl.find_subpopulations(
+        a, "pop", "flat", use_rep="e", seed=0, de=False, resolution_rule="stability"
+    )
+    assert a.uns["subpopulation"]["params"]["min_markers"] == 0
     with pytest.raises(ValueError, match="min_markers"):
         tl.find_subpopulations(
-            a, "pop", "flat", use_rep="e", min_markers=3, resolution_rule="plateau"
+            a, "pop", "flat", use_rep="e", min_markers=3, resolution_rule="stability"
         )

@@ -125,23 +125,28 @@ def find_subpopulations(
     key_added: str = "subpopulation",
     de_modality: str = "rna",
     min_stability: float = 0.6,
-    space: str = "raw",
-    resolution_rule: str = "silhouette",
+    space: str = "cosine",
+    resolution_rule: str = "plateau",
     de: bool = True,
-    min_markers: int = 0,
+    min_markers: int | None = None,
 ) -> dict:
     """Subcluster one labelled population on the kNN graph of an embedding.
 
     The population's rows of ``obsm[use_rep]`` are put in ``space``
-    (:func:`population_space`: ``"raw"``, ``"cosine"``, ``"zscore"`` within the
-    population, or ``"pca"``, the population's own principal components), then
-    clustered by Leiden on their ``n_neighbors``-NN graph at a resolution chosen
-    label-free by ``resolution_rule``: ``"silhouette"``, the resolution of
-    :data:`RESOLUTIONS` whose clusters have the highest silhouette
-    (:func:`~sci2cl.metrics.leiden_label_free`; a tie goes to the lowest);
-    ``"plateau"``, the same clusters, their stability measured at the middle
-    of the resolutions that give them (not at the edge where they first
-    appear); ``"stability"``, the finest
+    (:func:`population_space`: ``"cosine"``, rows scaled to unit length, so that
+    the rule does not depend on the embedding's scale; ``"raw"``, ``"zscore"``
+    within the population, or ``"pca"``, the population's own principal
+    components), then clustered by Leiden on their ``n_neighbors``-NN graph at a
+    resolution chosen label-free by ``resolution_rule``: ``"silhouette"``, the
+    resolution of :data:`RESOLUTIONS` whose clusters have the highest silhouette
+    (:func:`~sci2cl.metrics.leiden_label_free`; a tie goes to the lowest) among
+    those whose every subcluster has at least ``min_markers`` marker genes
+    (:func:`marker_counts`: up against the rest of the population at BH 0.05 by a
+    log2 fold change of 1 or more; ``None``: 1; ``0``: no marker gate), the
+    population kept whole when no resolution qualifies;
+    ``"plateau"`` (the default), the same clusters, their stability measured at
+    the middle of the resolutions that give them (not at the edge where they
+    first appear, where subsamples fall back to fewer); ``"stability"``, the finest
     resolution whose split is stable (mean subsample ARI at least
     ``min_stability``), the population kept whole when none is.
     Evidence that the split is real:
@@ -169,11 +174,13 @@ def find_subpopulations(
     check_range("min_stability", min_stability, 0, 1)
     check_choice("space", space, SUBCLUSTER_SPACES)
     check_choice("resolution_rule", resolution_rule, RESOLUTION_RULES)
+    if min_markers is None:
+        min_markers = 0 if resolution_rule == "stability" else 1
     check_range("min_markers", min_markers, 0, integer=True)
-    if min_markers and resolution_rule != "silhouette":
+    if min_markers and resolution_rule == "stability":
         raise ValueError(
-            f"min_markers={min_markers} gates the silhouette rule's resolutions; use "
-            f"resolution_rule='silhouette' or min_markers=0 (got {resolution_rule!r})"
+            f"min_markers={min_markers} gates the silhouette and plateau rules' resolutions; "
+            f"use one of those or min_markers=0 (got resolution_rule={resolution_rule!r})"
         )
     check_names(mdata)
     if isinstance(mdata, md.MuData) and de_modality not in mdata.mod:
@@ -200,6 +207,8 @@ def find_subpopulations(
         lab, res = _supported_resolution(
             X, mdata, de_modality, cells, n_neighbors, seed, min_markers
         )
+        if res and resolution_rule == "plateau":
+            res = _plateau_centre(X, lab, res, n_neighbors, seed)
         stab = (
             _stability(X, lab, res, n_neighbors, n_repeats, subsample, seed)
             if res
