@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from benchmarks.common import dev_parser, report
+from benchmarks.common import dev_parser
 from benchmarks.scrcl import pca_embedding
 from sci2cl import SCRCL, datasets, metrics, pp
 
@@ -46,9 +46,16 @@ def dev_rna(name: str):
     return a
 
 
-def run(datasets, seeds, readouts, out: Path, **model_kw) -> pd.DataFrame:
-    """Train one scRCL per dataset and seed (``model_kw`` to ``SCRCL``); score each read-out."""
-    out.mkdir(parents=True, exist_ok=True)
+def run(datasets, seeds, readouts, out: Path, config: str = "default", **model_kw) -> pd.DataFrame:
+    """Train one scRCL per dataset and seed (``model_kw`` to ``SCRCL``); score each read-out.
+
+    Rows carry ``config`` (a name for ``model_kw``) and ``params``; the log at ``out`` keeps the
+    rows of other configurations, datasets and seeds (the losers stay on record).
+    """
+    import json
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    old = pd.read_csv(out) if out.exists() else pd.DataFrame()
     rows = []
     for ds in datasets:
         a = dev_rna(ds)
@@ -63,6 +70,8 @@ def run(datasets, seeds, readouts, out: Path, **model_kw) -> pd.DataFrame:
                 lab = m.predict(key_added=None, use=r)
                 rows.append(
                     {
+                        "config": config,
+                        "params": json.dumps(model_kw),
                         "dataset": ds,
                         "method": f"scRCL ({r})",
                         "seed": seed,
@@ -72,28 +81,37 @@ def run(datasets, seeds, readouts, out: Path, **model_kw) -> pd.DataFrame:
                     }
                 )
             lab = metrics.kmeans_labels(pca_embedding(a, seed), k, seed)
-            rows.append(
-                {"dataset": ds, "method": "PCA + KMeans", "seed": seed, **metrics.score_all(y, lab)}
+            rows.append({"config": config, "dataset": ds, "method": "PCA + KMeans", "seed": seed,
+                         **metrics.score_all(y, lab)})  # fmt: skip
+            new = pd.DataFrame(rows)
+            keys = ["config", "dataset", "seed"]
+            if not old.empty:
+                done = old[keys].astype(str).agg("|".join, axis=1)
+                old = old[~done.isin(set(new[keys].astype(str).agg("|".join, axis=1)))]
+            cols = ["config", "dataset", "method", "seed", "nmi", "ari"]
+            print(
+                new.iloc[-len(readouts) - 1 :][cols].to_string(header=False, index=False),
+                flush=True,
             )
-            report(
-                rows,
-                len(readouts) + 1,
-                ["dataset", "method", "seed", "nmi", "ari"],
-                out / "scrcl_dev.csv",
-            )
+            pd.concat([old, new], ignore_index=True).to_csv(out.with_suffix(".tmp"), index=False)
+            out.with_suffix(".tmp").replace(out)
     return pd.DataFrame(rows)
 
 
 def main() -> int:
     ap = dev_parser(__doc__, DEV, ["refined", "cell", "both"])
     ap.add_argument("--smoothing", nargs=2, type=int, default=None, help="scRCL's (t1, t2)")
-    ap.add_argument("--out", default=str(ROOT / "build" / "bench" / "scrcl_dev"))
+    ap.add_argument("--target-sum", default=None, help="scRCL's target_sum ('median': None)")
+    ap.add_argument("--config", default="default", help="the configuration's name in the log")
+    ap.add_argument("--out", default=str(ROOT / "results" / "scrcl_dev_log.csv"))
     a = ap.parse_args()
     import torch
 
     torch.set_num_threads(a.threads)
     kw = {} if a.smoothing is None else {"smoothing": tuple(a.smoothing)}
-    df = run(a.datasets, a.seeds, a.readouts, Path(a.out), **kw)
+    if a.target_sum is not None:
+        kw["target_sum"] = None if a.target_sum == "median" else float(a.target_sum)
+    df = run(a.datasets, a.seeds, a.readouts, Path(a.out), config=a.config, **kw)
     print(
         df.pivot_table(index="dataset", columns="method", values=["nmi", "ari"])
         .round(3)

@@ -45,6 +45,14 @@ CONFIGS = {
     # the edges of the grid around the best so far (graph k15 t5)
     "graph k15 t8": _spatial("graph", 15, (8, 0)),
     "graph k25 t5": _spatial("graph", 25, (5, 0)),
+    # BANKSY's neighbourhood augmentation (own expression and the neighbours' mean as features) at
+    # its authors' two settings: lambda 0.2 for cell types, 0.8 for domains, 15 neighbours
+    "augment k15 l0.2": {**_spatial("augment", 15, (3, 0)), "spatial_lambda": 0.2},
+    "augment k15 l0.8": {**_spatial("augment", 15, (3, 0)), "spatial_lambda": 0.8},
+    # counts normalised to the median count per cell (scanpy's default) instead of 10,000: on a
+    # 33-gene FISH panel the log of counts scaled to 10,000 is far from the log of the counts
+    "graph k25 t5 median": {**_spatial("graph", 25, (5, 0)), "target_sum": None},
+    "expression median": {"target_sum": None},
 }
 
 

@@ -76,13 +76,25 @@ def load(name: str, max_cells: int | None = None) -> ad.AnnData:
 
 # --------------------------------------------------------------------------- methods
 def _pca(adata: ad.AnnData, seed: int, **_) -> dict:
-    """Scanpy: normalise, log1p, HVG (seurat, at most 2,000), scale, PCA (50, or genes - 1)."""
+    """Scanpy with its defaults: median normalisation, log1p, HVG, scale, PCA.
+
+    Counts normalised to the median count per cell, log1p, HVGs (seurat, at most 2,000),
+    scaled, PCA (50 components, or genes - 1). The median, not 10,000: on a FISH panel of a few dozen genes and low counts, the log of
+    counts scaled to 10,000 per cell is nearly a log of ratios, which loses cell types (the
+    development log of scRCL's normalisation, ``results/scrcl_spatial_dev.csv``).
+    """
     import scanpy as sc
 
-    a = adata.copy()
+    a = ad.AnnData(adata.layers["counts"].astype(np.float32), obs=adata.obs[[]])
     sc.pp.filter_genes(a, min_cells=1)
-    n = min(50, a.n_vars - 1)
-    return {"embedding": pp.pca(a, n, n_top_genes=min(2000, a.n_vars), flavor="seurat", seed=seed)}
+    sc.pp.normalize_total(a)
+    sc.pp.log1p(a)
+    if a.n_vars > 2000:
+        sc.pp.highly_variable_genes(a, n_top_genes=2000, flavor="seurat", subset=True)
+    a.X = np.asarray(a.X.toarray() if hasattr(a.X, "toarray") else a.X)
+    sc.pp.scale(a, max_value=10)
+    sc.tl.pca(a, n_comps=min(50, a.n_vars - 1), random_state=seed)
+    return {"embedding": a.obsm["X_pca"]}
 
 
 def _banksy(adata: ad.AnnData, seed: int, task: str = "domains", **_) -> dict:
@@ -149,15 +161,24 @@ def _scrcl(adata: ad.AnnData, seed: int, spatial: bool, max_epochs: int | None =
     return {"embedding": m.get_latent_representation(key_added=None), "model": m}
 
 
+def _scrcl_for_task(adata: ad.AnnData, seed: int, task: str = "domains", **kw) -> dict:
+    """The scRCL mode for the task the user names (as BANKSY's lambda).
+
+    The spatial graph for domains, the expression graph for cell types (which mix within a domain).
+    """
+    return _scrcl(adata, seed, task == "domains", **kw)
+
+
 METHODS = {
     "PCA": _pca,
     "BANKSY": _banksy,
     "GraphST": _graphst,
     "scRCL (expression graph)": lambda a, s, **kw: _scrcl(a, s, False, **kw),
     "scRCL (spatial graph)": lambda a, s, **kw: _scrcl(a, s, True, **kw),
+    "scRCL (mode for the task)": _scrcl_for_task,
 }
-#: methods whose embedding depends on the task (BANKSY's lambda)
-PER_TASK = {"BANKSY"}
+#: methods whose embedding depends on the task (BANKSY's lambda, scRCL's graph)
+PER_TASK = {"BANKSY", "scRCL (mode for the task)"}
 
 
 def score(y: pd.Series, labels: np.ndarray) -> dict:
@@ -192,6 +213,8 @@ def run_method(
             kw = {"task": task}
             if method.startswith("scRCL"):
                 kw = {"max_epochs": max_epochs, **(scrcl_kw or {})}
+                if method in PER_TASK:
+                    kw["task"] = task
             elif method == "GraphST":
                 kw = {"max_epochs": graphst_epochs}
             with peers.PeakMemory() as mem:

@@ -113,6 +113,29 @@ def _labelled_points(
     return pts[:, :2], text, missing, sorted(text[~missing].unique())
 
 
+def _class_colors(n: int):
+    """A colour map with ``n`` distinct colours.
+
+    tab10 up to 10, tab20 up to 20, then tab20, tab20b and tab20c joined (60);
+    beyond that colours repeat (the legend names the classes).
+    """
+    from matplotlib.colors import ListedColormap
+
+    if n <= 10:
+        return plt.get_cmap("tab10", max(n, 1))
+    if n <= 20:
+        return plt.get_cmap("tab20", n)
+    pool = [c for name in ("tab20", "tab20b", "tab20c") for c in plt.get_cmap(name).colors]
+    return ListedColormap([pool[i % len(pool)] for i in range(n)])
+
+
+def _class_legend(ax, title: str, n: int) -> None:
+    """The classes' legend right of the axes, readable at the page's width (two columns past 16)."""
+    ax.legend(fontsize=8, markerscale=2.5, title=title or None, loc="center left",
+              bbox_to_anchor=(1, 0.5), frameon=False, ncol=2 if n > 16 else 1,
+              columnspacing=0.8, handletextpad=0.3)  # fmt: skip
+
+
 def _draw_classes(ax, pts, text, missing, cats, cmap, s) -> None:
     """Missing labels in grey (counted in the legend), then one colour per class."""
     if missing.any():
@@ -136,7 +159,7 @@ def embedding_grid(
         name: _labelled_points(xy, labels, f"coords[{name!r}]") for name, xy in coords.items()
     }
     _, text, missing, cats = next(iter(checked.values()))
-    cmap = plt.get_cmap("tab20", max(len(cats), 1))
+    cmap = _class_colors(len(cats))
     n = len(coords)
     nrows = int(np.ceil(n / ncols))
     fig, axes = plt.subplots(
@@ -183,14 +206,12 @@ def spatial_map(
     """
     pts, text, missing, cats = _labelled_points(xy, labels)
     ax = ax or plt.subplots(figsize=(5, 4.5))[1]
-    cmap = plt.get_cmap("tab20" if len(cats) > 10 else "tab10", max(len(cats), 1))
-    _draw_classes(ax, pts, text, missing, cats, cmap, s)
+    _draw_classes(ax, pts, text, missing, cats, _class_colors(len(cats)), s)
     suffix = f" ({unit})" if unit else ""
     ax.set(title=title, xlabel=f"x{suffix}", ylabel=f"y{suffix}", aspect="equal")
     if invert_y:
         ax.invert_yaxis()
-    ax.legend(fontsize=6, markerscale=2, title=legend_title, loc="center left",
-              bbox_to_anchor=(1, 0.5), frameon=False)  # fmt: skip
+    _class_legend(ax, legend_title, len(cats) + int(missing.any()))
     return ax
 
 
@@ -216,8 +237,7 @@ def scatter(
                 f"{h.dtype} of shape {h.shape}"
             )
     ax = ax or plt.subplots(figsize=(5, 4.5))[1]
-    cmap = plt.get_cmap("tab20", max(len(cats), 1))
-    _draw_classes(ax, pts, text, missing, cats, cmap, s)
+    _draw_classes(ax, pts, text, missing, cats, _class_colors(len(cats)), s)
     if highlight is not None:
         ax.scatter(
             pts[h, 0],
@@ -229,9 +249,7 @@ def scatter(
             label="flagged",
         )
     ax.set(title=title, xlabel="dimension 1", ylabel="dimension 2", xticks=[], yticks=[])
-    ax.legend(
-        fontsize=7, markerscale=2, title=legend_title, loc="center left", bbox_to_anchor=(1, 0.5)
-    )
+    _class_legend(ax, legend_title, len(cats) + int(missing.any()))
     return ax
 
 
@@ -274,19 +292,34 @@ def modality_weights(weights: pd.DataFrame, groups, ax=None, title: str = "Modal
     return ax
 
 
-def gsea_bars(res: pd.DataFrame, n: int = 10, ax=None, title: str = "GSEA (prerank)"):
-    """Normalised enrichment scores of the top terms by FDR, bars coloured by FDR."""
+def gsea_bars(
+    res: pd.DataFrame,
+    n: int = 10,
+    ax=None,
+    title: str = "GSEA (prerank)",
+    alpha: float = 0.05,
+):
+    """Normalised enrichment scores of the ``n`` terms with the lowest FDR q-value.
+
+    Terms at FDR q-value below ``alpha`` are drawn in colour (red: enriched
+    among the subcluster's up-ranked genes, blue: among its down-ranked ones),
+    the others in grey and marked "n.s."; the title counts the significant
+    terms of ``res``, so a panel of non-significant sets says so.
+    """
     d = res.copy()
     d["NES"] = d["NES"].astype(float)
     d["FDR q-val"] = d["FDR q-val"].astype(float)
+    n_sig = int((d["FDR q-val"] < alpha).sum())
     d = d.sort_values("FDR q-val").head(n).iloc[::-1]
-    ax = ax or plt.subplots(figsize=(7, 0.35 * len(d) + 1.2))[1]
-    colors = plt.get_cmap("viridis_r")(np.clip(d["FDR q-val"].to_numpy() / 0.25, 0, 1))
-    ax.barh([t[:60] for t in d["Term"]], d["NES"], color=colors)
+    ax = ax or plt.subplots(figsize=(8, 0.4 * len(d) + 1.4))[1]
+    sig = (d["FDR q-val"] < alpha).to_numpy()
+    colors = np.where(sig, np.where(d["NES"] > 0, "#c0392b", "#2e6da4"), "#bbbbbb")
+    labels = [t[:60] + ("" if s else "  (n.s.)") for t, s in zip(d["Term"], sig, strict=True)]
+    ax.barh(labels, d["NES"], color=colors)
     ax.axvline(0, color="k", lw=0.8)
-    sm = plt.cm.ScalarMappable(cmap="viridis_r", norm=plt.Normalize(0, 0.25))
-    ax.figure.colorbar(sm, ax=ax, label="FDR q-value")
-    ax.set(xlabel="normalised enrichment score (NES)", ylabel="gene set", title=title)
+    head = f"{n_sig} of {len(res)} sets at FDR < {alpha:g}"
+    ax.set(xlabel="normalised enrichment score (NES)", ylabel="gene set",
+           title=f"{title}\n{head}")  # fmt: skip
     return ax
 
 

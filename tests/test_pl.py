@@ -124,3 +124,34 @@ def test_gene_trends_follow_a_sparse_gene_that_rises_along_pseudotime():
     assert lines["Flat"].get_ydata().min() > 0.6
     with pytest.raises(ValueError, match="expr has 3 rows"):
         pl.gene_trends(pt, pd.DataFrame({"g": [1, 2, 3]}))
+
+
+def test_gsea_bars_grey_out_and_count_the_non_significant_sets():
+    import matplotlib.colors as mcolors
+
+    res = pd.DataFrame({
+        "Term": ["up set", "down set", "weak set", "noise set"],
+        "NES": [2.1, -1.8, 1.2, -0.4],
+        "FDR q-val": [0.001, 0.02, 0.3, 0.9],
+    })  # fmt: skip
+    ax = pl.gsea_bars(res, n=3, title="g")
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    assert labels == ["weak set  (n.s.)", "down set", "up set"]  # top 3 by FDR, best on top
+    grey = [np.allclose(mcolors.to_rgb(p.get_facecolor()), mcolors.to_rgb("#bbbbbb"))
+            for p in ax.containers[0]]  # fmt: skip
+    assert grey == [True, False, False]
+    assert "2 of 4 sets at FDR < 0.05" in ax.get_title()
+    ax = pl.gsea_bars(res.iloc[2:], title="g")
+    assert "0 of 2 sets" in ax.get_title()
+
+
+def test_many_classes_get_distinct_colours_and_a_readable_legend():
+    import matplotlib.colors as mcolors
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat([f"type {i}" for i in range(31)], 5)
+    ax = pl.spatial_map(rng.normal(size=(len(labels), 2)), labels, legend_title="cell type")
+    colours = {mcolors.to_hex(c.get_facecolor()[0]) for c in ax.collections}
+    assert len(colours) == 31  # no two classes share a colour
+    leg = ax.get_legend()
+    assert leg._ncols == 2 and min(t.get_fontsize() for t in leg.get_texts()) >= 8

@@ -103,6 +103,43 @@ def test_scrcl_spatial_graph_uses_the_coordinates():
         m.predict(key_added=None, n_clusters=1)
 
 
+def test_augmented_features_are_own_and_neighbour_mean_with_their_weights():
+    """``spatial_mode="augment"``: each cell's features are its own scaled row and the mean of its
+    spatial neighbours' rows (BANKSY), weighted sqrt(1 - lambda) and sqrt(lambda); the model trains on
+    the doubled features and, with most weight on the neighbours, finds the weak domain signal of the
+    test above."""
+    from sci2cl import metrics
+    from sci2cl._graph import knn_adjacency
+    from sci2cl.model._scrcl import _augment
+
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(50, 4)).astype(np.float32)
+    xy = rng.uniform(size=(50, 2))
+    A = knn_adjacency(xy, 5)
+    out = _augment(A, X, 0.36)
+    i = 7
+    nb = A[i].indices
+    np.testing.assert_allclose(out[i, :4], 0.8 * X[i], rtol=1e-5)
+    np.testing.assert_allclose(out[i, 4:], 0.6 * X[nb].mean(0), rtol=1e-5)
+    np.testing.assert_allclose(_augment(A, X, 0.0)[:, 4:], 0)
+
+    left = np.tile(np.arange(20), 20) < 10
+    Xc = rng.poisson(2.0, (400, 30)).astype(np.float32)
+    Xc[left, :3] += rng.poisson(1.0, (left.sum(), 3))
+    a = _grid(np.zeros(400, int), X=Xc)
+    a.layers["counts"] = a.X.copy()
+    SCRCL.setup_anndata(a, layer="counts")
+    m = SCRCL(a, n_clusters=2, spatial_key="spatial", spatial_mode="augment", spatial_lambda=0.95,
+              smoothing=(3, 0), n_neighbors=8, n_spatial_neighbors=8, seed=0)  # fmt: skip
+    assert m._x1.shape == (400, 2 * len(m.genes))
+    m.train(max_epochs=30, progress_bar=False)
+    assert metrics.nmi(left, m.predict(key_added=None)) > 0.25
+    with pytest.raises(ValueError, match="spatial_lambda"):
+        SCRCL(a, spatial_key="spatial", spatial_mode="augment", spatial_lambda=1.5)
+    with pytest.raises(ValueError, match="target_sum"):
+        SCRCL(a, target_sum=0)
+
+
 def test_spatial_sets_keep_missing_labels_missing(shared_data):
     d = datasets.load("dlpfc_151510", data_dir=shared_data)
     assert d.obs["layer"].isna().sum() == 39
