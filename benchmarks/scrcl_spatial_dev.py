@@ -53,6 +53,14 @@ CONFIGS = {
     # 33-gene FISH panel the log of counts scaled to 10,000 is far from the log of the counts
     "graph k25 t5 median": {**_spatial("graph", 25, (5, 0)), "target_sum": None},
     "expression median": {"target_sum": None},
+    # cell types on the median-normalised counts: less or no smoothing, BANKSY's features
+    "expression median t1": {"target_sum": None, "smoothing": (1, 0)},
+    "expression median t0": {"target_sum": None, "smoothing": (0, 0)},
+    "augment k15 l0.2 median": {
+        **_spatial("augment", 15, (3, 0)),
+        "spatial_lambda": 0.2,
+        "target_sum": None,
+    },
 }
 
 
