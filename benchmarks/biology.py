@@ -189,11 +189,14 @@ def run(datasets, methods, seeds, out: Path = OUT, log=print) -> dict[str, pd.Da
                 rep = f"_emb_{method}"
                 mdata.obsm[rep] = got["embedding"]
                 base = {"dataset": ds, "method": method, "seed": seed}
+                clean = list(mdata.obs.columns)
                 for name, fn in EXPERIMENTS.items():
                     with warnings.catch_warnings():
                         warnings.simplefilter("ignore")
                         rows[name] += [{**base, **r} for r in fn(mdata, rep, seed, task)]
                 del mdata.obsm[rep]
+                # the experiments' columns go: the next embedding's cache key hashes obs
+                mdata.obs.drop(columns=[c for c in mdata.obs if c not in clean], inplace=True)
                 log(f"{ds} {method} seed {seed}: {time.perf_counter() - t:.0f} s")
     out_frames = {}
     for name, r in rows.items():

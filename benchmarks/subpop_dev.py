@@ -76,6 +76,7 @@ def main() -> int:
                                 **_rule(choice),
                             )  # fmt: skip
                         cells = r["labels"].index
+                        del mdata.obs["_sub"]  # the embeddings' cache key hashes obs
                         fine = mdata.obs.loc[cells, task["fine"]].astype(str)
                         rows.append({
                             "method": method, "seed": seed, "space": space, "choice": choice,
