@@ -192,7 +192,9 @@ def _spatial(root: Path) -> str | None:
     d = df[df["protocol"] == "kmeans"].copy()
     d["dataset"] = d["dataset"] + " " + d["label"]
     # scRCL as a user runs it: the mode for the task (the spatial graph alone where that row is missing)
-    own = "scRCL (mode for the task)" if (d["method"] == "scRCL (mode for the task)").any() else None
+    own = (
+        "scRCL (mode for the task)" if (d["method"] == "scRCL (mode for the task)").any() else None
+    )
     drop = {"scRCL (expression graph)", "scRCL (spatial graph)"} - {own or "scRCL (spatial graph)"}
     d = d[~d["method"].isin(drop)].replace({own or "scRCL (spatial graph)": "scRCL"})
     v = versus_best_peer(d, "scRCL")
