@@ -192,11 +192,9 @@ def _spatial(root: Path) -> str | None:
     d = df[df["protocol"] == "kmeans"].copy()
     d["dataset"] = d["dataset"] + " " + d["label"]
     # scRCL as a user runs it: the mode for the task (the spatial graph alone where that row is missing)
-    own = (
-        "scRCL (mode for the task)" if (d["method"] == "scRCL (mode for the task)").any() else None
-    )
-    drop = {"scRCL (expression graph)", "scRCL (spatial graph)"} - {own or "scRCL (spatial graph)"}
-    d = d[~d["method"].isin(drop)].replace({own or "scRCL (spatial graph)": "scRCL"})
+    own = "scRCL (mode for the task)"
+    own = own if (d["method"] == own).any() else "scRCL (spatial graph)"
+    d = d[~d["method"].str.startswith("scRCL") | (d["method"] == own)].replace({own: "scRCL"})
     v = versus_best_peer(d, "scRCL")
     return f"Tissue tasks (KMeans NMI, 3 seeds): {_counts(v)} of {len(v)}{_behind(v)}."
 

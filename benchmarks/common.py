@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import fcntl
 import os
 import warnings
 from pathlib import Path
@@ -135,3 +136,25 @@ def report(rows: list[dict], n_last: int, columns: list[str], path: Path) -> Non
     df = pd.DataFrame(rows)
     print(df.iloc[-n_last:][columns].to_string(header=False, index=False), flush=True)
     df.to_csv(path, index=False)
+
+
+def append_log(rows: list[dict], log: Path, keys, defaults: dict | None = None) -> None:
+    """Append ``rows`` to the CSV ``log`` atomically, dropping its old rows with the same ``keys``.
+
+    ``defaults`` fill missing values of old rows (columns added to a log later). A lock file
+    serialises runners that share the log (one per core).
+    """
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        new = pd.DataFrame(rows)
+        if log.exists():
+            old = pd.read_csv(log)
+            for col, value in (defaults or {}).items():
+                old[col] = old.get(col, pd.Series(index=old.index, dtype=float)).fillna(value)
+            keys = list(keys)
+            same = old.set_index(keys).index.isin(new.set_index(keys).index.unique())
+            new = pd.concat([old[~same], new], ignore_index=True)
+        tmp = log.with_suffix(f".{os.getpid()}.tmp")
+        new.to_csv(tmp, index=False)
+        tmp.replace(log)

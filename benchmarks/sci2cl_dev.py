@@ -19,9 +19,7 @@ score; nothing here reads them before the model is trained.
 from __future__ import annotations
 
 import argparse
-import fcntl
 import json
-import os
 import subprocess
 import sys
 import time
@@ -31,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from benchmarks import peers
-from benchmarks.common import label_key, prepare
+from benchmarks.common import append_log, label_key, prepare
 from benchmarks.report import paired_differences
 from sci2cl import SCI2CL, metrics
 
@@ -144,23 +142,8 @@ def _fractions(df: pd.DataFrame) -> pd.Series:
 
 
 def _write(rows: list[dict], log: Path, keys=("config", "dataset", "rna_fraction", "seed")) -> None:
-    """Append ``rows`` to ``log`` atomically, dropping old rows with the same ``keys``.
-
-    A lock file serialises runners that share the log (one per core).
-    """
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log.with_suffix(".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        new = pd.DataFrame(rows)
-        if log.exists():
-            old = pd.read_csv(log)
-            old["rna_fraction"] = _fractions(old)
-            keys = list(keys)
-            same = old.set_index(keys).index.isin(new.set_index(keys).index.unique())
-            new = pd.concat([old[~same], new], ignore_index=True)
-        tmp = log.with_suffix(f".{os.getpid()}.tmp")
-        new.to_csv(tmp, index=False)
-        tmp.replace(log)
+    """Append ``rows`` to ``log`` (:func:`benchmarks.common.append_log`); old rows had all RNA."""
+    append_log(rows, log, keys, defaults={"rna_fraction": 1.0})
 
 
 def _share(model) -> float:

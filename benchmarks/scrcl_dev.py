@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from benchmarks.common import dev_parser
+from benchmarks.common import append_log, dev_parser
 from benchmarks.scrcl import pca_embedding
 from sci2cl import SCRCL, datasets, metrics, pp
 
@@ -54,8 +54,6 @@ def run(datasets, seeds, readouts, out: Path, config: str = "default", **model_k
     """
     import json
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    old = pd.read_csv(out) if out.exists() else pd.DataFrame()
     rows = []
     for ds in datasets:
         a = dev_rna(ds)
@@ -83,18 +81,10 @@ def run(datasets, seeds, readouts, out: Path, config: str = "default", **model_k
             lab = metrics.kmeans_labels(pca_embedding(a, seed), k, seed)
             rows.append({"config": config, "dataset": ds, "method": "PCA + KMeans", "seed": seed,
                          **metrics.score_all(y, lab)})  # fmt: skip
-            new = pd.DataFrame(rows)
-            keys = ["config", "dataset", "seed"]
-            if not old.empty:
-                done = old[keys].astype(str).agg("|".join, axis=1)
-                old = old[~done.isin(set(new[keys].astype(str).agg("|".join, axis=1)))]
+            last = rows[-len(readouts) - 1 :]
             cols = ["config", "dataset", "method", "seed", "nmi", "ari"]
-            print(
-                new.iloc[-len(readouts) - 1 :][cols].to_string(header=False, index=False),
-                flush=True,
-            )
-            pd.concat([old, new], ignore_index=True).to_csv(out.with_suffix(".tmp"), index=False)
-            out.with_suffix(".tmp").replace(out)
+            print(pd.DataFrame(last)[cols].to_string(header=False, index=False), flush=True)
+            append_log(last, out, ["config", "dataset", "seed"])
     return pd.DataFrame(rows)
 
 

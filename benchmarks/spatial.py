@@ -79,9 +79,10 @@ def _pca(adata: ad.AnnData, seed: int, **_) -> dict:
     """Scanpy with its defaults: median normalisation, log1p, HVG, scale, PCA.
 
     Counts normalised to the median count per cell, log1p, HVGs (seurat, at most 2,000),
-    scaled, PCA (50 components, or genes - 1). The median, not 10,000: on a FISH panel of a few dozen genes and low counts, the log of
-    counts scaled to 10,000 per cell is nearly a log of ratios, which loses cell types (the
-    development log of scRCL's normalisation, ``results/scrcl_spatial_dev.csv``).
+    scaled, PCA (50 components, or genes - 1). The median, not 10,000: on a FISH panel of a few
+    dozen genes and low counts, the log of counts scaled to 10,000 per cell is nearly a log of
+    ratios, which loses cell types (``results/scrcl_spatial_dev.csv``). Written with scanpy here
+    rather than :func:`sci2cl.pp.pca` (10,000), whose file is in every paired method's code version.
     """
     import scanpy as sc
 
@@ -210,11 +211,9 @@ def run_method(
         y = adata.obs[key]
         k = int(y.dropna().nunique())
         if res is None or method in PER_TASK:
-            kw = {"task": task}
+            kw = {"task": task} if method in PER_TASK else {}
             if method.startswith("scRCL"):
-                kw = {"max_epochs": max_epochs, **(scrcl_kw or {})}
-                if method in PER_TASK:
-                    kw["task"] = task
+                kw.update(max_epochs=max_epochs, **(scrcl_kw or {}))
             elif method == "GraphST":
                 kw = {"max_epochs": graphst_epochs}
             with peers.PeakMemory() as mem:
