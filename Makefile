@@ -9,7 +9,7 @@ export SCI2CL_DATA_DIR
 SMOKE_DIR ?= build/smoke
 HTML ?= book/_build/html
 
-.PHONY: help install test smoke smoke-paper book html notebooks bench bench-sci2cl bench-scrcl bench-spatial lint format check-book clean
+.PHONY: help install test smoke smoke-paper book html notebooks bench bench-sci2cl bench-scrcl desc-env bench-spatial lint format check-book clean
 
 help:
 	@echo "make book   - re-execute (full, papermill) the notebooks whose committed run is stale, build the HTML book"
@@ -18,7 +18,7 @@ help:
 	@echo "make smoke  - execute every notebook with SMOKE=True in $(SMOKE_DIR) and build the book from them"
 	@echo "make html   - build the HTML book from the committed executed notebooks (no execution)"
 	@echo "make bench  - the clustering benchmark of chapter 3 -> results/benchmark_clustering.csv, results/figures/"
-	@echo "make bench-sci2cl / bench-scrcl - the methods chapter's scI2CL measurements (speed, quality, scaling to 1M cells from disk, Lightning vs loop) / chapter 7's scRCL benchmark"
+	@echo "make bench-sci2cl / bench-scrcl - the methods chapter's scI2CL measurements (speed, quality, scaling to 1M cells from disk, Lightning vs loop) / chapter 7's scRCL benchmark (its DESC peer needs make desc-env)"
 	@echo "make bench-spatial - chapter 8: scRCL's spatial development log and the spatial benchmark"
 	@echo "make lint   - ruff"
 	@echo "make check-book - headless Chromium check of the built HTML (HTML=...)"
@@ -96,6 +96,15 @@ bench-sci2cl: $(STAMP)
 
 bench-scrcl: $(STAMP)
 	$(PY) -m benchmarks scrcl
+
+# DESC (a peer of chapter 7) in its own environment: it needs tensorflow and pandas < 2
+desc-env: build/venv-desc/bin/python
+build/venv-desc/bin/python: benchmarks/desc-requirements.txt
+	@command -v dot >/dev/null || { echo "DESC draws its network with Graphviz: install it (apt-get install graphviz)"; exit 1; }
+	python3 -m venv build/venv-desc
+	build/venv-desc/bin/pip install -q "pip<24.1"
+	build/venv-desc/bin/pip install -q -r benchmarks/desc-requirements.txt
+	touch build/venv-desc/bin/python
 
 # one thread each (2 cores); the development log first: the benchmark runs the chosen mode
 bench-spatial: $(STAMP)

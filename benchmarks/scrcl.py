@@ -1,16 +1,23 @@
-"""scRCL benchmark on the labelled scRNA-seq sets: scRCL vs. PCA + KMeans, Leiden and (optionally) scVI.
+"""scRCL benchmark on the labelled scRNA-seq sets: scRCL vs. PCA + KMeans, Leiden, scVI and DESC.
 
 Usage: python -m benchmarks.scrcl [--smoke] [--seeds 5 15 25 35 45] [--datasets ...]
                                   [--scvi-epochs 100 | --no-scvi] [--methods scRCL ...]
 Writes results/benchmark_scrcl.csv (dataset, method, seed, acc, nmi, ari, n_clusters, seconds, peak_mb).
 scVI (scvi-tools, CPU) runs on the 2,000 seurat_v3 HVGs of the raw counts for ``--scvi-epochs`` epochs
 (100 by default to fit the CPU budget; scvi-tools' own default would be up to 400 here).
+DESC (a deep clustering peer of the scRCL paper) runs in its own environment (tensorflow 2.15,
+``make desc-env``; :data:`DESC_PYTHON`), through :mod:`benchmarks.desc_worker`: its own clusters
+(``"DESC"``, label-free) and KMeans at the true k on its embedding (``"DESC + KMeans"``).
+Without that environment the DESC rows are skipped with a message.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
 import sys
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -24,7 +31,45 @@ from benchmarks.config import SCRNA
 from sci2cl import SCRCL, datasets, metrics, pp
 
 ROOT = Path(__file__).resolve().parents[1]
-METHODS = ("scRCL", "PCA + KMeans", "PCA + Leiden", "scVI + KMeans")
+METHODS = ("scRCL", "PCA + KMeans", "PCA + Leiden", "scVI + KMeans", "DESC", "DESC + KMeans")
+#: DESC's own environment: desc 2.1.1 needs tensorflow and pandas < 2, which do not install beside
+#: our stack (``make desc-env`` builds it; ``SCI2CL_DESC_PYTHON`` points elsewhere)
+DESC_PYTHON = Path(
+    os.environ.get("SCI2CL_DESC_PYTHON", ROOT / "build" / "venv-desc" / "bin" / "python")
+)
+
+
+def desc_clusters(adata, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """DESC's embedding ``(n_cells, d)`` and its own clusters ``(n_cells,)`` of ``adata``'s raw counts.
+
+    Runs :mod:`benchmarks.desc_worker` in DESC's environment (one thread). Raises
+    :class:`~benchmarks.peers.PeerUnavailable` when that environment is missing and
+    ``RuntimeError`` with DESC's last output when it fails.
+    """
+    import anndata as ad
+
+    if not DESC_PYTHON.exists():
+        raise peers.PeerUnavailable(
+            f"DESC's environment is missing ({DESC_PYTHON}); build it with `make desc-env`"
+        )
+    counts = adata.layers["counts"]
+    with tempfile.TemporaryDirectory() as tmp:
+        a = ad.AnnData(
+            X=counts.astype(np.float32),
+            obs=pd.DataFrame(index=adata.obs_names.astype(str)),
+            var=pd.DataFrame(index=adata.var_names.astype(str)),
+        )
+        a.write_h5ad(f"{tmp}/in.h5ad")
+        worker = Path(__file__).with_name("desc_worker.py")
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "TF_NUM_INTRAOP_THREADS": "1"}
+        r = subprocess.run(
+            [str(DESC_PYTHON), str(worker), f"{tmp}/in.h5ad", f"{tmp}/out.npz", str(seed)],
+            capture_output=True, text=True, env=env,
+        )  # fmt: skip
+        if r.returncode != 0:
+            raise RuntimeError(f"DESC failed (exit {r.returncode}): {r.stderr[-1500:]}")
+        with np.load(f"{tmp}/out.npz", allow_pickle=False) as z:
+            return z["embedding"], z["labels"]
 
 
 def pca_embedding(adata, seed: int, n_top_genes: int = 2000):
@@ -118,6 +163,17 @@ def run_dataset(
                     time.perf_counter() - t,
                 )
             peak["scVI + KMeans"] = mem.peak_mb
+        if {"DESC", "DESC + KMeans"} & set(methods):
+            try:
+                t = time.perf_counter()
+                emb, own = desc_clusters(adata, seed)
+                sec = time.perf_counter() - t
+                runs["DESC"] = (own, sec)
+                runs["DESC + KMeans"] = (metrics.kmeans_labels(emb, k, seed), sec)
+                # it runs in a child process, whose memory this process cannot sample
+                peak["DESC"] = peak["DESC + KMeans"] = np.nan
+            except peers.PeerUnavailable as e:
+                log(f"{name}: DESC skipped ({e})")
         for meth, (lab, sec) in runs.items():
             if meth not in methods:
                 continue

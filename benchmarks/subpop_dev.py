@@ -20,7 +20,9 @@ Rules (``space`` x ``choice``):
   ``plateau`` (the same clusters, stability measured mid-plateau of the resolutions giving them),
   ``stability`` (the highest resolution whose clusters are stable under subsampling),
   ``markers`` (the silhouette rule among the resolutions whose every subcluster has at least
-  :data:`MIN_MARKERS` marker genes against the rest of the population, ``min_markers``).
+  :data:`MIN_MARKERS` marker genes against the rest of the population, ``min_markers``);
+  ``plateau_fc<F>`` (the default, the plateau rule with 1 marker, but a marker needs a log2
+  fold change of ``F`` or more, ``min_log2fc``; the default's is 1).
 
 A run replaces the log's rows of the methods, seeds, spaces and choices it ran and keeps the rest.
 """
@@ -37,7 +39,15 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 LOG = ROOT / "results" / "subpopulation_rule_log.csv"
 SPACES = ("raw", "zscore", "pca", "cosine")
-CHOICES = ("silhouette", "plateau", "stability", "markers", "markers1")
+CHOICES = (
+    "silhouette",
+    "plateau",
+    "stability",
+    "markers",
+    "markers1",
+    "plateau_fc1.5",
+    "plateau_fc2",
+)
 #: marker genes each subcluster needs under the ``markers`` choice (``markers<N>``: N of them)
 MIN_MARKERS = 5
 KEYS = ["method", "seed", "space", "choice"]
@@ -111,6 +121,8 @@ def main() -> int:
 
 def _rule(choice: str) -> dict:
     """``find_subpopulations`` arguments of a choice of :data:`CHOICES`."""
+    if choice.startswith("plateau_fc"):
+        return {"resolution_rule": "plateau", "min_log2fc": float(choice[len("plateau_fc") :])}
     if choice.startswith("markers"):
         n = int(choice[len("markers") :] or MIN_MARKERS)
         return {"resolution_rule": "silhouette", "min_markers": n}

@@ -253,10 +253,26 @@ def scatter(
     return ax
 
 
-def grouped_bars(table: pd.DataFrame, ax=None, title: str = "", ylabel: str = "", ylim=(0, 1)):
-    """Grouped bars of a wide table (rows: groups on the x axis, columns: bars)."""
+def grouped_bars(
+    table: pd.DataFrame,
+    ax=None,
+    title: str = "",
+    ylabel: str = "",
+    ylim=(0, 1),
+    colors: dict[str, str] | None = None,
+):
+    """Grouped bars of a wide table (rows: groups on the x axis, columns: bars).
+
+    ``colors`` maps each column to its colour (e.g. the book's one colour per method);
+    ``None``: matplotlib's cycle. A column missing from ``colors`` raises ``KeyError``.
+    """
     ax = ax or plt.subplots(figsize=(max(5, 1.2 * len(table) + 2), 3.5))[1]
-    table.plot.bar(ax=ax, rot=0, width=0.8)
+    if colors is not None:
+        missing = [c for c in table.columns if c not in colors]
+        if missing:
+            raise KeyError(f"colors has no colour for the columns {missing}")
+    kw = {} if colors is None else {"color": [colors[c] for c in table.columns]}
+    table.plot.bar(ax=ax, rot=0, width=0.8, **kw)
     ax.set(title=title, ylabel=ylabel, ylim=ylim, xlabel=table.index.name or "")
     for cont, col in zip(ax.containers, table.columns):  # missing values: "n/a", not a 0.00 bar
         vals = table[col].to_numpy(dtype=float)

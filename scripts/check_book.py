@@ -1,7 +1,9 @@
 """Open every page of a built book in headless Chromium with no network.
 
 Fails on broken images, missing assets, requests that leave the machine,
-console errors or unrendered math. Screenshots of each page are saved.
+console errors or unrendered math. Screenshots of each page are saved (the first
+screen; ``--full-page``: the whole page), and with ``--figures`` one of every figure of
+the page's outputs (``<page>__fig<N>.png``, in page order), as a reader sees it.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("html", help="folder with index.html")
     ap.add_argument("--screenshots", default="build/screenshots")
+    ap.add_argument("--full-page", action="store_true", help="screenshot whole pages")
+    ap.add_argument("--figures", action="store_true", help="also screenshot every output figure")
     ap.add_argument("--chromium", default=shutil.which("chromium") or "/usr/bin/chromium")
     args = ap.parse_args()
     if not Path(args.chromium).exists():
@@ -108,7 +112,12 @@ def main() -> int:
             if has_math and page.eval_on_selector_all("mjx-container", "e => e.length") == 0:
                 issues.append("math not rendered by MathJax")
             name = rel.replace("/", "__").replace(".html", ".png")
-            page.screenshot(path=str(shots / name), full_page=False)
+            page.screenshot(path=str(shots / name), full_page=args.full_page)
+            if args.figures:
+                figs = page.query_selector_all(".cell_output img, figure img")
+                for k, fig in enumerate(figs):
+                    fig.scroll_into_view_if_needed()
+                    fig.screenshot(path=str(shots / name.replace(".png", f"__fig{k}.png")))
             status = "OK " if not issues else "BAD"
             print(f"{status} {rel}: {n_img} images, math={'yes' if has_math else 'no'}")
             for i in issues:

@@ -15,6 +15,17 @@ def test_grouped_bars_labels_missing_values_as_na():
     assert ax.get_title() == "t" and ax.get_ylabel() == "NMI"
 
 
+def test_grouped_bars_draws_each_column_in_its_colour():
+    import matplotlib.colors as mcolors
+
+    table = pd.DataFrame({"a": [0.5, 0.2], "b": [0.25, 0.75]}, index=["x", "y"])
+    ax = pl.grouped_bars(table, colors={"b": "#00ff00", "a": "#ff0000"})
+    faces = [[mcolors.to_hex(p.get_facecolor()) for p in c] for c in ax.containers]
+    assert faces == [["#ff0000", "#ff0000"], ["#00ff00", "#00ff00"]]
+    with pytest.raises(KeyError, match="'b'"):
+        pl.grouped_bars(table, colors={"a": "#ff0000"})
+
+
 def test_modality_weights_plot_orders_groups_and_checks_lengths():
     w = pd.DataFrame({"rna": [0.9, 0.8, 0.2, 0.3], "atac": [0.1, 0.2, 0.8, 0.7]})
     ax = pl.modality_weights(w, ["T", "T", "NK", "NK"])

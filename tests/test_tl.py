@@ -353,3 +353,41 @@ def test_marker_support_keeps_a_split_without_markers_whole():
         tl.find_subpopulations(
             a, "pop", "flat", use_rep="e", min_markers=3, resolution_rule="stability"
         )
+
+
+def test_marker_fold_change_gate():
+    """A split whose genes differ 2.5-fold (log2 1.3) passes a log2 fold-change gate of 1, not of 2;
+    a 6-fold difference (log2 2.6) passes both."""
+    import anndata as ad
+
+    rng = np.random.default_rng(5)
+    n, g = 150, 60
+    truth = np.repeat([0, 1], n)
+    X = np.r_[rng.normal(0, 1, (n, 8)), rng.normal(0, 1, (n, 8)) + 6]
+    blocks = []
+    for fold in (2.5, 6.0):
+        rate = np.full((2 * n, g), 4.0)
+        rate[truth == 1, :15] *= fold  # up in the second blob
+        rate[truth == 0, 15:30] *= fold  # up in the first
+        blocks.append(rng.poisson(rate))
+    a = ad.AnnData(
+        X=np.concatenate(blocks).astype(np.float32),
+        obs=pd.DataFrame({"pop": np.repeat(["weak", "strong"], 2 * n)},
+                         index=[f"c{i}" for i in range(4 * n)]),
+    )  # fmt: skip
+    a.var_names = [f"g{i}" for i in range(g)]
+    a.layers["counts"] = a.X.copy()
+    a.obsm["e"] = np.r_[X, X]
+    kw = dict(use_rep="e", seed=0, de=False, space="raw")  # the gate alone: blobs apart in raw space
+
+    def splits_blobs(r):  # every subcluster inside one blob, both blobs found
+        tab = pd.crosstab(r["labels"].to_numpy(), truth)
+        return tab.shape == (tab.shape[0], 2) and ((tab > 0).sum(1) == 1).all() and len(tab) > 1
+
+    for pop in ("weak", "strong"):
+        assert splits_blobs(tl.find_subpopulations(a, "pop", pop, min_log2fc=1.0, **kw))
+    assert tl.find_subpopulations(a, "pop", "weak", min_log2fc=2.0, **kw)["n_subclusters"] == 1
+    assert splits_blobs(tl.find_subpopulations(a, "pop", "strong", min_log2fc=2.0, **kw))
+    assert a.uns["subpopulation"]["params"]["min_log2fc"] == 2.0
+    with pytest.raises(ValueError, match="min_log2fc"):
+        tl.find_subpopulations(a, "pop", "weak", min_log2fc=-1.0, **kw)

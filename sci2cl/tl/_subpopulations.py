@@ -82,8 +82,12 @@ def marker_counts(table: pd.DataFrame, alpha: float = 0.05, min_log2fc: float = 
     )
 
 
-def _supported_resolution(X, mdata, de_modality, cells, n_neighbors, seed, min_markers):
+def _supported_resolution(
+    X, mdata, de_modality, cells, n_neighbors, seed, min_markers, min_log2fc=1.0
+):
     """The silhouette-best resolution whose every subcluster has ``min_markers`` markers.
+
+    Markers: :func:`marker_counts` with ``min_log2fc``.
 
     Returns ``(labels, resolution)``; all zeros and 0.0 (the population whole)
     when no resolution of :data:`RESOLUTIONS` splits it into supported subclusters.
@@ -97,7 +101,8 @@ def _supported_resolution(X, mdata, de_modality, cells, n_neighbors, seed, min_m
         s = metrics.asw(X, lab, seed=seed)
         if s <= best[0] + 1e-9:
             continue
-        if marker_counts(_de_table(mdata, de_modality, cells, lab)).min() >= min_markers:
+        table = _de_table(mdata, de_modality, cells, lab)
+        if marker_counts(table, min_log2fc=min_log2fc).min() >= min_markers:
             best = (s, lab, r)
     return best[1], best[2]
 
@@ -129,6 +134,7 @@ def find_subpopulations(
     resolution_rule: str = "plateau",
     de: bool = True,
     min_markers: int | None = None,
+    min_log2fc: float = 1.0,
 ) -> dict:
     """Subcluster one labelled population on the kNN graph of an embedding.
 
@@ -142,7 +148,7 @@ def find_subpopulations(
     (:func:`~sci2cl.metrics.leiden_label_free`; a tie goes to the lowest) among
     those whose every subcluster has at least ``min_markers`` marker genes
     (:func:`marker_counts`: up against the rest of the population at BH 0.05 by a
-    log2 fold change of 1 or more; ``None``: 1; ``0``: no marker gate), the
+    log2 fold change of ``min_log2fc`` or more; ``None``: 1; ``0``: no marker gate), the
     population kept whole when no resolution qualifies;
     ``"plateau"`` (the default), the same clusters, their stability measured at
     the middle of the resolutions that give them (not at the edge where they
@@ -177,6 +183,7 @@ def find_subpopulations(
     if min_markers is None:
         min_markers = 0 if resolution_rule == "stability" else 1
     check_range("min_markers", min_markers, 0, integer=True)
+    check_range("min_log2fc", min_log2fc, 0)
     if min_markers and resolution_rule == "stability":
         raise ValueError(
             f"min_markers={min_markers} gates the silhouette and plateau rules' resolutions; "
@@ -191,7 +198,7 @@ def find_subpopulations(
         "groupby": groupby, "group": str(group), "use_rep": use_rep, "n_neighbors": n_neighbors,
         "n_repeats": n_repeats, "subsample": subsample, "seed": seed, "de_modality": de_modality,
         "min_stability": min_stability, "space": space, "resolution_rule": resolution_rule,
-        "min_markers": min_markers,
+        "min_markers": min_markers, "min_log2fc": min_log2fc,
     }  # fmt: skip
     obs = mdata.obs
     lab_all = _labels(mdata, groupby, "group")
@@ -205,7 +212,7 @@ def find_subpopulations(
     X = population_space(_obsm(mdata, use_rep)[pos], space)
     if min_markers:
         lab, res = _supported_resolution(
-            X, mdata, de_modality, cells, n_neighbors, seed, min_markers
+            X, mdata, de_modality, cells, n_neighbors, seed, min_markers, min_log2fc
         )
         if res and resolution_rule == "plateau":
             res = _plateau_centre(X, lab, res, n_neighbors, seed)
