@@ -378,7 +378,8 @@ def test_marker_fold_change_gate():
     a.var_names = [f"g{i}" for i in range(g)]
     a.layers["counts"] = a.X.copy()
     a.obsm["e"] = np.r_[X, X]
-    kw = dict(use_rep="e", seed=0, de=False, space="raw")  # the gate alone: blobs apart in raw space
+    # the gate alone: the blobs are apart in the raw space
+    kw = dict(use_rep="e", seed=0, de=False, space="raw")
 
     def splits_blobs(r):  # every subcluster inside one blob, both blobs found
         tab = pd.crosstab(r["labels"].to_numpy(), truth)
