@@ -272,6 +272,22 @@ def test_scrcl_benchmark_rerun_of_one_method_keeps_the_other_rows(tmp_path, monk
     assert nmi[("a", "PCA + KMeans")] == nmi[("b", "scRCL")] == nmi[("b", "PCA + KMeans")] == 0.1
 
 
+def test_desc_without_its_environment_or_when_it_fails_says_so(tmp_path, monkeypatch, tiny_mdata):
+    """DESC runs in its own environment: a missing one names the make target, a crash its output."""
+    from benchmarks import scrcl as bench
+
+    rna = tiny_mdata["rna"]
+    monkeypatch.setattr(bench, "DESC_PYTHON", tmp_path / "nowhere" / "python")
+    with pytest.raises(peers.PeerUnavailable, match="make desc-env"):
+        bench.desc_clusters(rna, seed=0)
+    fake = tmp_path / "python"
+    fake.write_text("#!/bin/sh\necho 'ModuleNotFoundError: tensorflow' >&2\nexit 3\n")
+    fake.chmod(0o755)
+    monkeypatch.setattr(bench, "DESC_PYTHON", fake)
+    with pytest.raises(RuntimeError, match="exit 3.*tensorflow"):
+        bench.desc_clusters(rna, seed=0)
+
+
 def test_one_entry_point_runs_every_live_study_and_names_the_unknown(capsys):
     import importlib
 
