@@ -22,7 +22,9 @@ Rules (``space`` x ``choice``):
   ``markers`` (the silhouette rule among the resolutions whose every subcluster has at least
   :data:`MIN_MARKERS` marker genes against the rest of the population, ``min_markers``);
   ``plateau_fc<F>`` (the default, the plateau rule with 1 marker, but a marker needs a log2
-  fold change of ``F`` or more, ``min_log2fc``; the default's is 1).
+  fold change of ``F`` or more, ``min_log2fc``; the default's is 1); ``plateau_own`` (the default
+  with ``own_markers``: a marker counts only when the subcluster expresses it above every other
+  population, so that genes of another cell type, from ambient RNA or doublets, support no split).
 
 A run replaces the log's rows of the methods, seeds, spaces and choices it ran and keeps the rest.
 """
@@ -121,6 +123,8 @@ def main() -> int:
 
 def _rule(choice: str) -> dict:
     """``find_subpopulations`` arguments of a choice of :data:`CHOICES`."""
+    if choice == "plateau_own":
+        return {"resolution_rule": "plateau", "own_markers": True}
     if choice.startswith("plateau_fc"):
         return {"resolution_rule": "plateau", "min_log2fc": float(choice[len("plateau_fc") :])}
     if choice.startswith("markers"):

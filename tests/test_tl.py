@@ -392,3 +392,35 @@ def test_marker_fold_change_gate():
     assert a.uns["subpopulation"]["params"]["min_log2fc"] == 2.0
     with pytest.raises(ValueError, match="min_log2fc"):
         tl.find_subpopulations(a, "pop", "weak", min_log2fc=-1.0, **kw)
+
+
+def test_own_markers_ignore_genes_of_another_population():
+    """A population split only by genes that another population expresses more (as ambient RNA or
+    doublets bring in) stays whole under ``own_markers``; a split by its own genes does not."""
+    import anndata as ad
+
+    rng = np.random.default_rng(7)
+    n, g = 150, 60
+    truth = np.repeat([0, 1], n)
+    X = np.r_[rng.normal(0, 1, (n, 8)), rng.normal(0, 1, (n, 8)) + 6]
+    borrowed = np.full((2 * n, g), 3.0)
+    borrowed[truth == 1, :15] *= 6  # half the cells carry the other population's genes
+    own = np.full((2 * n, g), 3.0)
+    own[truth == 1, 30:45] *= 6  # genes no other population expresses
+    own[truth == 0, 45:] *= 6
+    other = np.full((n, g), 3.0)
+    other[:, :15] *= 30  # the population whose genes leak
+    counts = np.concatenate([rng.poisson(borrowed), rng.poisson(own), rng.poisson(other)])
+    a = ad.AnnData(
+        X=counts.astype(np.float32),
+        obs=pd.DataFrame({"pop": np.repeat(["leaky", "real", "neuron"], [2 * n, 2 * n, n])},
+                         index=[f"c{i}" for i in range(5 * n)]),
+    )  # fmt: skip
+    a.var_names = [f"g{i}" for i in range(g)]
+    a.layers["counts"] = a.X.copy()
+    a.obsm["e"] = np.r_[X, X, rng.normal(20, 1, (n, 8))]
+    kw = dict(use_rep="e", seed=0, de=False, space="raw")
+    assert tl.find_subpopulations(a, "pop", "leaky", **kw)["n_subclusters"] > 1
+    assert tl.find_subpopulations(a, "pop", "leaky", own_markers=True, **kw)["n_subclusters"] == 1
+    r = tl.find_subpopulations(a, "pop", "real", own_markers=True, **kw)
+    assert metrics.ari(truth, r["labels"].to_numpy()) > 0.9

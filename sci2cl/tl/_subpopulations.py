@@ -82,12 +82,39 @@ def marker_counts(table: pd.DataFrame, alpha: float = 0.05, min_log2fc: float = 
     )
 
 
+def _log_means(a: ad.AnnData, groups: np.ndarray) -> pd.DataFrame:
+    """Mean log-normalised expression ``(n_groups, n_genes)`` of the cells of each group."""
+    a = a.copy()
+    log_normalize(a)
+    out = {}
+    for g in np.unique(groups):
+        out[g] = np.asarray(a.X[groups == g].mean(0)).ravel()
+    return pd.DataFrame(out, index=a.var_names).T
+
+
+def _foreign_means(mdata, de_modality: str, lab_all: pd.Series, group: str) -> pd.Series:
+    """Per gene, the highest mean log-normalised expression among the other labelled populations."""
+    others = lab_all[lab_all.notna() & (lab_all != str(group))]
+    mod = mdata[de_modality] if isinstance(mdata, md.MuData) else mdata
+    return _log_means(mod[others.index], others.to_numpy(dtype=str)).max(0)
+
+
+def _own(table: pd.DataFrame, sub_means: pd.DataFrame, foreign: pd.Series) -> pd.DataFrame:
+    """Rows of a :func:`_de_table` whose subcluster expresses the gene above every other population."""
+    rows = sub_means.index.get_indexer(table["group"].astype(str).to_numpy())
+    cols = sub_means.columns.get_indexer(table["names"].to_numpy())
+    mine = sub_means.to_numpy()[rows, cols]
+    return table[mine > foreign.reindex(table["names"]).to_numpy()]
+
+
 def _supported_resolution(
-    X, mdata, de_modality, cells, n_neighbors, seed, min_markers, min_log2fc=1.0
+    X, mdata, de_modality, cells, n_neighbors, seed, min_markers, min_log2fc=1.0, foreign=None
 ):
     """The silhouette-best resolution whose every subcluster has ``min_markers`` markers.
 
-    Markers: :func:`marker_counts` with ``min_log2fc``.
+    Markers: :func:`marker_counts` with ``min_log2fc``; with ``foreign`` (per gene, the
+    highest mean expression of the other populations, :func:`_foreign_means`), only the
+    genes a subcluster expresses above that count.
 
     Returns ``(labels, resolution)``; all zeros and 0.0 (the population whole)
     when no resolution of :data:`RESOLUTIONS` splits it into supported subclusters.
@@ -102,7 +129,16 @@ def _supported_resolution(
         if s <= best[0] + 1e-9:
             continue
         table = _de_table(mdata, de_modality, cells, lab)
-        if marker_counts(table, min_log2fc=min_log2fc).min() >= min_markers:
+        if foreign is not None:
+            mod = mdata[de_modality] if isinstance(mdata, md.MuData) else mdata
+            sub_means = _log_means(mod[cells], np.asarray(lab).astype(str))
+            counts = marker_counts(table, min_log2fc=min_log2fc)
+            up = table[(table["pvals_adj"] < 0.05) & (table["logfoldchanges"] >= min_log2fc)]
+            own = _own(up, sub_means, foreign).groupby("group", observed=False)["names"].count()
+            counts = own.reindex(counts.index, fill_value=0)
+        else:
+            counts = marker_counts(table, min_log2fc=min_log2fc)
+        if counts.min() >= min_markers:
             best = (s, lab, r)
     return best[1], best[2]
 
@@ -135,6 +171,7 @@ def find_subpopulations(
     de: bool = True,
     min_markers: int | None = None,
     min_log2fc: float = 1.0,
+    own_markers: bool = False,
 ) -> dict:
     """Subcluster one labelled population on the kNN graph of an embedding.
 
@@ -148,7 +185,10 @@ def find_subpopulations(
     (:func:`~sci2cl.metrics.leiden_label_free`; a tie goes to the lowest) among
     those whose every subcluster has at least ``min_markers`` marker genes
     (:func:`marker_counts`: up against the rest of the population at BH 0.05 by a
-    log2 fold change of ``min_log2fc`` or more; ``None``: 1; ``0``: no marker gate), the
+    log2 fold change of ``min_log2fc`` or more; ``None``: 1; ``0``: no marker gate; with
+    ``own_markers``, a marker counts only when the subcluster expresses it, on average, above
+    every other population of ``groupby``, so that genes brought in by ambient RNA or doublets
+    of another population do not support a split), the
     population kept whole when no resolution qualifies;
     ``"plateau"`` (the default), the same clusters, their stability measured at
     the middle of the resolutions that give them (not at the edge where they
@@ -198,7 +238,7 @@ def find_subpopulations(
         "groupby": groupby, "group": str(group), "use_rep": use_rep, "n_neighbors": n_neighbors,
         "n_repeats": n_repeats, "subsample": subsample, "seed": seed, "de_modality": de_modality,
         "min_stability": min_stability, "space": space, "resolution_rule": resolution_rule,
-        "min_markers": min_markers, "min_log2fc": min_log2fc,
+        "min_markers": min_markers, "min_log2fc": min_log2fc, "own_markers": own_markers,
     }  # fmt: skip
     obs = mdata.obs
     lab_all = _labels(mdata, groupby, "group")
@@ -211,8 +251,9 @@ def find_subpopulations(
     pos = obs.index.get_indexer(cells)
     X = population_space(_obsm(mdata, use_rep)[pos], space)
     if min_markers:
+        foreign = _foreign_means(mdata, de_modality, lab_all, group) if own_markers else None
         lab, res = _supported_resolution(
-            X, mdata, de_modality, cells, n_neighbors, seed, min_markers, min_log2fc
+            X, mdata, de_modality, cells, n_neighbors, seed, min_markers, min_log2fc, foreign
         )
         if res and resolution_rule == "plateau":
             res = _plateau_centre(X, lab, res, n_neighbors, seed)
