@@ -222,6 +222,10 @@ def main() -> None:
     ap.add_argument("--methods", nargs="*", default=METHODS)
     ap.add_argument("--seeds", nargs="*", type=int, default=SEEDS)
     a = ap.parse_args()
+    import torch
+
+    # one thread, as the clustering benchmark's workers: a second run trains the same embeddings
+    torch.set_num_threads(1)
     res = run(a.datasets, a.methods, a.seeds)
     for name, df in res.items():
         if not df.empty:

@@ -67,6 +67,10 @@ def main() -> int:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     import warnings
 
+    import torch
+
+    torch.set_num_threads(1)  # the embeddings it trains are the biology runner's (one thread)
+
     from benchmarks import biology, clustering
     from sci2cl import metrics, tl
 

@@ -266,7 +266,9 @@ def grouped_bars(
     ``colors`` maps each column to its colour (e.g. the book's one colour per method);
     ``None``: matplotlib's cycle. A column missing from ``colors`` raises ``KeyError``.
     """
-    ax = ax or plt.subplots(figsize=(max(5, 1.2 * len(table) + 2), 3.5))[1]
+    many = table.shape[1] > 3  # many bars per group: wider, value labels turned upright
+    width = (0.3 * table.shape[1] + 0.4) * len(table) + 2 if many else 1.2 * len(table) + 2
+    ax = ax or plt.subplots(figsize=(max(5, width), 4 if many else 3.5))[1]
     if colors is not None:
         missing = [c for c in table.columns if c not in colors]
         if missing:
@@ -276,7 +278,10 @@ def grouped_bars(
     ax.set(title=title, ylabel=ylabel, ylim=ylim, xlabel=table.index.name or "")
     for cont, col in zip(ax.containers, table.columns):  # missing values: "n/a", not a 0.00 bar
         vals = table[col].to_numpy(dtype=float)
-        ax.bar_label(cont, [f"{v:.2f}" if np.isfinite(v) else "n/a" for v in vals], fontsize=7)
+        labels = [f"{v:.2f}" if np.isfinite(v) else "n/a" for v in vals]
+        ax.bar_label(cont, labels, fontsize=7, rotation=90 if many else 0, padding=2)
+    if many and ylim is not None:  # room above the tallest bar for its upright label
+        ax.set_ylim(ylim[0], ylim[1] * 1.12)
     ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1, 0.5))
     return ax
 
