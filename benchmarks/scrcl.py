@@ -61,7 +61,13 @@ def desc_clusters(adata, seed: int) -> tuple[np.ndarray, np.ndarray]:
         )
         a.write_h5ad(f"{tmp}/in.h5ad")
         worker = Path(__file__).with_name("desc_worker.py")
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "TF_NUM_INTRAOP_THREADS": "1"}
+        # one thread; and a backend DESC's matplotlib knows (a notebook's inline one is not)
+        env = {
+            **os.environ,
+            "OMP_NUM_THREADS": "1",
+            "TF_NUM_INTRAOP_THREADS": "1",
+            "MPLBACKEND": "Agg",
+        }
         r = subprocess.run(
             [str(DESC_PYTHON), str(worker), f"{tmp}/in.h5ad", f"{tmp}/out.npz", str(seed)],
             capture_output=True, text=True, env=env,

@@ -265,9 +265,11 @@ def grouped_bars(
 
     ``colors`` maps each column to its colour (e.g. the book's one colour per method);
     ``None``: matplotlib's cycle. A column missing from ``colors`` raises ``KeyError``.
+    Each bar carries its value up to 24 bars; beyond that the labels would not
+    read at a page's width and are left out (show the table beside the figure).
     """
-    many = table.shape[1] > 3  # many bars per group: wider, value labels turned upright
-    width = (0.3 * table.shape[1] + 0.4) * len(table) + 2 if many else 1.2 * len(table) + 2
+    many = table.size > 24  # too many bars to label each: the values belong in a table
+    width = min(11.0, 0.2 * table.size + 2) if many else 1.2 * len(table) + 2
     ax = ax or plt.subplots(figsize=(max(5, width), 4 if many else 3.5))[1]
     if colors is not None:
         missing = [c for c in table.columns if c not in colors]
@@ -278,10 +280,9 @@ def grouped_bars(
     ax.set(title=title, ylabel=ylabel, ylim=ylim, xlabel=table.index.name or "")
     for cont, col in zip(ax.containers, table.columns):  # missing values: "n/a", not a 0.00 bar
         vals = table[col].to_numpy(dtype=float)
-        labels = [f"{v:.2f}" if np.isfinite(v) else "n/a" for v in vals]
-        ax.bar_label(cont, labels, fontsize=7, rotation=90 if many else 0, padding=2)
-    if many and ylim is not None:  # room above the tallest bar for its upright label
-        ax.set_ylim(ylim[0], ylim[1] * 1.12)
+        if not many:
+            labels = [f"{v:.2f}" if np.isfinite(v) else "n/a" for v in vals]
+            ax.bar_label(cont, labels, fontsize=7)
     ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1, 0.5))
     return ax
 
@@ -404,18 +405,27 @@ def gene_trends(
     ax=None,
     n_bins: int = 20,
     title: str = "Gene trends along pseudotime",
+    bins: str = "width",
+    min_cells: int = 5,
 ):
     """Mean expression of genes (columns of ``expr``) in pseudotime bins, with its standard error.
 
-    Cells with a finite pseudotime are cut into ``n_bins`` bins of equal cell
-    counts; each gene's bin means (band: plus or minus one standard error) are
-    divided by its largest bin mean, so that genes of different levels share
-    one axis. Binned means rather than a robust smoother: on sparse counts a
-    robust smoother treats the non-zero cells as outliers and draws a flat line.
+    Cells with a finite pseudotime are cut into ``n_bins`` bins: ``bins="width"``
+    (the default), bins of equal pseudotime width, each drawn at its centre,
+    bins with fewer than ``min_cells`` cells left out (where cells are few the
+    band widens instead of the line jumping); ``"cells"``, bins of equal cell
+    counts, drawn at their median pseudotime (several bins share one place
+    where many cells do). Each gene's bin means (band: plus or minus one
+    standard error) are divided by its largest bin mean, so that genes of
+    different levels share one axis. Binned means rather than a robust
+    smoother: on sparse counts a robust smoother treats the non-zero cells as
+    outliers and draws a flat line.
     """
     pt = np.asarray(pseudotime, float)
     if pt.shape[0] != len(expr):
         raise ValueError(f"pseudotime has {pt.shape[0]} values but expr has {len(expr)} rows")
+    if bins not in ("width", "cells"):
+        raise ValueError(f"bins must be 'width' or 'cells', got {bins!r}")
     ok = np.isfinite(pt)
     if ok.sum() < 2 * n_bins:
         raise ValueError(
@@ -423,22 +433,27 @@ def gene_trends(
             f"{2 * n_bins}; lower n_bins"
         )
     ax = ax or plt.subplots(figsize=(6.5, 3.8))[1]
-    order = np.argsort(pt[ok], kind="stable")
-    bins = np.array_split(order, n_bins)
-    centre = np.array([np.median(pt[ok][b]) for b in bins])
+    t = pt[ok]
+    if bins == "cells":
+        groups = np.array_split(np.argsort(t, kind="stable"), n_bins)
+        centre = np.array([np.median(t[b]) for b in groups])
+        how = f"{n_bins} bins of equal cell counts"
+    else:
+        edges = np.linspace(t.min(), t.max(), n_bins + 1)
+        which = np.clip(np.searchsorted(edges, t, side="right") - 1, 0, n_bins - 1)
+        keep = [i for i in range(n_bins) if (which == i).sum() >= min_cells]
+        groups = [np.flatnonzero(which == i) for i in keep]
+        centre = np.array([(edges[i] + edges[i + 1]) / 2 for i in keep])
+        how = f"{n_bins} bins of equal width, those with {min_cells}+ cells"
     for g in expr.columns:
         y = expr[g].to_numpy(float)[ok]
-        mean = np.array([y[b].mean() for b in bins])
-        se = np.array([y[b].std(ddof=1) / np.sqrt(len(b)) for b in bins])
+        mean = np.array([y[b].mean() for b in groups])
+        se = np.array([y[b].std(ddof=1) / np.sqrt(len(b)) for b in groups])
         top = mean.max() if mean.max() > 0 else 1.0
         (line,) = ax.plot(centre, mean / top, marker="o", ms=3, lw=1.6, label=g)
         ax.fill_between(
             centre, (mean - se) / top, (mean + se) / top, color=line.get_color(), alpha=0.2, lw=0
         )
-    ax.set(
-        xlabel=f"pseudotime ({n_bins} bins of equal cell counts)",
-        ylabel="mean expression / its maximum",
-        title=title,
-    )
+    ax.set(xlabel=f"pseudotime ({how})", ylabel="mean expression / its maximum", title=title)
     ax.legend(fontsize=9, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
     return ax

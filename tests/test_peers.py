@@ -281,9 +281,15 @@ def test_desc_without_its_environment_or_when_it_fails_says_so(tmp_path, monkeyp
     with pytest.raises(peers.PeerUnavailable, match="make desc-env"):
         bench.desc_clusters(rna, seed=0)
     fake = tmp_path / "python"
-    fake.write_text("#!/bin/sh\necho 'ModuleNotFoundError: tensorflow' >&2\nexit 3\n")
+    fake.write_text(
+        "#!/bin/sh\n"
+        '[ "$MPLBACKEND" = Agg ] || { echo "backend $MPLBACKEND" >&2; exit 4; }\n'
+        "echo 'ModuleNotFoundError: tensorflow' >&2\nexit 3\n"
+    )
     fake.chmod(0o755)
     monkeypatch.setattr(bench, "DESC_PYTHON", fake)
+    # run from a notebook, the parent's backend is Jupyter's inline one, unknown to DESC's matplotlib
+    monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
     with pytest.raises(RuntimeError, match="exit 3.*tensorflow"):
         bench.desc_clusters(rna, seed=0)
 

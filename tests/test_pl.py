@@ -137,6 +137,27 @@ def test_gene_trends_follow_a_sparse_gene_that_rises_along_pseudotime():
         pl.gene_trends(pt, pd.DataFrame({"g": [1, 2, 3]}))
 
 
+def test_gene_trends_bins_of_equal_width_skip_sparse_stretches():
+    """Most cells at the end of the path: equal-width bins spread along it and drop the empty
+    stretch; equal-count bins pile up where the cells are."""
+    rng = np.random.default_rng(1)
+    pt = np.r_[rng.uniform(0, 1, 60), rng.uniform(2.0, 2.2, 20), rng.uniform(4.9, 5.0, 300)]
+    expr = pd.DataFrame({"g": rng.poisson(1 + pt)})
+    ax = pl.gene_trends(pt, expr, n_bins=10)
+    x = ax.lines[0].get_xdata()
+    assert np.all(np.diff(x) > 0.4) and len(x) == 4  # 0-0.5, 0.5-1, 2-2.5, 4.5-5
+    ax = pl.gene_trends(pt, expr, n_bins=10, bins="cells")
+    assert (ax.lines[0].get_xdata() > 4.8).sum() >= 7
+    with pytest.raises(ValueError, match="bins must be"):
+        pl.gene_trends(pt, expr, bins="quantile")
+
+
+def test_grouped_bars_leave_out_value_labels_when_bars_are_many():
+    table = pd.DataFrame(np.full((7, 6), 0.5), columns=list("abcdef"))
+    assert len(pl.grouped_bars(table).texts) == 0
+    assert len(pl.grouped_bars(table.iloc[:4, :3]).texts) == 12
+
+
 def test_gsea_bars_grey_out_and_count_the_non_significant_sets():
     import matplotlib.colors as mcolors
 
