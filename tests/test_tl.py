@@ -312,10 +312,25 @@ def test_modality_weights_favour_the_modality_that_holds_the_structure():
         tl.modality_weights({"rna": informative, "atac": noise[:10]})
 
 
+def _populations(counts: np.ndarray, pops: list[str], sizes: list[int], emb: np.ndarray):
+    """AnnData of populations ``pops`` (``sizes`` cells each, in order): raw counts in ``X`` and
+    ``layers["counts"]``, genes ``g0..``, the embedding in ``obsm["e"]``."""
+    import anndata as ad
+
+    a = ad.AnnData(
+        X=np.asarray(counts, dtype=np.float32),
+        obs=pd.DataFrame({"pop": np.repeat(pops, sizes)},
+                         index=[f"c{i}" for i in range(sum(sizes))]),
+    )  # fmt: skip
+    a.var_names = [f"g{i}" for i in range(counts.shape[1])]
+    a.layers["counts"] = a.X.copy()
+    a.obsm["e"] = np.asarray(emb)
+    return a
+
+
 def test_marker_support_keeps_a_split_without_markers_whole():
     """Two blobs in the embedding: split when the blobs differ in expression (planted markers), kept
     whole when their counts come from one distribution (a split no gene supports)."""
-    import anndata as ad
 
     rng = np.random.default_rng(3)
     n, g = 150, 60
@@ -325,14 +340,7 @@ def test_marker_support_keeps_a_split_without_markers_whole():
     rate[truth == 1, :15] *= 6  # 15 genes up in the second blob
     planted = rng.poisson(rate)
     flat = rng.poisson(np.full((2 * n, g), 2.0))
-    a = ad.AnnData(
-        X=np.r_[planted, flat].astype(np.float32),
-        obs=pd.DataFrame({"pop": np.repeat(["real", "flat"], 2 * n)},
-                         index=[f"c{i}" for i in range(4 * n)]),
-    )  # fmt: skip
-    a.var_names = [f"g{i}" for i in range(g)]
-    a.layers["counts"] = a.X.copy()
-    a.obsm["e"] = np.r_[X, X]
+    a = _populations(np.r_[planted, flat], ["real", "flat"], [2 * n, 2 * n], np.r_[X, X])
     kw = dict(use_rep="e", seed=0, de=False, min_markers=5)
     r = tl.find_subpopulations(a, "pop", "real", **kw)
     assert r["stable"] and metrics.ari(truth, r["labels"].to_numpy()) > 0.9
@@ -358,7 +366,6 @@ def test_marker_support_keeps_a_split_without_markers_whole():
 def test_marker_fold_change_gate():
     """A split whose genes differ 2.5-fold (log2 1.3) passes a log2 fold-change gate of 1, not of 2;
     a 6-fold difference (log2 2.6) passes both."""
-    import anndata as ad
 
     rng = np.random.default_rng(5)
     n, g = 150, 60
@@ -370,14 +377,7 @@ def test_marker_fold_change_gate():
         rate[truth == 1, :15] *= fold  # up in the second blob
         rate[truth == 0, 15:30] *= fold  # up in the first
         blocks.append(rng.poisson(rate))
-    a = ad.AnnData(
-        X=np.concatenate(blocks).astype(np.float32),
-        obs=pd.DataFrame({"pop": np.repeat(["weak", "strong"], 2 * n)},
-                         index=[f"c{i}" for i in range(4 * n)]),
-    )  # fmt: skip
-    a.var_names = [f"g{i}" for i in range(g)]
-    a.layers["counts"] = a.X.copy()
-    a.obsm["e"] = np.r_[X, X]
+    a = _populations(np.concatenate(blocks), ["weak", "strong"], [2 * n, 2 * n], np.r_[X, X])
     # the gate alone: the blobs are apart in the raw space
     kw = dict(use_rep="e", seed=0, de=False, space="raw")
 
@@ -397,7 +397,6 @@ def test_marker_fold_change_gate():
 def test_own_markers_ignore_genes_of_another_population():
     """A population split only by genes that another population expresses more (as ambient RNA or
     doublets bring in) stays whole under ``own_markers``; a split by its own genes does not."""
-    import anndata as ad
 
     rng = np.random.default_rng(7)
     n, g = 150, 60
@@ -411,14 +410,8 @@ def test_own_markers_ignore_genes_of_another_population():
     other = np.full((n, g), 3.0)
     other[:, :15] *= 30  # the population whose genes leak
     counts = np.concatenate([rng.poisson(borrowed), rng.poisson(own), rng.poisson(other)])
-    a = ad.AnnData(
-        X=counts.astype(np.float32),
-        obs=pd.DataFrame({"pop": np.repeat(["leaky", "real", "neuron"], [2 * n, 2 * n, n])},
-                         index=[f"c{i}" for i in range(5 * n)]),
-    )  # fmt: skip
-    a.var_names = [f"g{i}" for i in range(g)]
-    a.layers["counts"] = a.X.copy()
-    a.obsm["e"] = np.r_[X, X, rng.normal(20, 1, (n, 8))]
+    emb = np.r_[X, X, rng.normal(20, 1, (n, 8))]
+    a = _populations(counts, ["leaky", "real", "neuron"], [2 * n, 2 * n, n], emb)
     kw = dict(use_rep="e", seed=0, de=False, space="raw")
     assert tl.find_subpopulations(a, "pop", "leaky", **kw)["n_subclusters"] > 1
     assert tl.find_subpopulations(a, "pop", "leaky", own_markers=True, **kw)["n_subclusters"] == 1

@@ -19,7 +19,6 @@ components standardised). Rows are appended to ``results/sci2cl_whitening_log.cs
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -33,21 +32,14 @@ def run(ds: str, seed: int) -> list[dict]:
     """Train the default model on ``ds`` at ``seed``; one row per ``alpha`` and protocol."""
     import torch
 
-    import sci2cl
-    from benchmarks import peers
     from benchmarks.common import label_key, prepare
+    from benchmarks.readout_dev import train_default
     from sci2cl import metrics
     from sci2cl._graph import agreement_weight_scores
 
-    torch.set_num_threads(1)
     mdata = prepare(ds)
     y = mdata.obs[label_key(ds)].astype(str).to_numpy()
-    t = time.perf_counter()
-    model = sci2cl.SCI2CL(
-        peers.setup_sci2cl(mdata), likelihood=peers.sci2cl_likelihood(mdata), seed=seed
-    )
-    model.train(progress_bar=False)
-    seconds = time.perf_counter() - t
+    model, seconds = train_default(mdata, seed)
     z = model.get_latent_representation(key_added=None)
     mod = model.module.eval()
     X = model._matrices(model.mdata)
