@@ -21,6 +21,8 @@ Rules (``space`` x ``choice``):
   ``stability`` (the highest resolution whose clusters are stable under subsampling),
   ``markers`` (the silhouette rule among the resolutions whose every subcluster has at least
   :data:`MIN_MARKERS` marker genes against the rest of the population, ``min_markers``);
+  ``plateau_nogate`` (the plateau rule without the marker gate: the rule before it; its rows were
+  made in an earlier session, whose scI2CL seed-1 embedding differs from today's);
   ``plateau_fc<F>`` (the default, the plateau rule with 1 marker, but a marker needs a log2
   fold change of ``F`` or more, ``min_log2fc``; the default's is 1); ``plateau_own`` (the default
   with ``own_markers``: a marker counts only when the subcluster expresses it above every other
@@ -127,6 +129,8 @@ def main() -> int:
 
 def _rule(choice: str) -> dict:
     """``find_subpopulations`` arguments of a choice of :data:`CHOICES`."""
+    if choice == "plateau_nogate":  # the plateau rule before the marker gate became its default
+        return {"resolution_rule": "plateau", "min_markers": 0}
     if choice == "plateau_own":
         return {"resolution_rule": "plateau", "own_markers": True}
     if choice.startswith("plateau_fc"):
