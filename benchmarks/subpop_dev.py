@@ -51,6 +51,8 @@ CHOICES = (
     "markers1",
     "plateau_fc1.5",
     "plateau_fc2",
+    "plateau_own",
+    "plateau_nogate",
 )
 #: marker genes each subcluster needs under the ``markers`` choice (``markers<N>``: N of them)
 MIN_MARKERS = 5

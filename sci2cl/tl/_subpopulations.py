@@ -61,11 +61,16 @@ def _plateau_centre(X, lab, res, n_neighbors, seed) -> float:
     return float(same[(len(same) - 1) // 2])  # ``res`` itself is always in ``same``
 
 
+def _modality(mdata, de_modality: str) -> ad.AnnData:
+    """The modality the markers are tested on (the AnnData itself when ``mdata`` is one)."""
+    return mdata[de_modality] if isinstance(mdata, md.MuData) else mdata
+
+
 def _de_table(mdata, de_modality: str, cells: pd.Index, labels) -> pd.DataFrame:
     """Wilcoxon test of every subcluster against the rest of the population (scanpy, BH)."""
     import scanpy as sc
 
-    a = (mdata[de_modality] if isinstance(mdata, md.MuData) else mdata)[cells].copy()
+    a = _modality(mdata, de_modality)[cells].copy()
     log_normalize(a)
     a.obs["sub"] = pd.Categorical(np.asarray(labels).astype(str))
     sc.tl.rank_genes_groups(a, "sub", method="wilcoxon", corr_method="benjamini-hochberg")
@@ -95,8 +100,9 @@ def _log_means(a: ad.AnnData, groups: np.ndarray) -> pd.DataFrame:
 def _foreign_means(mdata, de_modality: str, lab_all: pd.Series, group: str) -> pd.Series:
     """Per gene, the highest mean log-normalised expression among the other labelled populations."""
     others = lab_all[lab_all.notna() & (lab_all != str(group))]
-    mod = mdata[de_modality] if isinstance(mdata, md.MuData) else mdata
-    return _log_means(mod[others.index], others.to_numpy(dtype=str)).max(0)
+    return _log_means(_modality(mdata, de_modality)[others.index], others.to_numpy(dtype=str)).max(
+        0
+    )
 
 
 def _own(table: pd.DataFrame, sub_means: pd.DataFrame, foreign: pd.Series) -> pd.DataFrame:
@@ -129,15 +135,13 @@ def _supported_resolution(
         if s <= best[0] + 1e-9:
             continue
         table = _de_table(mdata, de_modality, cells, lab)
-        if foreign is not None:
-            mod = mdata[de_modality] if isinstance(mdata, md.MuData) else mdata
-            sub_means = _log_means(mod[cells], np.asarray(lab).astype(str))
-            counts = marker_counts(table, min_log2fc=min_log2fc)
-            up = table[(table["pvals_adj"] < 0.05) & (table["logfoldchanges"] >= min_log2fc)]
-            own = _own(up, sub_means, foreign).groupby("group", observed=False)["names"].count()
-            counts = own.reindex(counts.index, fill_value=0)
-        else:
-            counts = marker_counts(table, min_log2fc=min_log2fc)
+        groups = np.unique(np.asarray(lab).astype(str))
+        if foreign is not None:  # only the genes each subcluster expresses above the others
+            sub_means = _log_means(
+                _modality(mdata, de_modality)[cells], np.asarray(lab).astype(str)
+            )
+            table = _own(table, sub_means, foreign)
+        counts = marker_counts(table, min_log2fc=min_log2fc).reindex(groups, fill_value=0)
         if counts.min() >= min_markers:
             best = (s, lab, r)
     return best[1], best[2]
