@@ -21,6 +21,7 @@ __all__ = [
 METHOD_COLORS: dict[str, str] = {
     "scI2CL": "#D55E00",
     "scRCL": "#D55E00",
+    "scRCL + Leiden": "#E69F00",
     "RNA PCA": "#0072B2",
     "PCA": "#0072B2",
     "ATAC LSI": "#56B4E9",
