@@ -391,43 +391,59 @@ def test_depth_regime_findings_pair_scI2CL_with_mofa_and_glue():
     assert depth.regime_findings(pd.DataFrame(rows[-1:])) == "the simulator regimes have not run"
 
 
-def test_depth_restamp_keeps_runs_only_when_the_canary_is_identical(tmp_path, monkeypatch):
+def test_depth_restamp_keeps_runs_only_when_every_dataset_canary_is_identical(
+    tmp_path, monkeypatch
+):
     import json
 
     from benchmarks import depth, peers
 
     monkeypatch.setattr(depth, "OUT", tmp_path / "out")
     monkeypatch.setattr(depth, "EMB", tmp_path / "emb")
-    monkeypatch.setattr(depth, "prepare_thinned", lambda ds, f, seed: None)
-    emb = {s: np.random.default_rng(s).normal(size=(5, 2)).astype(np.float32) for s in (0, 1)}
-    for seed, secs in ((0, 9.0), (1, 3.0)):
-        rec_path, emb_path = depth._paths("d", 0.1, "M", seed)
+    monkeypatch.setattr(depth, "prepare_thinned", lambda ds, f, seed: ds)
+    units = [("d", 0, 9.0), ("d", 1, 3.0), ("e", 0, 5.0)]
+    emb = {(d, s): np.random.default_rng([ord(d), s]).normal(size=(5, 2)).astype(np.float32)
+           for d, s, _ in units}  # fmt: skip
+    for ds, seed, secs in units:
+        rec_path, emb_path = depth._paths(ds, 0.1, "M", seed)
         rec_path.parent.mkdir(parents=True, exist_ok=True)
         emb_path.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(emb_path, embedding=emb[seed], extra_rna=emb[seed] + 1)
+        np.savez(emb_path, embedding=emb[ds, seed], extra_rna=emb[ds, seed] + 1)
         rec = {"key": {"method_version": "old"}, "status": "ok", "seconds": secs,
                "rows": [{"method_version": "old"}]}  # fmt: skip
         rec_path.write_text(json.dumps(rec))
     calls = []
 
-    def rerun(method, mdata, seed, **kw):  # the fastest unit (seed 1) is the canary
-        calls.append(seed)
-        return {"embedding": emb[seed] + shift, "extra": {"rna": emb[seed] + 1}}
+    def rerun(method, ds, seed, **kw):  # the fastest unit of each dataset is its canary
+        calls.append((ds, seed))
+        return {
+            "embedding": emb[ds, seed] + shift.get(ds, 0.0),
+            "extra": {"rna": emb[ds, seed] + 1},
+        }
+
+    def read():
+        return [json.loads(depth._paths(d, 0.1, "M", s)[0].read_text()) for d, s, _ in units]
 
     monkeypatch.setattr(peers, "run_peer", rerun)
     monkeypatch.setattr(depth, "_method_version", lambda m: "new")
-    shift = 1e-6  # the code now computes something else: nothing is restamped
-    assert depth.restamp("M", settings={}, log=lambda *a: None) == {"old": "differs"}
-    assert calls == [1]
-    read = [json.loads(depth._paths("d", 0.1, "M", s)[0].read_text()) for s in (0, 1)]
-    assert all(r["key"]["method_version"] == "old" for r in read)
-    shift = 0.0  # identical bit for bit: both units of the old version are kept
-    assert depth.restamp("M", settings={}, log=lambda *a: None) == {"old": "kept"}
-    read = [json.loads(depth._paths("d", 0.1, "M", s)[0].read_text()) for s in (0, 1)]
-    assert all(r["key"]["method_version"] == "new" for r in read)
-    assert all(r["rows"][0]["method_version"] == "new" for r in read)
-    assert read[0]["restamped_from"] == "old" and read[0]["restamp_canary"] == "d rna0.1 seed 1"
-    assert depth.restamp("M", settings={}, log=lambda *a: None) == {}  # nothing stale any more
+    quiet = {"settings": {}, "log": lambda *a: None}
+    shift = {"d": 1e-6}  # the code now computes something else on d: nothing is restamped
+    assert depth.restamp("M", **quiet) == {"old": "differs"}
+    assert calls == [("d", 1)]
+    assert all(r["key"]["method_version"] == "old" for r in read())
+    calls.clear()
+    shift = {"e": 1e-6}  # d reproduces but e does not: still nothing is restamped
+    assert depth.restamp("M", **quiet) == {"old": "differs"}
+    assert calls == [("d", 1), ("e", 0)]
+    assert all(r["key"]["method_version"] == "old" for r in read())
+    shift = {}  # identical bit for bit on every dataset: every unit of the old version is kept
+    assert depth.restamp("M", **quiet) == {"old": "kept"}
+    got = read()
+    assert all(r["key"]["method_version"] == "new" for r in got)
+    assert all(r["rows"][0]["method_version"] == "new" for r in got)
+    assert got[0]["restamped_from"] == "old"
+    assert got[0]["restamp_canary"] == "d rna0.1 seed 1; e rna0.1 seed 0"
+    assert depth.restamp("M", **quiet) == {}  # nothing stale any more
 
 
 def test_embedding_cache_keeps_runs_of_other_settings_apart(tmp_path):
