@@ -40,6 +40,7 @@ import numpy as np
 import pandas as pd
 
 from benchmarks import clustering, embeddings, peers
+from benchmarks.common import one_thread
 from benchmarks.config import FULL, SEEDS, epoch_kwargs
 from sci2cl import metrics, tl
 
@@ -222,10 +223,8 @@ def main() -> None:
     ap.add_argument("--methods", nargs="*", default=METHODS)
     ap.add_argument("--seeds", nargs="*", type=int, default=SEEDS)
     a = ap.parse_args()
-    import torch
-
     # one thread, as the clustering benchmark's workers: a second run trains the same embeddings
-    torch.set_num_threads(1)
+    one_thread()
     res = run(a.datasets, a.methods, a.seeds)
     for name, df in res.items():
         if not df.empty:

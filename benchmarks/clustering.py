@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from benchmarks import embeddings, peers, plots, protocols
-from benchmarks.common import available_paired, label_key, prepare
+from benchmarks.common import available_paired, label_key, one_thread, prepare
 from benchmarks.config import MAX_EPOCHS, MULTIVI_EPOCHS, SEEDS, SIMULATED, SMOKE, epoch_kwargs
 from benchmarks.report import paired_differences
 from sci2cl import metrics, pl
@@ -493,9 +493,7 @@ _ORDER = ["MultiVI", "MOFA+", "scI2CL", "WNN (muon)", "RNA PCA", "ATAC LSI", "PC
 
 def _unit_job(ds: str, method: str, seed: int, settings: dict, coords: bool, out_dir: str) -> str:
     """One unit in a worker process (one thread); returns its status line."""
-    import torch
-
-    torch.set_num_threads(1)
+    one_thread()
     path = _unit_path(Path(out_dir), ds, method, seed)
     before = path.stat().st_mtime if path.exists() else None
     run_peer = peers.run_peer
@@ -554,8 +552,7 @@ def run(
             ((ds, m, s) for ds in datasets for m in methods for s in seeds),
             key=lambda u: (rank.get(u[1], len(_ORDER) - 1), datasets.index(u[0]), u[2]),
         )
-        for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
-            os.environ[k] = "1"  # inherited by the workers
+        one_thread()  # inherited by the workers
         # one process per unit: its peak memory is then the method's, not an earlier unit's
         ctx = mp.get_context("spawn")
         with ProcessPoolExecutor(jobs, mp_context=ctx, max_tasks_per_child=1) as ex:
@@ -638,10 +635,15 @@ def main() -> int:
         help="cap on MultiVI's epochs (0: scvi-tools' default, 500 stopped early, as its tutorial)",
     )
     ap.add_argument("--glue-epochs", type=int, default=0, help="cap on GLUE's epochs (0: its own)")
-    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    ap.add_argument(
+        "--threads", type=int, default=1,
+        help="torch threads of an in-process run (default 1: every library at one thread, as the "
+        "units of the committed tables ran, so that a second run gives the same numbers)",
+    )  # fmt: skip
     ap.add_argument("--out", default=str(ROOT / "results"))
     a = ap.parse_args()
-    if a.threads:
+    one_thread()
+    if a.threads != 1:
         import torch
 
         torch.set_num_threads(a.threads)

@@ -16,6 +16,7 @@ from benchmarks.config import N_GENES, N_PEAKS, PAIRED, PAPER, label_key
 from sci2cl import datasets, pp
 
 __all__ = [
+    "one_thread",
     "available_paired",
     "thin_counts",
     "prepare",
@@ -23,6 +24,35 @@ __all__ = [
     "dev_parser",
     "report",
 ]
+
+
+#: the variables that numerical libraries read when they load (children inherit them)
+THREAD_VARIABLES = (
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "NUMBA_NUM_THREADS",
+)
+
+
+def one_thread() -> None:
+    """Pin this process, and every process it starts, to one thread in each numerical library.
+
+    The benchmarks' numbers depend on the thread count, not only their times: a sum split over
+    threads rounds differently, and the read-out's label-free choices (a modality weight, a
+    smoothing share) can flip on such a difference, so scI2CL trained under
+    ``OMP_NUM_THREADS=2`` is not the same embedding as under 1. The environment variables
+    reach child processes; ``threadpoolctl`` limits the BLAS and OpenMP pools already loaded
+    in this one (numpy may have been imported before this call), and torch gets one thread.
+    """
+    from threadpoolctl import threadpool_limits
+
+    for k in THREAD_VARIABLES:
+        os.environ[k] = "1"
+    threadpool_limits(1)
+    import torch
+
+    torch.set_num_threads(1)
 
 
 def available_paired(data_dir=None) -> list[str]:

@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from benchmarks.common import prepare, thin_counts
+from benchmarks.common import one_thread, prepare, thin_counts
 from benchmarks.config import FULL, epoch_kwargs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -238,9 +238,7 @@ def run_unit(ds: str, fraction: float, method: str, seed: int, settings: dict, l
 
 def _unit_job(args) -> str:
     """One unit in a fresh worker process (one thread)."""
-    import torch
-
-    torch.set_num_threads(1)
+    one_thread()
     ds, fraction, method, seed, settings = args
     rec = run_unit(ds, fraction, method, seed, settings, log=lambda *a: print(*a, flush=True))
     return f"{ds} {_tag(fraction)} {method} seed {seed}: {rec['status']}"
@@ -618,11 +616,7 @@ def main() -> int:
         help="keep units whose method version changed if a canary re-run is identical (restamp())",
     )  # fmt: skip
     a = ap.parse_args()
-    for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
-        os.environ[k] = "1"
-    import torch
-
-    torch.set_num_threads(1)
+    one_thread()
     settings = full_settings()
     t = time.perf_counter()
     if a.restamp:

@@ -28,12 +28,11 @@ LOG = ROOT / "results" / "sci2cl_readout_log.csv"
 
 def train_default(mdata, seed: int):
     """The default scI2CL trained on ``mdata``'s counts at one thread; returns ``(model, seconds)``."""
-    import torch
-
     import sci2cl
     from benchmarks import peers
+    from benchmarks.common import one_thread
 
-    torch.set_num_threads(1)
+    one_thread()
     t = time.perf_counter()
     model = sci2cl.SCI2CL(
         peers.setup_sci2cl(mdata), likelihood=peers.sci2cl_likelihood(mdata), seed=seed

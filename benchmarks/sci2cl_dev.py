@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from benchmarks import peers
-from benchmarks.common import append_log, label_key, prepare
+from benchmarks.common import append_log, label_key, one_thread, prepare
 from benchmarks.report import paired_differences
 from sci2cl import SCI2CL, metrics
 
@@ -378,6 +378,8 @@ def main() -> int:
         ap.error(f"unknown configurations {sorted(unknown)}; see --list")
     import torch
 
+    if a.threads == 1:
+        one_thread()  # the numbers of a one-thread run do not depend on the caller's environment
     torch.set_num_threads(a.threads)
     if a.rescore:
         rescore_readout(a.configs, a.datasets, a.seeds, a.log)

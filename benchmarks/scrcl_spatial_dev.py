@@ -21,6 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 from benchmarks import spatial
+from benchmarks.common import one_thread
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -97,7 +98,6 @@ def run(configs: list[str], seeds: list[int], out: Path, log=print) -> pd.DataFr
 def main() -> int:
     import argparse
 
-    import torch
 
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -106,7 +106,7 @@ def main() -> int:
     ap.add_argument("--seeds", nargs="*", type=int, default=spatial.SEEDS)
     ap.add_argument("--out", default=str(ROOT / "results" / "scrcl_spatial_dev.csv"))
     a = ap.parse_args()
-    torch.set_num_threads(1)
+    one_thread()
     df = run(a.configs, a.seeds, Path(a.out))
     print(
         df[df.protocol != "leiden"]

@@ -68,12 +68,11 @@ def main() -> int:
     ap.add_argument("--spaces", nargs="*", default=list(SPACES))
     ap.add_argument("--choices", nargs="*", default=list(CHOICES))
     a = ap.parse_args()
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
     import warnings
 
-    import torch
+    from benchmarks.common import one_thread
 
-    torch.set_num_threads(1)  # the embeddings it trains are the biology runner's (one thread)
+    one_thread()  # the embeddings it trains are the biology runner's (one thread)
 
     from benchmarks import biology, clustering
     from sci2cl import metrics, tl

@@ -530,3 +530,33 @@ def test_sci2cl_fingerprint_covers_every_module_the_model_imports():
                 todo += [t for t in targets if t]
     missing = sorted(f for f in seen if f.startswith("sci2cl/") and f not in covered)
     assert not missing, f"scI2CL's fingerprint misses {missing}"
+
+
+def test_one_thread_pins_every_library_even_after_numpy_loaded_under_more_threads():
+    """A benchmark's numbers depend on the thread count: the runners pin it whatever the caller set."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import numpy, json, os\n"
+        "from benchmarks.common import one_thread\n"
+        "one_thread()\n"
+        "import torch\n"
+        "from threadpoolctl import threadpool_info\n"
+        "print(json.dumps({'pools': [p['num_threads'] for p in threadpool_info()],"
+        " 'torch': torch.get_num_threads(), 'env': os.environ['OPENBLAS_NUM_THREADS']}))\n"
+    )
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "2",
+        "OPENBLAS_NUM_THREADS": "2",
+        "MKL_NUM_THREADS": "2",
+    }
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    ).stdout
+    got = json.loads(out.strip().splitlines()[-1])
+    assert got["pools"] and set(got["pools"]) == {1}
+    assert got["torch"] == 1 and got["env"] == "1"  # children inherit one thread
