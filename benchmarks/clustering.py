@@ -396,7 +396,9 @@ def merge(out_dir: Path = ROOT / "results", datasets: list[str] | None = None) -
     """
     parts = out_dir / "benchmark_clustering"
     if datasets is None:
-        datasets = sorted(p.stem for p in parts.glob("*.csv") if not p.stem.endswith("_skipped"))
+        datasets = sorted(
+            p.stem for p in parts.glob("*.csv") if not p.stem.endswith(("_skipped", "_curves"))
+        )
     missing = [d for d in datasets if not (parts / f"{d}.csv").exists()]
     if missing:
         raise FileNotFoundError(f"no benchmark results for {missing} in {parts}: run them first")

@@ -560,3 +560,21 @@ def test_one_thread_pins_every_library_even_after_numpy_loaded_under_more_thread
     got = json.loads(out.strip().splitlines()[-1])
     assert got["pools"] and set(got["pools"]) == {1}
     assert got["torch"] == 1 and got["env"] == "1"  # children inherit one thread
+
+
+def test_clustering_merge_reads_dataset_parts_only(tmp_path):
+    """The per-dataset side tables (skipped methods, training curves) are not datasets."""
+    from benchmarks import clustering
+
+    parts = tmp_path / "benchmark_clustering"
+    parts.mkdir()
+    pd.DataFrame({"dataset": ["a"], "method": ["M"], "nmi": [0.5]}).to_csv(
+        parts / "a.csv", index=False
+    )
+    pd.DataFrame(columns=["dataset", "method", "seed", "reason"]).to_csv(
+        parts / "a_skipped.csv", index=False
+    )
+    pd.DataFrame({"epoch": [0], "loss": [1.0]}).to_csv(parts / "a_curves.csv", index=False)
+    df = clustering.merge(tmp_path)
+    assert list(df["dataset"]) == ["a"] and "epoch" not in df
+    assert (tmp_path / "benchmark_curves.csv").exists()
