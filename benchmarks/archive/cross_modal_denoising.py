@@ -101,17 +101,15 @@ def run(ds: str, fraction: float, seed: int) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from benchmarks.archive import run_groups
     from benchmarks.common import append_log
 
-    argv = sys.argv[1:] if argv is None else argv
-    if not argv or len(argv) % 3:
-        print(__doc__)
-        return 2
-    for ds, frac, seed in zip(argv[::3], argv[1::3], argv[2::3]):
+    def step(ds: str, frac: str, seed: str) -> None:
         rows = run(ds, float(frac), int(seed))
         append_log(rows, LOG, ["dataset", "rna_fraction", "seed", "variant", "protocol"])
         print(ds, frac, seed, "done", flush=True)
-    return 0
+
+    return run_groups(argv, 3, __doc__, step)
 
 
 if __name__ == "__main__":

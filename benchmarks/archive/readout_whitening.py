@@ -98,16 +98,14 @@ def _blocks(model, mdata, y, seed: int, seconds: float) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from benchmarks.archive import run_groups
     from benchmarks.common import append_log
 
-    argv = sys.argv[1:] if argv is None else argv
-    if not argv or len(argv) % 2:
-        print(__doc__)
-        return 2
-    for ds, seed in zip(argv[::2], argv[1::2]):
+    def step(ds: str, seed: str) -> None:
         rows = [{**r, "dataset": ds} for r in run(ds, int(seed))]
         append_log(rows, LOG, ["dataset", "seed", "readout", "alpha", "protocol"])
-    return 0
+
+    return run_groups(argv, 2, __doc__, step)
 
 
 if __name__ == "__main__":
