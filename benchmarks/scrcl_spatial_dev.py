@@ -98,7 +98,6 @@ def run(configs: list[str], seeds: list[int], out: Path, log=print) -> pd.DataFr
 def main() -> int:
     import argparse
 
-
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
