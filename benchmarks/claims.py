@@ -173,14 +173,20 @@ def _trajectory(root: Path) -> str | None:
     )
 
 
+def _as_scrcl(df: pd.DataFrame, own: str) -> pd.DataFrame:
+    """``df`` with scRCL as a user runs it: the method ``own``, renamed "scRCL".
+
+    scRCL's other read-outs are dropped: they are the same model, not its peers.
+    """
+    keep = ~df["method"].str.startswith("scRCL") | (df["method"] == own)
+    return df[keep].replace({"method": {own: "scRCL"}})
+
+
 def _scrcl(root: Path) -> str | None:
     df = _read("benchmark_scrcl", root)
     if df is None:
         return None
-    # scRCL as a user runs it (KMeans at the true k); its other read-outs are not its peers
-    v = versus_best_peer(
-        df[~df["method"].str.startswith("scRCL") | (df["method"] == "scRCL")], "scRCL"
-    )
+    v = versus_best_peer(_as_scrcl(df, "scRCL"), "scRCL")  # KMeans at the true k
     deep = (
         "Of the paper's deep-clustering peers, DESC is among them; the others are not on the "
         "package index and are not run."
@@ -202,8 +208,7 @@ def _spatial(root: Path) -> str | None:
     # scRCL as a user runs it: the mode for the task (the spatial graph alone where that row is missing)
     own = "scRCL (mode for the task)"
     own = own if (d["method"] == own).any() else "scRCL (spatial graph)"
-    d = d[~d["method"].str.startswith("scRCL") | (d["method"] == own)].replace({own: "scRCL"})
-    v = versus_best_peer(d, "scRCL")
+    v = versus_best_peer(_as_scrcl(d, own), "scRCL")
     return f"Tissue tasks (KMeans NMI, 3 seeds): {_counts(v)} of {len(v)}{_behind(v)}."
 
 

@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from benchmarks import embeddings, peers, plots, protocols
-from benchmarks.common import available_paired, label_key, one_thread, prepare
+from benchmarks.common import available_paired, label_key, one_thread, prepare, set_threads
 from benchmarks.config import MAX_EPOCHS, MULTIVI_EPOCHS, SEEDS, SIMULATED, SMOKE, epoch_kwargs
 from benchmarks.report import paired_differences
 from sci2cl import metrics, pl
@@ -644,11 +644,7 @@ def main() -> int:
     )  # fmt: skip
     ap.add_argument("--out", default=str(ROOT / "results"))
     a = ap.parse_args()
-    one_thread()
-    if a.threads != 1:
-        import torch
-
-        torch.set_num_threads(a.threads)
+    set_threads(a.threads)
     out = Path(a.out)
     kw = {
         "max_cells": a.max_cells or None,

@@ -17,6 +17,7 @@ from sci2cl import datasets, pp
 
 __all__ = [
     "one_thread",
+    "set_threads",
     "available_paired",
     "thin_counts",
     "prepare",
@@ -53,6 +54,20 @@ def one_thread() -> None:
     import torch
 
     torch.set_num_threads(1)
+
+
+def set_threads(n: int) -> None:
+    """A runner's ``--threads``: 1 is :func:`one_thread`; more sets torch's threads only.
+
+    With more than one thread the other libraries keep their defaults, so such a run's numbers
+    depend on the machine (see :func:`one_thread`); the committed tables come from one thread.
+    """
+    if n == 1:
+        one_thread()
+    else:
+        import torch
+
+        torch.set_num_threads(n)
 
 
 def available_paired(data_dir=None) -> list[str]:

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from benchmarks.common import depth_dev_args, label_key
+from benchmarks.common import depth_dev_args, label_key, one_thread
 from benchmarks.depth import DATASETS, prepare_thinned
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,7 +30,6 @@ def train_default(mdata, seed: int):
     """The default scI2CL trained on ``mdata``'s counts at one thread; returns ``(model, seconds)``."""
     import sci2cl
     from benchmarks import peers
-    from benchmarks.common import one_thread
 
     one_thread()
     t = time.perf_counter()

@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from benchmarks import peers
-from benchmarks.common import append_log, label_key, one_thread, prepare
+from benchmarks.common import append_log, label_key, prepare, set_threads
 from benchmarks.report import paired_differences
 from sci2cl import SCI2CL, metrics
 
@@ -376,11 +376,7 @@ def main() -> int:
     unknown = set(a.configs) - set(CONFIGS)
     if unknown:
         ap.error(f"unknown configurations {sorted(unknown)}; see --list")
-    import torch
-
-    if a.threads == 1:
-        one_thread()  # the numbers of a one-thread run do not depend on the caller's environment
-    torch.set_num_threads(a.threads)
+    set_threads(a.threads)
     if a.rescore:
         rescore_readout(a.configs, a.datasets, a.seeds, a.log)
         a.configs = []

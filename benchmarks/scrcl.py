@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from benchmarks import peers
-from benchmarks.common import one_thread
+from benchmarks.common import set_threads
 from benchmarks.config import SCRCL_SEEDS as SEEDS
 from benchmarks.config import SCRNA
 from sci2cl import SCRCL, datasets, metrics, pp
@@ -268,11 +268,7 @@ def main() -> int:
     ap.add_argument("--methods", nargs="*", default=list(METHODS), choices=METHODS)
     ap.add_argument("--threads", type=int, default=2)
     a = ap.parse_args()
-    import torch
-
-    if a.threads == 1:
-        one_thread()  # every library at one thread, whatever the caller's environment says
-    torch.set_num_threads(a.threads)
+    set_threads(a.threads)
     t = time.perf_counter()
     scvi_epochs = None if a.no_scvi else a.scvi_epochs
     if a.smoke:
