@@ -34,7 +34,14 @@ import numpy as np
 import pandas as pd
 
 from benchmarks import embeddings, peers, plots, protocols
-from benchmarks.common import available_paired, label_key, one_thread, prepare, set_threads
+from benchmarks.common import (
+    available_paired,
+    label_key,
+    one_thread,
+    prepare,
+    set_threads,
+    thread_settings,
+)
 from benchmarks.config import MAX_EPOCHS, MULTIVI_EPOCHS, SEEDS, SIMULATED, SMOKE, epoch_kwargs
 from benchmarks.report import paired_differences
 from sci2cl import metrics, pl
@@ -513,10 +520,10 @@ def _unit_job(ds: str, method: str, seed: int, settings: dict, coords: bool, out
     )  # fmt: skip
     if (
         path.exists() and path.stat().st_mtime != before
-    ):  # it ran here: say how busy the machine was
+    ):  # it ran here: say how busy the machine was and the thread counts it ran with
         load = dict(zip(("load_1min", "load_5min", "load_15min"), os.getloadavg(), strict=True))
         side = path.with_suffix(".load.json")
-        side.write_text(json.dumps({**load, "cpus": os.cpu_count()}))
+        side.write_text(json.dumps({**load, "cpus": os.cpu_count(), "threads": thread_settings()}))
     return f"{ds} {method} seed {seed}: {rec['status']}"
 
 

@@ -56,6 +56,22 @@ def one_thread() -> None:
     torch.set_num_threads(1)
 
 
+def thread_settings() -> dict:
+    """The thread counts this process computes with, as a benchmark unit records them.
+
+    ``torch``: torch's intra-op threads; ``pools``: each BLAS/OpenMP pool loaded now
+    (``threadpoolctl``), by its API; and the variables of :data:`THREAD_VARIABLES`.
+    """
+    import torch
+    from threadpoolctl import threadpool_info
+
+    pools: dict[str, int] = {}
+    for p in threadpool_info():
+        pools[p["internal_api"]] = max(pools.get(p["internal_api"], 0), int(p["num_threads"]))
+    return {"torch": torch.get_num_threads(), "pools": pools,
+            **{k: os.environ.get(k) for k in THREAD_VARIABLES}}  # fmt: skip
+
+
 def set_threads(n: int) -> None:
     """A runner's ``--threads``: 1 is :func:`one_thread`; more sets torch's threads only.
 

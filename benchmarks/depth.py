@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from benchmarks.common import one_thread, prepare, thin_counts
+from benchmarks.common import one_thread, prepare, thin_counts, thread_settings
 from benchmarks.config import FULL, epoch_kwargs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -200,6 +200,7 @@ def run_unit(ds: str, fraction: float, method: str, seed: int, settings: dict, l
             log(f"{ds} {_tag(fraction)} {method} seed {seed}: FAILED {type(e).__name__}: {e}")
         else:
             res = {**out, "adj": out["adjacency"]}
+            rec["threads"] = thread_settings()  # the thread counts it was made with
             emb_path.parent.mkdir(parents=True, exist_ok=True)
             arrays = _embedding_arrays(res)
             if res["adj"] is not None:
