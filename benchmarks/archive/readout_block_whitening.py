@@ -92,9 +92,10 @@ def run(ds: str, fraction: float) -> list[dict]:
 def step(ds: str, fraction: str) -> None:
     f = float(fraction)
     new = pd.DataFrame(run(ds, f))
-    old = pd.read_csv(LOG) if LOG.exists() else pd.DataFrame(columns=new.columns)
-    old = old[~((old.dataset == ds) & np.isclose(old.rna_fraction, f))]
-    out = pd.concat([old, new], ignore_index=True)
+    out = new
+    if LOG.exists():
+        old = pd.read_csv(LOG)
+        out = pd.concat([old[~((old.dataset == ds) & np.isclose(old.rna_fraction, f))], new])
     out.to_csv(LOG.with_suffix(".tmp"), index=False)
     os.replace(LOG.with_suffix(".tmp"), LOG)
     print(new.pivot_table(index="readout", columns="protocol", values="nmi").round(3), flush=True)
