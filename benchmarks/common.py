@@ -172,7 +172,10 @@ def dev_parser(doc: str, datasets: list[str], readouts: list[str]) -> argparse.A
     ap.add_argument("--datasets", nargs="*", default=datasets)
     ap.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
     ap.add_argument("--readouts", nargs="*", default=readouts)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument(
+        "--threads", type=int, default=1,
+        help="1 (the committed logs): every library pinned to one thread (set_threads)",
+    )  # fmt: skip
     return ap
 
 

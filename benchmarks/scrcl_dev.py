@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from benchmarks.common import append_log, dev_parser
+from benchmarks.common import append_log, dev_parser, set_threads
 from benchmarks.scrcl import pca_embedding
 from sci2cl import SCRCL, datasets, metrics, pp
 
@@ -95,9 +95,7 @@ def main() -> int:
     ap.add_argument("--config", default="default", help="the configuration's name in the log")
     ap.add_argument("--out", default=str(ROOT / "results" / "scrcl_dev_log.csv"))
     a = ap.parse_args()
-    import torch
-
-    torch.set_num_threads(a.threads)
+    set_threads(a.threads)
     kw = {} if a.smoothing is None else {"smoothing": tuple(a.smoothing)}
     if a.target_sum is not None:
         kw["target_sum"] = None if a.target_sum == "median" else float(a.target_sum)

@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 
 from benchmarks import peers
+from benchmarks.common import set_threads
 from sci2cl import SCRCL, datasets, metrics, pp, tl
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -312,9 +313,7 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default=str(ROOT / "results"))
     a = ap.parse_args()
-    import torch
-
-    torch.set_num_threads(a.threads)
+    set_threads(a.threads)
     kw = {}
     seeds = a.seeds
     if a.smoke:

@@ -541,12 +541,13 @@ def test_one_thread_pins_every_library_even_after_numpy_loaded_under_more_thread
 
     code = (
         "import numpy, json, os\n"
-        "from benchmarks.common import one_thread\n"
+        "from benchmarks.common import one_thread, thread_settings\n"
         "one_thread()\n"
         "import torch\n"
         "from threadpoolctl import threadpool_info\n"
         "print(json.dumps({'pools': [p['num_threads'] for p in threadpool_info()],"
-        " 'torch': torch.get_num_threads(), 'env': os.environ['OPENBLAS_NUM_THREADS']}))\n"
+        " 'torch': torch.get_num_threads(), 'env': os.environ['OPENBLAS_NUM_THREADS'],"
+        " 'recorded': thread_settings()}))\n"
     )
     env = {
         **os.environ,
@@ -560,6 +561,10 @@ def test_one_thread_pins_every_library_even_after_numpy_loaded_under_more_thread
     got = json.loads(out.strip().splitlines()[-1])
     assert got["pools"] and set(got["pools"]) == {1}
     assert got["torch"] == 1 and got["env"] == "1"  # children inherit one thread
+    # what a unit records as its thread counts is what it ran with
+    rec = got["recorded"]
+    assert rec["torch"] == 1 and rec["pools"] and set(rec["pools"].values()) == {1}
+    assert rec["OPENBLAS_NUM_THREADS"] == "1"
 
 
 def test_clustering_merge_reads_dataset_parts_only(tmp_path):
