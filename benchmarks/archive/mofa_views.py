@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
 import tempfile
 from pathlib import Path
 
@@ -47,7 +46,7 @@ def factors(mdata, views: tuple[str, ...], seed: int, n_factors: int = 15) -> np
 
 
 def step(ds: str) -> None:
-    from benchmarks.common import label_key, one_thread, prepare
+    from benchmarks.common import append_log, label_key, one_thread, prepare
     from sci2cl import metrics
 
     one_thread()
@@ -60,12 +59,7 @@ def step(ds: str) -> None:
             for r in metrics.cluster_embedding(Z, y, seed=seed):
                 rows.append({"dataset": ds, "seed": seed, "views": "+".join(views), **r})
     new = pd.DataFrame(rows)
-    out = new
-    if LOG.exists():
-        old = pd.read_csv(LOG)
-        out = pd.concat([old[old.dataset != ds], new])
-    out.to_csv(LOG.with_suffix(".tmp"), index=False)
-    os.replace(LOG.with_suffix(".tmp"), LOG)
+    append_log(rows, LOG, ["dataset"])
     print(new.pivot_table(index="views", columns="protocol", values="nmi").round(3), flush=True)
 
 

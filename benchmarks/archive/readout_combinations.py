@@ -30,7 +30,6 @@ Scored with KMeans at the true k and label-free Leiden (labels only score). Rows
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -121,14 +120,10 @@ def run(ds: str, fraction: float) -> list[dict]:
 
 
 def step(ds: str, fraction: str) -> None:
-    f = float(fraction)
-    new = pd.DataFrame(run(ds, f))
-    out = new
-    if LOG.exists():
-        old = pd.read_csv(LOG)
-        out = pd.concat([old[~((old.dataset == ds) & np.isclose(old.rna_fraction, f))], new])
-    out.to_csv(LOG.with_suffix(".tmp"), index=False)
-    os.replace(LOG.with_suffix(".tmp"), LOG)
+    from benchmarks.common import append_log
+
+    new = pd.DataFrame(run(ds, float(fraction)))
+    append_log(new.to_dict("records"), LOG, ["dataset", "rna_fraction"])
     print(new.pivot_table(index="readout", columns="protocol", values="nmi").round(3), flush=True)
 
 
