@@ -382,8 +382,11 @@ def verdicts(df: pd.DataFrame, protocol: str = "kmeans", method: str = "scI2CL")
     return pd.DataFrame(rows).sort_values(["dataset", "rna_fraction"], ascending=[True, False])
 
 
-#: scI2CL's rows of the sweep under its default before the read-out's cross-modal smoothing
-PREVIOUS = ROOT / "results" / "depth_sweep_scI2CL_before_smoothing.csv"
+#: scI2CL's rows of the sweep under its previous default, and what changed since: the
+#: read-out's shared block (``results/depth_sweep_scI2CL_before_smoothing.csv`` holds the
+#: default before the cross-modal smoothing, the change before that)
+PREVIOUS = ROOT / "results" / "depth_sweep_scI2CL_before_shared_block.csv"
+PREVIOUS_WHAT = "its default before the shared block in the read-out"
 
 
 def versus_previous(
@@ -428,7 +431,7 @@ def findings(df: pd.DataFrame, protocol: str = "kmeans", method: str = "scI2CL")
     Keys: ``pays`` (where a multi-modal peer beats the better single
     modality), ``method`` (where ``method`` stands against the best peer
     there), ``encoder`` (``method`` against its own better encoder),
-    ``previous`` (scI2CL against its default before the smoothing read-out,
+    ``previous`` (scI2CL against :data:`PREVIOUS_WHAT`,
     :func:`versus_previous`), ``missing`` (points ``method`` has not run), and counts ``n_points``,
     ``n_pays``, ``n_at_least`` (``method`` at least the best peer where
     integration pays).
@@ -475,7 +478,7 @@ def findings(df: pd.DataFrame, protocol: str = "kmeans", method: str = "scI2CL")
         if one:
             parts.append(f"not yet compared at {one} (one seed so far)")
         out["previous"] = (
-            f"against its default before the smoothing read-out (paired over seeds), {method} is "
+            f"against {PREVIOUS_WHAT} (paired over seeds), {method} is "
             + ", ".join(parts)
             + f" of the {len(prev)} points run so far"
         )
@@ -643,7 +646,7 @@ def main() -> int:
     for proto in ("kmeans", "leiden"):
         print(f"\nNMI, {proto}\n" + summary(df, proto).to_string())
         print(verdicts(df, proto).round(3).to_string())
-        print(f"\nscI2CL against its default before the smoothing read-out, {proto}")
+        print(f"\nscI2CL against {PREVIOUS_WHAT}, {proto}")
         print(versus_previous(df, proto).round(3).to_string())
     print(f"total wall time {time.perf_counter() - t:.0f} s")
     return 0

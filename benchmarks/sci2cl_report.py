@@ -26,6 +26,9 @@ DEPTH = ROOT / "results" / "depth_sweep.csv"
 SPEED = ROOT / "results" / "sci2cl_speed.csv"
 SCALING = ROOT / "results" / "sci2cl_scaling.csv"
 LIGHTNING = ROOT / "results" / "sci2cl_lightning_vs_loop.csv"
+GATE = ROOT / "results" / "sci2cl_readout_gate_log.csv"
+#: the shared block's weight the package uses (``SCI2CL(shared_weight=...)``), as its gate study names it
+DEFAULT_SHARED = "joint+1.25rshared16"
 #: the development configuration that the package's defaults equal, and its read-out rule
 DEFAULT_CONFIG, DEFAULT_READOUT = "skip_no_moc_mom", "joint"
 DEV_SETS = ["scicar_kidney", "snare_adbrain", "bmmc_a", "bmmc_b"]
@@ -292,6 +295,40 @@ def lightning_table(path: Path = LIGHTNING) -> str:
     return _md(pd.DataFrame(rows)) + note
 
 
+def shared_block_table(path: Path = GATE) -> str:
+    """The shared block's weights against the joint read-out without it, paired over seeds.
+
+    Per protocol and read-out: the mean paired NMI difference over the real development
+    set-fractions, how many of them gain or lose (mean beyond one SD over seeds), the
+    largest loss, and the simulator regimes' paired differences.
+    """
+    log = pd.read_csv(path)
+    p = log.pivot_table(
+        index=["dataset", "rna_fraction", "protocol", "seed"], columns="readout", values="nmi"
+    )
+    diff = p.sub(p["joint"], axis=0).drop(columns="joint")
+    g = diff.groupby(level=[0, 1, 2])
+    mean, sd = g.mean(), g.std(ddof=1)
+    sim = mean.index.get_level_values(0).str.startswith("simulated")
+    rows = []
+    for proto, title in PROTOCOLS.items():
+        at = mean.index.get_level_values(2) == proto
+        m, s = mean[~sim & at], sd[~sim & at]
+        for name in diff.columns:
+            rec = {
+                "protocol": title,
+                "read-out": name + (" (default)" if name == DEFAULT_SHARED else ""),
+                f"mean over {len(m)} real set-fractions": f"{m[name].mean():+.3f}",
+                "gains": int((m[name] > s[name]).sum()),
+                "losses": int((m[name] < -s[name]).sum()),
+                "largest loss": f"{m[name].min():+.3f}",
+            }
+            for (ds, _, _), v in mean[sim & at][name].items():
+                rec[ds.replace("simulated_", "sim. ")] = f"{v:+.3f}"
+            rows.append(rec)
+    return _md(pd.DataFrame(rows))
+
+
 def main() -> int:
     OUT.mkdir(parents=True, exist_ok=True)
     files = {
@@ -308,6 +345,8 @@ def main() -> int:
         print(f"wrote {scaling_figure()}")
     if LIGHTNING.exists():
         files["sci2cl_lightning.md"] = lightning_table()
+    if GATE.exists():
+        files["sci2cl_shared_block.md"] = shared_block_table()
     for name, text in files.items():
         (OUT / name).write_text(text)
         print(f"wrote {OUT / name}")

@@ -18,13 +18,13 @@ def trained(tiny_mdata):
 
 def test_end_to_end_and_latent(trained, tiny_mdata):
     z = trained.get_latent_representation()
-    assert z.shape == (tiny_mdata.n_obs, 16)
+    assert z.shape == (tiny_mdata.n_obs, 16 + 16)  # n_latent + shared_variates
     assert np.isfinite(z).all()
     assert tiny_mdata.obsm["X_sci2cl"] is z
     assert {"rec", "mse", "moc", "mom", "loss"} <= set(trained.history.columns)
     assert list(trained.history["stage"]) == ["pretrain", "joint", "joint"]
     for kind in ("rna", "atac", "fused"):
-        assert trained.get_latent_representation(kind=kind, key_added=None).shape == z.shape
+        assert trained.get_latent_representation(kind=kind, key_added=None).shape == (600, 16)
     # "concat": both encoder outputs, each L2-normalised, side by side
     c = trained.get_latent_representation(kind="concat", key_added=None)
     assert c.shape == (tiny_mdata.n_obs, 32)
@@ -37,7 +37,9 @@ def test_end_to_end_and_latent(trained, tiny_mdata):
     assert min(w.values()) >= 0
     # the read-out weight is one of the scored grid values, kept with its scores
     sc = trained.readout_scores_
-    assert list(sc.columns) == ["w_rna", "modularity", "shared_neighbours_z", "smoothing"]
+    assert list(sc.columns) == [
+        "w_rna", "modularity", "shared_neighbours_z", "smoothing", "shared_rho1"
+    ]  # fmt: skip
     assert len(sc) == 11 and (sc["smoothing"] == trained.cross_smoothing_).all()
     assert np.isclose(sc["w_rna"], w["rna"]).any()
 
@@ -48,6 +50,7 @@ def test_single_modality_readout_keeps_that_modalitys_geometry(tiny_mdata, monke
 
     monkeypatch.setattr(sci2cl.model._readout, "MIXTURE_MARGIN", np.inf)
     kw = {"n_latent": 8, "n_hidden": 32, "n_views": 0, "seed": 0, "cross_smoothing": 0}
+    kw["shared_variates"] = 0  # the weighted read-out alone
     m = sci2cl.SCI2CL(tiny_mdata, **kw)
     m.train(max_epochs=2, pretrain_epochs=1, progress_bar=False)
     w = m.modality_weights_
@@ -86,18 +89,83 @@ def test_readout_keeps_rna_when_the_modalities_share_no_neighbourhoods(trained):
     mod = copy.deepcopy(trained.module)
     zt = {k: torch.as_tensor(v, dtype=torch.float32) for k, v in z.items()}
     with pytest.warns(UserWarning, match="share no more kNN neighbours than chance"):
-        sc, _ = fit_readout(mod, zt, np.arange(n), "modularity", seed=0, smoothing=0.5)
+        sc, _ = fit_readout(
+            mod, zt, np.arange(n), "modularity", seed=0, smoothing=0.5, shared_weight=1.0
+        )
     assert sc["modularity"].iloc[0] > sc["modularity"].iloc[-1]  # ATAC alone is more modular
     assert mod.readout_weights.tolist() == [1.0, 0.0] and (sc["shared_neighbours_z"] < 3).all()
     assert float(mod.readout_smoothing) == 0  # nor is RNA smoothed over unrelated neighbours
+    assert not mod.readout_shared.any()  # nor is a shared block added
     # the same ATAC structure, now shared with RNA: no guard, no warning
     z["atac"] = c_atac[y_rna] + rng.normal(0, 1, (n, e))
     zt = {k: torch.as_tensor(v, dtype=torch.float32) for k, v in z.items()}
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        sc, _ = fit_readout(mod, zt, np.arange(n), "modularity", seed=0, smoothing=0.5)
+        sc, _ = fit_readout(
+            mod, zt, np.arange(n), "modularity", seed=0, smoothing=0.5, shared_weight=1.0
+        )
     assert (sc["shared_neighbours_z"] > 3).all() and mod.readout_weights[1] > 0
     assert float(mod.readout_smoothing) == 0.5
+    assert mod.readout_shared.any() and sc["shared_rho1"].iloc[0] > 0.9
+
+
+def test_shared_projection_agrees_with_sklearn_cca_and_weighs_by_correlation():
+    """The canonical correlations are sklearn's; the block's size follows them (nothing shared,
+    nothing added; all shared, about ``weight`` in mean row norm); and it is linear per cell."""
+    from sklearn.cross_decomposition import CCA
+
+    from sci2cl.model._readout import shared_projection
+
+    rng = np.random.default_rng(0)
+    n, k = 3000, 4
+    s = rng.normal(size=(n, 2))  # two factors both embeddings carry, at different strengths
+    R = np.hstack([s * [2.0, 1.0], rng.normal(size=(n, 6))]) @ rng.normal(size=(8, 8))
+    A = np.hstack([s * [1.5, 0.4], rng.normal(size=(n, 4))]) @ rng.normal(size=(6, 6))
+    mean, proj, rho = shared_projection(R, A, k, weight=1.0)
+    assert proj.shape == (14, k) and rho.shape == (k,)
+    assert np.all(np.diff(rho) <= 1e-12) and 0.5 < rho[0] < 1
+    cca = CCA(n_components=1, max_iter=2000, tol=1e-10).fit(R, A)
+    u, v = cca.transform(R, A)
+    assert rho[0] == pytest.approx(abs(np.corrcoef(u[:, 0], v[:, 0])[0, 1]), abs=5e-3)
+    block = (np.hstack([R, A]) - mean) @ proj
+    # the first column is the mean of the first pair of variates, which tracks the strong factor
+    assert abs(np.corrcoef(block[:, 0], s[:, 0])[0, 1]) > 0.9
+    # one embedding twice: every correlation is 1, the block has about unit mean row norm
+    _, p1, r1 = shared_projection(R, R, k, weight=2.0)
+    b1 = (R - R.mean(0)) @ (p1[:8] + p1[8:])
+    assert r1 == pytest.approx(1.0, abs=2e-3)  # 1 but for the ridge
+    assert 0.9 * 2.0 < np.linalg.norm(b1, axis=1).mean() <= 2.0
+    # unrelated embeddings: small correlations, a small block
+    _, p0, r0 = shared_projection(R, rng.normal(size=(n, 6)), k, weight=2.0)
+    b0 = np.hstack([R, rng.normal(size=(n, 6))]) @ p0
+    assert r0[0] < 0.1 and np.linalg.norm(b0 - b0.mean(0), axis=1).mean() < 0.1
+    # an embedding without variance (ATAC replaced by zeros) shares nothing
+    _, pz, rz = shared_projection(R, np.zeros((n, 6)), k, weight=1.0)
+    assert not pz.any() and not rz.any()
+
+
+def test_joint_readout_is_the_weighted_readout_beside_the_shared_block(tiny_mdata):
+    """The same training with and without the block: the first ``n_latent`` columns are the
+    weighted read-out at unit mean row norm, the rest the encoders' shared variates."""
+    kw = {"n_latent": 8, "n_hidden": 32, "n_views": 0, "seed": 4, "cross_smoothing": 0}
+    plain = sci2cl.SCI2CL(tiny_mdata, shared_variates=0, **kw)
+    plain.train(max_epochs=2, pretrain_epochs=1, progress_bar=False)
+    m = sci2cl.SCI2CL(tiny_mdata, shared_variates=4, shared_weight=0.5, **kw)
+    m.train(max_epochs=2, pretrain_epochs=1, progress_bar=False)
+    j0 = plain.get_latent_representation(key_added=None).astype(np.float64)
+    z = m.get_latent_representation(key_added=None).astype(np.float64)
+    assert j0.shape == (600, 8) and z.shape == (600, 12)
+    np.testing.assert_allclose(z[:, :8], j0 / np.linalg.norm(j0, axis=1).mean(), atol=1e-4)
+    assert np.linalg.norm(z[:, :8], axis=1).mean() == pytest.approx(1.0, abs=1e-4)
+    from sci2cl.model._readout import shared_projection
+
+    r, a = (m.get_latent_representation(kind=k, key_added=None) for k in ("rna", "atac"))
+    mean, proj, rho = shared_projection(r.astype(np.float64), a.astype(np.float64), 4, 0.5)
+    np.testing.assert_allclose(z[:, 8:], (np.hstack([r, a]) - mean) @ proj, atol=1e-4)
+    assert m.readout_scores_["shared_rho1"].iloc[0] == pytest.approx(rho[0], abs=1e-6)
+    # per cell: a subset of the cells gets the same rows
+    sub = m.get_latent_representation(tiny_mdata[:50].copy(), key_added=None)
+    np.testing.assert_allclose(sub, z[:50], atol=1e-5)
 
 
 def test_refit_readout_switches_weighting_without_touching_the_encoders(trained):
@@ -107,7 +175,9 @@ def test_refit_readout_switches_weighting_without_touching_the_encoders(trained)
     w_wnn = trained.refit_readout("wnn", cross_smoothing=0).modality_weights_
     assert trained.modality_weighting_ == "wnn"
     # WNN scores no grid
-    assert list(trained.readout_scores_.columns) == ["shared_neighbours_z", "smoothing"]
+    assert list(trained.readout_scores_.columns) == [
+        "shared_neighbours_z", "smoothing", "shared_rho1"
+    ]  # fmt: skip
     assert trained.init_params["modality_weighting"] == "modularity"  # a fitted attribute only
     zs = {}
     for m in ("rna", "atac"):
@@ -359,8 +429,8 @@ def test_end_to_end_on_real_bmmc(shared_data):
     model = sci2cl.SCI2CL(m, n_latent=16, n_hidden=64, seed=0)
     model.train(max_epochs=2, pretrain_epochs=1, progress_bar=False)
     z = model.get_latent_representation()
-    assert z.shape == (500, 16) and np.isfinite(z).all()
-    assert m.obsm["X_sci2cl"].shape == (500, 16)
+    assert z.shape == (500, 32) and np.isfinite(z).all()
+    assert m.obsm["X_sci2cl"].shape == (500, 32)
 
 
 def _rna_counts_and_scanpy_pcs(model, n_comps: int):

@@ -118,3 +118,18 @@ def test_committed_notebooks_hold_no_path_of_the_machine_that_ran_them():
     assert "tags" not in out.metadata or out.metadata["tags"] == []
     for p in sorted((root / "notebooks").glob("[0-9][0-9]_*.ipynb")):
         assert str(root) not in p.read_text(), p.name
+
+
+def test_book_sources_hold_no_control_characters():
+    """A TeX command written into a Python string unescaped ("\\tilde", "\\alpha", "\\frac") becomes a
+    tab, a bell or a form feed, and the page shows "ilde z" and "lpha": none in the book's text."""
+    bad = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]|\t(?:ilde|imes|heta|au|ext|frac)")
+    files = [
+        *ROOT.glob("book/*.md"),
+        *ROOT.glob("notebooks/[0-9][0-9]_*.ipynb"),
+        ROOT / "README.md",
+    ]
+    assert len(files) > 5
+    for f in files:
+        for n, line in enumerate(f.read_text().splitlines(), 1):
+            assert not bad.search(line), f"{f.name}:{n}: {line[:60]!r}"

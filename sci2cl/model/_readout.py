@@ -3,7 +3,8 @@
 :func:`fit_readout` turns the per-modality embeddings of the training cells
 into the buffers of :class:`~sci2cl.module.SCI2CLModule` that
 ``joint_embedding`` reads (``readout_scales``, ``readout_weights``,
-``readout_mean``, ``readout_components``) and the table of scores behind
+``readout_mean``, ``readout_components``, ``readout_joint_norm``,
+``readout_shared_mean``, ``readout_shared``) and the table of scores behind
 the weights. No labels are used.
 """
 
@@ -34,6 +35,8 @@ __all__ = [
     "WEIGHT_GRID",
     "MAX_PCA_CELLS",
     "SHARED_STRUCTURE_Z",
+    "SHARED_RIDGE",
+    "shared_projection",
     "fit_readout",
     "encode_and_fit",
 ]
@@ -50,6 +53,49 @@ SHARED_STRUCTURE_Z = 3.0
 SMOOTHING_GRID = np.round(np.linspace(0.0, 0.8, 9), 2)
 #: cells on which the joint read-out's principal axes are fitted (all cells below this)
 MAX_PCA_CELLS = 50_000
+#: ridge of the canonical correlation analysis behind the shared block, times the mean variance
+SHARED_RIDGE = 1e-3
+
+
+def shared_projection(
+    z_rna: np.ndarray, z_atac: np.ndarray, n_shared: int, weight: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The structure two embeddings share, as a linear map of the two side by side.
+
+    A canonical correlation analysis of ``z_rna`` ``(n, E)`` and ``z_atac``
+    ``(n, E')`` (each covariance plus :data:`SHARED_RIDGE` times its mean
+    variance; Hotelling 1936) gives pairs of unit-variance canonical variates
+    ``u_i``, ``v_i`` with correlations ``rho_i``. The shared block is
+    ``weight * rho_i * (u_i + v_i) / 2 / sqrt(n_shared)`` for the first
+    ``n_shared`` pairs: the part of each embedding that the other confirms,
+    weighted by how strongly, so two embeddings that share nothing add
+    nothing, and perfectly shared structure has about ``weight`` times unit
+    mean row norm. Returns ``(mean (E + E',), projection (E + E', n_shared),
+    rho (n_shared,))``; the block of cells ``Z`` is ``(Z - mean) @ projection``
+    with ``Z = [z_rna, z_atac]``. Columns beyond the number of canonical pairs,
+    or of an embedding without variance, are zeros.
+    """
+    Z = np.hstack([z_rna, z_atac]).astype(np.float64)
+    mean = Z.mean(0)
+    e = z_rna.shape[1]
+    R, A = Z[:, :e] - mean[:e], Z[:, e:] - mean[e:]
+    proj = np.zeros((Z.shape[1], n_shared))
+    rho_out = np.zeros(n_shared)
+    if n_shared == 0 or not (R.any() and A.any()):
+        return mean, proj, rho_out
+
+    def inv_sqrt(C: np.ndarray) -> np.ndarray:
+        w, V = np.linalg.eigh(C + SHARED_RIDGE * np.trace(C) / len(C) * np.eye(len(C)))
+        return V @ np.diag(np.clip(w, 1e-12 * w.max(), None) ** -0.5) @ V.T
+
+    Wr, Wa = inv_sqrt(R.T @ R / len(R)), inv_sqrt(A.T @ A / len(A))
+    U, rho, Vt = np.linalg.svd(Wr @ (R.T @ A / len(R)) @ Wa)
+    k = min(n_shared, len(rho))
+    scale = weight * rho[:k] / 2 / np.sqrt(n_shared)
+    proj[:e, :k] = Wr @ U[:, :k] * scale
+    proj[e:, :k] = Wa @ Vt.T[:, :k] * scale
+    rho_out[:k] = rho[:k]
+    return mean, proj, rho_out
 
 
 def readout_cells(n: int, seed: int, max_cells: int) -> tuple[np.ndarray, np.ndarray]:
@@ -132,6 +178,7 @@ def fit_readout(
     seed: int,
     split: tuple[dict, dict] | None = None,
     smoothing: str | float = "auto",
+    shared_weight: float = 0.0,
 ):
     """Set ``module``'s read-out buffers from embeddings ``z`` ``{m: (n_cells, E)}``; return the scores.
 
@@ -150,9 +197,12 @@ def fit_readout(
     splitting: ``split = (z_a, x_b)`` holds the embeddings of one binomial
     half of each cell's counts and the network inputs of the other half
     (cells ``sub``; :func:`~sci2cl._graph.agreement_weight_scores`). Then the principal axes of the
-    weighted concatenation of all cells of ``z``. Whatever the weighting, the
-    modalities are mixed (and RNA smoothed) only when their kNN graphs share
-    neighbours beyond chance (``z`` of
+    weighted concatenation of all cells of ``z``, and its mean row norm. Then,
+    when the module has a shared block (``readout_shared``), its projection
+    from the unsmoothed ``z`` (:func:`shared_projection` with weight
+    ``shared_weight``). Whatever the weighting, the
+    modalities are mixed (and RNA smoothed, and the shared block kept) only
+    when their kNN graphs share neighbours beyond chance (``z`` of
     :func:`~sci2cl._graph.neighbour_agreement` at least
     :data:`SHARED_STRUCTURE_Z`); otherwise RNA alone is kept, with a warning.
     Returns the weighting's table of scores (one row for ``"wnn"``) with the
@@ -163,6 +213,7 @@ def fit_readout(
     from sklearn.decomposition import PCA
 
     mods = module.modalities
+    z_raw = z
     shared = neighbour_agreement(*(z[m][sub].cpu().numpy() for m in ("rna", "atac")), seed=seed)
     share, smooth_scores = choose_smoothing(smoothing, split, shared["z"])
     module.readout_smoothing.fill_(share)
@@ -199,9 +250,6 @@ def fit_readout(
                 UserWarning, stacklevel=3,
             )  # fmt: skip
         w = np.array([1.0 if m == "rna" else 0.0 for m in mods])
-    scores = (scores if len(scores) else pd.DataFrame(index=[0])).assign(
-        shared_neighbours_z=shared["z"], smoothing=share
-    )
     module.readout_weights.copy_(torch.as_tensor(w, dtype=torch.float32))
     Y = module.weighted_concat(z).cpu().numpy().astype(np.float64)
     k = module.readout_components.shape[1]
@@ -210,6 +258,20 @@ def fit_readout(
     comps[:, : pca.n_components_] = pca.components_.T
     module.readout_mean.copy_(torch.as_tensor(pca.mean_, dtype=torch.float32))
     module.readout_components.copy_(torch.as_tensor(comps, dtype=torch.float32))
+    n_shared = module.readout_shared.shape[1]
+    rho1 = 0.0
+    if n_shared:
+        J = pca.transform(Y)
+        module.readout_joint_norm.fill_(float(max(np.linalg.norm(J, axis=1).mean(), 1e-12)))
+        weight = shared_weight if shared["z"] >= SHARED_STRUCTURE_Z else 0.0
+        r, a = (z_raw[m].cpu().numpy().astype(np.float64) for m in ("rna", "atac"))
+        mean, proj, rho = shared_projection(r, a, n_shared, weight)
+        module.readout_shared_mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
+        module.readout_shared.copy_(torch.as_tensor(proj, dtype=torch.float32))
+        rho1 = float(rho[0])
+    scores = (scores if len(scores) else pd.DataFrame(index=[0])).assign(
+        shared_neighbours_z=shared["z"], smoothing=share, shared_rho1=rho1
+    )
     return scores, smooth_scores
 
 
@@ -222,6 +284,7 @@ def encode_and_fit(
     seed: int,
     smoothing: str | float = "auto",
     max_cells: int = 5000,
+    shared_weight: float = 0.0,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Embed the read-out cells (:func:`readout_cells`) per modality and :func:`fit_readout`.
 
@@ -265,4 +328,4 @@ def encode_and_fit(
             {m: torch.cat([h[i][m] for h in halves])[sub].cpu().numpy() for m in module.modalities}
             for i in (0, 1)
         )
-    return fit_readout(module, z, sub, weighting, seed, split, smoothing)
+    return fit_readout(module, z, sub, weighting, seed, split, smoothing, shared_weight)

@@ -143,6 +143,22 @@ class SCI2CL(BaseModel):
         ``[0, 1)`` fixes it. No smoothing when the two embeddings share no
         more kNN neighbours than chance. The training cells' embeddings are
         kept with the model as the reference (up to 50,000 cells).
+    shared_variates
+        Columns of the shared block that the joint read-out appends to the
+        weighted embedding (so ``kind="joint"`` has ``n_latent +
+        shared_variates`` columns; 0: none). The block is what the two
+        encoders share: their first ``shared_variates`` canonical variates (a
+        canonical correlation analysis of the two embeddings of the training
+        cells, fixed after training, no labels), each pair averaged and
+        weighted by its canonical correlation, so encoders that share little
+        add little (:func:`~sci2cl.model._readout.shared_projection`). The
+        idea is MOFA+'s factors that several views support (Argelaguet et al.
+        2020). Its columns are zeros when the two embeddings share no more kNN
+        neighbours than chance. Default 16.
+    shared_weight
+        Weight of the shared block against the weighted embedding, which the
+        read-out scales to unit mean row norm (>= 0; default 1.25, chosen on
+        the development sets, see the methods chapter).
     seed
         Seed of initialisation, masking, negatives and batch order.
     device
@@ -179,6 +195,8 @@ class SCI2CL(BaseModel):
         modality_weighting: str = "modularity",
         readout_scaling: str = "global",
         cross_smoothing: str | float = "auto",
+        shared_variates: int = 16,
+        shared_weight: float = 1.25,
         seed: int = 0,
         device: str = "auto",
     ):
@@ -196,6 +214,8 @@ class SCI2CL(BaseModel):
         check_range("mask_rate", mask_rate, 0, 1, hi_open=True)
         check_range("temperature", temperature, 0, lo_open=True)
         check_range("n_negatives", n_negatives, 0, integer=True)
+        check_range("shared_variates", shared_variates, 0, integer=True)
+        check_range("shared_weight", shared_weight, 0)
         if n_input_pcs is not None:
             check_range("n_input_pcs", n_input_pcs, 2, integer=True)
         if not isinstance(drop_first_pc, list | tuple) or not all(
@@ -263,6 +283,7 @@ class SCI2CL(BaseModel):
                 weights=w,
                 joint_rec=joint_rec,
                 use_rna_only=use_rna_only,
+                n_shared=shared_variates,
             ).to(self.device)
         X = self._matrices(mdata)
         for r in ROLES:
@@ -454,8 +475,9 @@ class SCI2CL(BaseModel):
         """Fix the joint read-out from the training data (no labels); see :func:`fit_readout`."""
         batch, n = functools.partial(self._batch, X), self.mdata.n_obs
         self.readout_scores_, self.smoothing_scores_ = encode_and_fit(
-            self.module, batch, n, weighting, self.seed, smoothing
-        )
+            self.module, batch, n, weighting, self.seed, smoothing,
+            shared_weight=float(self.init_params["shared_weight"]),
+        )  # fmt: skip
         self.modality_weighting_ = weighting
 
     @torch.no_grad()
@@ -532,7 +554,7 @@ class SCI2CL(BaseModel):
         kind: str = "joint",
         layer: str | None | type = ...,
     ) -> np.ndarray:
-        """Cell embeddings, shape ``(n_cells, n_latent)`` (``2 * n_latent`` for ``"concat"``).
+        """Cell embeddings ``(n_cells, n_latent)``; ``n_latent + shared_variates`` columns for ``"joint"``, ``2 * n_latent`` for ``"concat"``.
 
         Parameters
         ----------
@@ -550,10 +572,12 @@ class SCI2CL(BaseModel):
             Where ``mdata`` holds the raw data (``None``: ``.X``, as in a backed
             atlas); default: the layer the model was set up with.
         kind
-            ``"joint"`` (default): the L2-normalised RNA and ATAC embeddings
+            ``"joint"`` (default): the RNA and ATAC embeddings on one scale
             side by side, each scaled by the square root of its modality weight
             (:attr:`modality_weights_`, label-free weights fixed after
-            training, see ``modality_weighting``), projected on the principal axes of the training cells;
+            training, see ``modality_weighting``), projected on the principal
+            axes of the training cells, and beside them the shared block (see
+            ``shared_variates``);
             ``"fused"``: the cross-attended embeddings concatenated and projected
             by the fusion network (the paper's read-out); ``"rna"`` or
             ``"atac"`` (per-modality encoders); ``"concat"`` (both

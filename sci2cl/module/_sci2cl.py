@@ -208,6 +208,9 @@ class SCI2CLModule(nn.Module):
         Reconstruct both modalities from the joint embedding in the joint stage.
     use_rna_only
         Ablation: every ATAC input is replaced by zeros (:meth:`inputs`).
+    n_shared
+        Columns of the shared block that :meth:`joint_embedding` appends
+        (``readout_shared``; 0: none).
 
     Notes
     -----
@@ -236,6 +239,7 @@ class SCI2CLModule(nn.Module):
         weights: dict[str, float] | None = None,
         joint_rec: bool = True,
         use_rna_only: bool = False,
+        n_shared: int = 0,
     ):
         super().__init__()
         self.modalities = tuple(n_features)
@@ -276,6 +280,11 @@ class SCI2CLModule(nn.Module):
         self.register_buffer("readout_scales", torch.ones(len(self.modalities)))
         self.register_buffer("readout_mean", torch.zeros(2 * n_latent))
         self.register_buffer("readout_components", torch.eye(2 * n_latent, n_latent))
+        # the structure the two encoders share (canonical variates), beside the weighted read-out:
+        # the weighted read-out's mean row norm, the encoders' mean and their projection
+        self.register_buffer("readout_joint_norm", torch.ones(()))
+        self.register_buffer("readout_shared_mean", torch.zeros(2 * n_latent))
+        self.register_buffer("readout_shared", torch.zeros(2 * n_latent, int(n_shared)))
         # cross-modal smoothing of the RNA embedding: its share and the reference cells'
         # embeddings (sized by the model after training)
         self.register_buffer("readout_smoothing", torch.zeros(()))
@@ -353,14 +362,26 @@ class SCI2CLModule(nn.Module):
         return {**z, "rna": (1 - a) * z["rna"] + a * nbr}
 
     def joint_embedding(self, x: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Joint embedding ``(n_cells, E)`` of raw inputs; per-cell, batch-independent.
+        """Joint embedding ``(n_cells, E + n_shared)`` of raw inputs; per-cell, batch-independent.
 
         :meth:`weighted_concat` of the :meth:`cross_smoothed` per-modality
         embeddings projected on its principal axes (``readout_mean``,
-        ``readout_components``), all fixed from the training cells after training.
+        ``readout_components``) and divided by its training cells' mean row
+        norm (``readout_joint_norm``); beside it, with ``n_shared > 0``, the
+        shared block: the two encoders' embeddings side by side, centred
+        (``readout_shared_mean``) and projected on ``readout_shared``
+        (``(2E, n_shared)``, the weighted canonical variates of
+        :func:`~sci2cl.model._readout.shared_projection`). All fixed from the
+        training cells after training.
         """
-        z = self.cross_smoothed(self.encode(x))
-        return (self.weighted_concat(z) - self.readout_mean) @ self.readout_components
+        z = self.encode(x)
+        j = (
+            self.weighted_concat(self.cross_smoothed(z)) - self.readout_mean
+        ) @ self.readout_components
+        if self.readout_shared.shape[1] == 0:
+            return j
+        both = torch.cat([z[m] for m in ("rna", "atac")], 1) - self.readout_shared_mean
+        return torch.cat([j / self.readout_joint_norm, both @ self.readout_shared], 1)
 
     def embedding(self, x: dict[str, torch.Tensor], kind: str = "joint") -> torch.Tensor:
         """One of the read-outs of :data:`EMBEDDING_KINDS`, per cell.
