@@ -58,8 +58,22 @@ def _is_noise(text: str) -> bool:
     return any(k in text for k in ("Warning", "warn(", "warnings.warn", "it/s]", "s/it]", "\r"))
 
 
+def _progress_free(text: str) -> str:
+    """``text`` as a terminal shows it (each line after its last carriage return), without
+    the lines of progress bars (a rate, ``it/s`` or ``s/it``, then ``]`` or a postfix)."""
+    lines = (line.rsplit("\r", 1)[-1] for line in text.split("\n"))
+    return "\n".join(
+        line for line in lines if not any(k in line for k in ("it/s]", "s/it]", "it/s,", "s/it,"))
+    )
+
+
 def clean_outputs(nb) -> int:
-    """Drop warning and progress-bar streams from executed outputs; returns how many were dropped."""
+    """Drop warning and progress-bar streams from executed outputs; returns how many were dropped.
+
+    Consecutive stdout streams are merged (as the book shows them) and their progress-bar
+    lines removed, so that a progress bar drawn on stdout leaves its other lines (e.g. why
+    training stopped) and nothing else.
+    """
     dropped = 0
     for cell in nb.cells:
         if cell.cell_type != "code":
@@ -73,8 +87,22 @@ def clean_outputs(nb) -> int:
                 and _is_noise(o["text"])
             ) or (o.get("output_type") == "display_data" and "Warning: " in shown):
                 dropped += 1
+            elif (
+                o.get("output_type") == "stream"
+                and o.get("name") == "stdout"
+                and keep
+                and (keep[-1].get("output_type") == "stream" and keep[-1].get("name") == "stdout")
+            ):
+                keep[-1]["text"] += o["text"]
+                dropped += 1
             else:
                 keep.append(o)
+        for o in keep:
+            if o.get("output_type") == "stream" and o.get("name") == "stdout":
+                o["text"] = _progress_free(o["text"])
+        before = len(keep)
+        keep = [o for o in keep if o.get("output_type") != "stream" or o["text"].strip()]
+        dropped += before - len(keep)
         cell.outputs = keep
     return dropped
 

@@ -79,10 +79,22 @@ def test_committed_outputs_drop_warnings_and_progress_bars_but_keep_the_rest():
         stream("stream", name="stderr", text="model saved to run/\n"),
         nbformat.v4.new_output("error", ename="ValueError", evalue="bad", traceback=[]),
     ]
-    nb = nbformat.v4.new_notebook(cells=[cell])
-    assert mod.clean_outputs(nb) == 3
+    # a progress bar drawn on stdout, in pieces, then a line that says why training stopped
+    bar = nbformat.v4.new_code_cell("model.train()")
+    bar.outputs = [
+        stream("stream", name="stdout", text="\rstage 1/2:   0%|  | 0/4 [00:00<?, ?it/s]"),
+        stream("stream", name="stdout", text="\rstage 1/2:  50%|# | 2/4 [00:01<00:01, 2.0it/s]"),
+        stream(
+            "stream", name="stdout", text="\n\rstage 2/2: 100%|##| 4/4 [00:02<00:00, 2.0it/s]\n"
+        ),
+        stream("stream", name="stdout", text="stopped early after epoch 2 of 2\n"),
+    ]
+    nb = nbformat.v4.new_notebook(cells=[cell, bar])
+    assert mod.clean_outputs(nb) == 6
     kept = nb.cells[0].outputs
     assert [o.get("name", o["output_type"]) for o in kept] == ["stdout", "stderr", "error"]
+    assert kept[0]["text"] == "NMI 0.5\n"
+    assert [o["text"] for o in nb.cells[1].outputs] == ["stopped early after epoch 2 of 2\n"]
 
 
 def test_committed_notebooks_hold_no_path_of_the_machine_that_ran_them():
