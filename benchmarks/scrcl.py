@@ -266,7 +266,7 @@ def main() -> int:
     ap.add_argument("--scvi-epochs", type=int, default=100)
     ap.add_argument("--no-scvi", action="store_true", help="skip the scVI peer")
     ap.add_argument("--methods", nargs="*", default=list(METHODS), choices=METHODS)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1)
     a = ap.parse_args()
     set_threads(a.threads)
     t = time.perf_counter()
