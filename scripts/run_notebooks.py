@@ -59,8 +59,11 @@ def _is_noise(text: str) -> bool:
 
 
 def _progress_free(text: str) -> str:
-    """``text`` as a terminal shows it (each line after its last carriage return), without
-    the lines of progress bars (a rate, ``it/s`` or ``s/it``, then ``]`` or a postfix)."""
+    """Return ``text`` as a terminal shows it, without the lines of progress bars.
+
+    Each line is kept after its last carriage return; a progress-bar line has a rate
+    (``it/s`` or ``s/it``) followed by ``]`` or a postfix.
+    """
     lines = (line.rsplit("\r", 1)[-1] for line in text.split("\n"))
     return "\n".join(
         line for line in lines if not any(k in line for k in ("it/s]", "s/it]", "it/s,", "s/it,"))
