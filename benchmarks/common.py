@@ -45,12 +45,24 @@ def one_thread() -> None:
     ``OMP_NUM_THREADS=2`` is not the same embedding as under 1. The environment variables
     reach child processes; ``threadpoolctl`` limits the BLAS and OpenMP pools already loaded
     in this one (numpy may have been imported before this call), and torch gets one thread.
+
+    numba (imported by scanpy) reads ``NUMBA_NUM_THREADS`` when it is imported, and its OpenMP
+    layer sets the OpenMP thread count it shares with torch when it first starts its workers:
+    after ``import scanpy`` and the first parallel scanpy call (``normalize_total`` on a sparse
+    matrix, say), torch would compute with one thread per core again. So numba's workers are
+    started here, at one thread, before torch is pinned.
     """
     from threadpoolctl import threadpool_limits
 
     for k in THREAD_VARIABLES:
         os.environ[k] = "1"
     threadpool_limits(1)
+    try:
+        import numba
+    except ImportError:  # pragma: no cover - numba comes with scanpy
+        pass
+    else:
+        numba.set_num_threads(1)  # starts numba's workers (their OpenMP count) first
     import torch
 
     torch.set_num_threads(1)

@@ -567,6 +567,40 @@ def test_one_thread_pins_every_library_even_after_numpy_loaded_under_more_thread
     assert rec["OPENBLAS_NUM_THREADS"] == "1"
 
 
+def test_one_thread_holds_after_scanpy_starts_numbas_workers():
+    """numba's OpenMP layer sets the OpenMP thread count it shares with torch when its workers start.
+
+    With numba imported (by scanpy) before :func:`one_thread`, scanpy's first parallel call used
+    to put torch back at one thread per core: chapter 5 trained scI2CL at two threads after its
+    annotation audit, a different embedding from chapters 4 and 6 for the same seed and data.
+    """
+    import json
+    import os
+    import subprocess
+    import sys
+
+    if (os.cpu_count() or 1) < 2:
+        pytest.skip("one core: one thread is the default, nothing to pin")
+    code = (
+        "import json\n"
+        "import numpy as np, scipy.sparse as sp, anndata as ad, scanpy as sc, torch, numba\n"
+        "from benchmarks.common import one_thread\n"
+        "one_thread()\n"
+        "import sci2cl  # noqa: F401\n"
+        "assert torch.get_num_threads() == 1\n"  # torch has computed before scanpy's call
+        "a = ad.AnnData(sp.random(2000, 500, density=0.1, format='csr', dtype=np.float32,"
+        " random_state=0) * 10)\n"
+        "sc.pp.normalize_total(a)\n"
+        "print(json.dumps({'torch': torch.get_num_threads(), 'numba': numba.get_num_threads()}))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")}
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    ).stdout
+    got = json.loads(out.strip().splitlines()[-1])
+    assert got == {"torch": 1, "numba": 1}
+
+
 def test_clustering_merge_reads_dataset_parts_only(tmp_path):
     """The per-dataset side tables (skipped methods, training curves) are not datasets."""
     from benchmarks import clustering
