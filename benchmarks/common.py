@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import fcntl
 import os
+import sys
 import warnings
 from pathlib import Path
 
@@ -49,20 +50,23 @@ def one_thread() -> None:
     numba (imported by scanpy) reads ``NUMBA_NUM_THREADS`` when it is imported, and its OpenMP
     layer sets the OpenMP thread count it shares with torch when it first starts its workers:
     after ``import scanpy`` and the first parallel scanpy call (``normalize_total`` on a sparse
-    matrix, say), torch would compute with one thread per core again. So numba's workers are
-    started here, at one thread, before torch is pinned.
+    matrix, say), torch would compute with one thread per core again. So when numba is loaded,
+    its configuration is re-read and its workers are started here, at one thread, before torch
+    is pinned. Workers started earlier keep their number (numba cannot change it): the variable
+    then states that number, since numba refuses to compile under a different one.
     """
     from threadpoolctl import threadpool_limits
 
     for k in THREAD_VARIABLES:
         os.environ[k] = "1"
     threadpool_limits(1)
-    try:
-        import numba
-    except ImportError:  # pragma: no cover - numba comes with scanpy
-        pass
-    else:
-        numba.set_num_threads(1)  # starts numba's workers (their OpenMP count) first
+    numba = sys.modules.get("numba")
+    if numba is not None:  # loaded: it read the variable already
+        try:
+            numba.config.reload_config()
+        except RuntimeError:  # its workers are running, at numba.config.NUMBA_NUM_THREADS
+            os.environ["NUMBA_NUM_THREADS"] = str(numba.config.NUMBA_NUM_THREADS)
+        numba.set_num_threads(1)  # starts the workers (and their OpenMP count) before torch's
     import torch
 
     torch.set_num_threads(1)
