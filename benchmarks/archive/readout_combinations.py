@@ -91,8 +91,12 @@ def candidates(R: np.ndarray, A: np.ndarray, J: np.ndarray, seed: int) -> dict[s
     return out
 
 
-def run(ds: str, fraction: float) -> list[dict]:
-    """Rows for one dataset and RNA fraction, seeds :data:`SEEDS`."""
+def run(ds: str, fraction: float, make=None) -> list[dict]:
+    """Rows for one dataset and RNA fraction, seeds :data:`SEEDS`.
+
+    ``make(R, A, J, seed)`` gives the read-outs scored (default :func:`candidates`).
+    """
+    make = make or candidates
     from benchmarks.common import label_key, one_thread, prepare
     from benchmarks.depth import EMB, _tag
     from sci2cl import metrics
@@ -112,19 +116,21 @@ def run(ds: str, fraction: float) -> list[dict]:
             R, A, J = z["extra_rna"], z["extra_atac"], z["embedding"]
         if len(y) != len(R):
             raise ValueError(f"{path} holds {len(R)} cells, the prepared {ds} {len(y)}")
-        for name, Z in candidates(R, A, J, seed).items():
+        for name, Z in make(R, A, J, seed).items():
             for r in metrics.cluster_embedding(np.ascontiguousarray(Z, np.float32), y, seed=seed):
                 rows.append({"dataset": ds, "rna_fraction": fraction, "seed": seed,
                              "readout": name, **r})  # fmt: skip
     return rows
 
 
-def step(ds: str, fraction: str) -> None:
+def step(ds: str, fraction: str, make=None, log: Path = LOG) -> None:
+    """Score one dataset and RNA fraction and replace its rows in ``log``."""
     from benchmarks.common import append_log
 
-    new = pd.DataFrame(run(ds, float(fraction)))
-    append_log(new.to_dict("records"), LOG, ["dataset", "rna_fraction"])
-    print(new.pivot_table(index="readout", columns="protocol", values="nmi").round(3), flush=True)
+    new = pd.DataFrame(run(ds, float(fraction), make))
+    append_log(new.to_dict("records"), log, ["dataset", "rna_fraction"])
+    print(ds, fraction, new.pivot_table(index="readout", columns="protocol", values="nmi").round(3),
+          flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -14,7 +14,9 @@ norm (``joint+<b>rshared16``). No labels and nothing chosen per dataset: ``b`` i
 for every set. No model is trained: the encoder outputs of the depth sweep's scI2CL units are
 read back (``build/depth_sweep/<dataset>/rna<fraction>/scI2CL__<seed>.npz``; seeds 0, 1, 2).
 Rows go to ``results/sci2cl_readout_gate_log.csv`` (a re-run of a dataset and fraction
-replaces its rows).
+replaces its rows). The log was made from the units of the default before the shared block;
+today's units hold the joint embedding with the block, so a re-run on them would add it twice
+(train the units with ``shared_variates=0`` first).
 """
 
 from __future__ import annotations
@@ -22,9 +24,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
-from benchmarks.archive.readout_combinations import SEEDS, shared_variates, unit_norm
+from benchmarks.archive import readout_combinations
+from benchmarks.archive.readout_combinations import shared_variates, unit_norm
 
 ROOT = Path(__file__).resolve().parents[2]
 LOG = ROOT / "results" / "sci2cl_readout_gate_log.csv"
@@ -41,36 +43,9 @@ def candidates(R: np.ndarray, A: np.ndarray, J: np.ndarray) -> dict[str, np.ndar
     return out
 
 
-def run(ds: str, fraction: float) -> list[dict]:
-    """Rows for one dataset and RNA fraction, seeds :data:`SEEDS`."""
-    from benchmarks.common import label_key, one_thread, prepare
-    from benchmarks.depth import EMB, _tag
-    from sci2cl import metrics
-
-    one_thread()
-    rows = []
-    for seed in SEEDS:
-        path = EMB / ds / _tag(fraction) / f"scI2CL__{seed}.npz"
-        m = prepare(ds, rna_fraction=fraction, thin_seed=seed) if fraction < 1 else prepare(ds)
-        y = m.obs[label_key(ds)].astype(str).to_numpy()
-        with np.load(path) as z:
-            R, A, J = z["extra_rna"], z["extra_atac"], z["embedding"]
-        if len(y) != len(R):
-            raise ValueError(f"{path} holds {len(R)} cells, the prepared {ds} {len(y)}")
-        for name, Z in candidates(R, A, J).items():
-            for r in metrics.cluster_embedding(np.ascontiguousarray(Z, np.float32), y, seed=seed):
-                rows.append({"dataset": ds, "rna_fraction": fraction, "seed": seed,
-                             "readout": name, **r})  # fmt: skip
-    return rows
-
-
 def step(ds: str, fraction: str) -> None:
-    from benchmarks.common import append_log
-
-    new = pd.DataFrame(run(ds, float(fraction)))
-    append_log(new.to_dict("records"), LOG, ["dataset", "rna_fraction"])
-    print(ds, fraction, new.pivot_table(index="readout", columns="protocol", values="nmi").round(3),
-          flush=True)  # fmt: skip
+    """Score one dataset and RNA fraction (the combinations study's loop) into :data:`LOG`."""
+    readout_combinations.step(ds, fraction, lambda R, A, J, seed: candidates(R, A, J), LOG)
 
 
 if __name__ == "__main__":
