@@ -3,7 +3,8 @@
 A difference measured on several seeds is a **gain** when its mean exceeds the
 SD of the paired differences, a **loss** when it is below minus that SD, and a
 **tie** otherwise; one seed gives **no verdict** (no spread). Every table and
-chapter calls these functions, so that no chapter re-implements the rule.
+chapter calls these functions, so that no chapter re-implements the rule. :func:`table`
+shows a result table as the chapters print it.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-__all__ = ["verdict", "paired_differences", "comparison"]
+__all__ = ["verdict", "paired_differences", "comparison", "table"]
 
 
 def verdict(mean: float, sd: float, n: int) -> str:
@@ -80,3 +81,22 @@ def paired_differences(
                 }
             )
     return pd.DataFrame(rows).round(4)
+
+
+def _cell(v, digits: int) -> str:
+    if isinstance(v, bool | np.bool_):
+        return str(bool(v))
+    if isinstance(v, int | np.integer):
+        return f"{int(v):d}"
+    if isinstance(v, float | np.floating):
+        return f"{int(v):d}" if float(v).is_integer() else f"{float(v):.{digits}f}"
+    return str(v)
+
+
+def table(df: pd.DataFrame, digits: int = 3, missing: str = "n/a"):
+    """``df`` as a chapter shows it: whole numbers without ``.0``, others to ``digits``, gaps as ``missing``.
+
+    A pandas ``Styler`` (rendered as HTML by the notebook and the book); the data are not changed.
+    ``missing`` stands for a cell with no value, e.g. a method that cannot run on a dataset.
+    """
+    return df.style.format(lambda v: _cell(v, digits), na_rep=missing)

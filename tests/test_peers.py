@@ -620,3 +620,21 @@ def test_clustering_merge_reads_dataset_parts_only(tmp_path):
     df = clustering.merge(tmp_path)
     assert list(df["dataset"]) == ["a"] and "epoch" not in df
     assert (tmp_path / "benchmark_curves.csv").exists()
+
+
+def test_report_table_shows_whole_numbers_as_integers_and_gaps_as_missing():
+    """Chapter tables: no ``4747.0`` for a count, no ``NaN`` for a method that did not run."""
+    from benchmarks.report import table
+
+    df = pd.DataFrame(
+        {
+            "cells": [4747.0, 12.5],
+            "nmi": [0.12345, np.nan],
+            "ok": [True, False],
+            "name": ["a", None],
+        }
+    )
+    html = table(df).to_html()
+    cells = [c.split(">")[-1] for c in html.split("</td>")[:-1]]
+    assert cells == ["4747", "0.123", "True", "a", "12.500", "n/a", "False", "n/a"]
+    assert df.loc[0, "cells"] == 4747.0  # the data are not changed
