@@ -89,12 +89,17 @@ def _cell(v, digits: int) -> str:
     if isinstance(v, int | np.integer):
         return f"{int(v):d}"
     if isinstance(v, float | np.floating):
-        return f"{int(v):d}" if float(v).is_integer() else f"{float(v):.{digits}f}"
+        v = float(v)
+        if v.is_integer():
+            return f"{int(v):d}"
+        return f"{v:.1e}" if abs(v) < 0.5 * 10**-digits else f"{v:.{digits}f}"
     return str(v)
 
 
 def table(df: pd.DataFrame, digits: int = 3, missing: str = "n/a"):
     """``df`` as a chapter shows it: whole numbers without ``.0``, others to ``digits``, gaps as ``missing``.
+
+    A number that would round to zero at ``digits`` (a p-value, say) is written in scientific notation.
 
     A pandas ``Styler`` (rendered as HTML by the notebook and the book); the data are not changed.
     ``missing`` stands for a cell with no value, e.g. a method that cannot run on a dataset.

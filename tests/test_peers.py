@@ -632,9 +632,10 @@ def test_report_table_shows_whole_numbers_as_integers_and_gaps_as_missing():
             "nmi": [0.12345, np.nan],
             "ok": [True, False],
             "name": ["a", None],
+            "p": [3e-7, 0.0],
         }
     )
     html = table(df).to_html()
     cells = [c.split(">")[-1] for c in html.split("</td>")[:-1]]
-    assert cells == ["4747", "0.123", "True", "a", "12.500", "n/a", "False", "n/a"]
+    assert cells == ["4747", "0.123", "True", "a", "3.0e-07", "12.500", "n/a", "False", "n/a", "0"]
     assert df.loc[0, "cells"] == 4747.0  # the data are not changed
