@@ -272,7 +272,7 @@ def main() -> int:
     t = time.perf_counter()
     scvi_epochs = None if a.no_scvi else a.scvi_epochs
     if a.smoke:
-        df = run(["camp2015"], [5], out_dir=Path(a.out), max_epochs=20, scvi_epochs=None)
+        df = run(["camp2015"], [5], out_dir=Path(a.out), max_epochs=5, scvi_epochs=None)
     else:
         df = run(
             a.datasets, a.seeds, out_dir=Path(a.out), scvi_epochs=scvi_epochs, methods=a.methods

@@ -446,6 +446,88 @@ def test_depth_restamp_keeps_runs_only_when_every_dataset_canary_is_identical(
     assert depth.restamp("M", **quiet) == {}  # nothing stale any more
 
 
+def test_clustering_restamp_keeps_units_only_when_every_dataset_canary_scores_the_same(
+    tmp_path, monkeypatch
+):
+    import json
+
+    import pandas as pd
+
+    from benchmarks import clustering, peers
+
+    key = {"code_version": "old", "data_version": "x", "max_cells": None, "max_epochs": None,
+           "multivi_epochs": None, "glue_epochs": None, "paper_repeats": 0}  # fmt: skip
+    units = [("d", 0, 9.0), ("d", 1, 3.0), ("e", 0, 5.0)]
+    score = {(d, s): 0.1 * s + (0.5 if d == "d" else 0.3) for d, s, _ in units}
+    for ds, seed, secs in units:
+        path = clustering._unit_path(tmp_path, ds, "M", seed)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        row = {"dataset": ds, "method": "M", "seed": seed, "seconds": secs,
+               "code_version": "old", "protocol": "kmeans", "nmi": score[ds, seed]}  # fmt: skip
+        rec = {"key": key, "status": "ok", "rows": [row], "curves": [], "reason": ""}
+        np.savez(path, record=np.array(json.dumps(rec)), coords=np.ones((3, 2), np.float32))
+    for ds in ("d", "e"):
+        pd.DataFrame([{"method": "M", "seed": s, "code_version": "old"} for d, s, _ in units
+                      if d == ds]).to_csv(tmp_path / "benchmark_clustering" / f"{ds}.csv")  # fmt: skip
+    calls = []
+
+    def rerun(method, mdata, seed, **kw):  # the fastest unit of each dataset is its canary
+        calls.append((mdata.ds, seed))
+        return {"seconds": 99.0}
+
+    def fake_score(res, y, ds, method, seed, paper_repeats, key):
+        nmi = score[ds, seed] + shift.get(ds, 0.0)
+        return [{"dataset": ds, "method": method, "seed": seed, "seconds": res["seconds"],
+                 "code_version": key["code_version"], "protocol": "kmeans", "nmi": nmi}]  # fmt: skip
+
+    monkeypatch.setattr(clustering, "_prepared", lambda ds, max_cells: _Prepared(ds))
+    monkeypatch.setattr(clustering, "label_key", lambda ds: "cell_type")
+    monkeypatch.setattr(clustering, "_score", fake_score)
+    monkeypatch.setattr(clustering, "code_version", lambda m: "new")
+    monkeypatch.setattr(peers, "run_peer", rerun)
+
+    def read():
+        out = []
+        for d, s, _ in units:
+            with np.load(clustering._unit_path(tmp_path, d, "M", s)) as z:
+                out.append((json.loads(str(z["record"])), "coords" in z))
+        return out
+
+    quiet = {"out_dir": tmp_path, "log": lambda *a: None}
+    shift = {"d": 1e-12}  # the code now scores something else on d: nothing is restamped
+    assert clustering.restamp("M", **quiet) == {"old": "differs"}
+    assert calls == [("d", 1)]
+    assert all(r["key"]["code_version"] == "old" for r, _ in read())
+    calls.clear()
+    shift = {"e": 1e-12}  # d reproduces but e does not: still nothing is restamped
+    assert clustering.restamp("M", **quiet) == {"old": "differs"}
+    assert calls == [("d", 1), ("e", 0)]
+    assert all(r["key"]["code_version"] == "old" for r, _ in read())
+    shift = {}  # the same scores on every dataset (timings aside): every unit is kept
+    assert clustering.restamp("M", **quiet) == {"old": "kept"}
+    got = read()
+    assert all(r["key"]["code_version"] == "new" and has for r, has in got)
+    assert all(r["rows"][0]["code_version"] == "new" for r, _ in got)
+    assert got[0][0]["restamped_from"] == "old"
+    assert got[0][0]["restamp_canary"] == "d seed 1; e seed 0"
+    assert got[0][0]["rows"][0]["seconds"] == 9.0  # the kept run's own timing
+    for ds in ("d", "e"):
+        assert set(pd.read_csv(tmp_path / "benchmark_clustering" / f"{ds}.csv").code_version) == {
+            "new"
+        }
+    assert clustering.restamp("M", **quiet) == {}  # nothing stale any more
+
+
+class _Prepared:
+    """A prepared dataset's stand-in: its name and one label column."""
+
+    def __init__(self, ds):
+        import pandas as pd
+
+        self.ds = ds
+        self.obs = pd.DataFrame({"cell_type": ["a", "b"]})
+
+
 def test_embedding_cache_keeps_runs_of_other_settings_apart(tmp_path):
     from benchmarks import embeddings
 
@@ -495,7 +577,10 @@ def test_claims_compare_with_the_best_peer_per_set_and_skip_claims_without_resul
 
 
 def test_sci2cl_fingerprint_covers_every_module_the_model_imports():
-    """A change to any sci2cl module that the model's code imports re-runs scI2CL's units."""
+    """A change to any sci2cl module that the model's code imports re-runs scI2CL's units.
+
+    scRCL's files are not among them: a change to scRCL keeps scI2CL's units.
+    """
     import ast
     from pathlib import Path
 
@@ -513,7 +598,7 @@ def test_sci2cl_fingerprint_covers_every_module_the_model_imports():
                 return str(cand.relative_to(root))
         return None
 
-    seen, todo = set(), ["sci2cl/model/__init__.py", "sci2cl/module/__init__.py"]
+    seen, todo = set(), ["sci2cl/model/_sci2cl.py"]
     while todo:
         f = todo.pop()
         if f in seen:
@@ -530,6 +615,8 @@ def test_sci2cl_fingerprint_covers_every_module_the_model_imports():
                 todo += [t for t in targets if t]
     missing = sorted(f for f in seen if f.startswith("sci2cl/") and f not in covered)
     assert not missing, f"scI2CL's fingerprint misses {missing}"
+    assert "sci2cl/model/_scrcl.py" not in seen | covered
+    assert "sci2cl/module/_scrcl.py" not in seen | covered
 
 
 def test_one_thread_pins_every_library_even_after_numpy_loaded_under_more_threads():

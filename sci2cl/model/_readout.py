@@ -23,7 +23,7 @@ from .._graph import (
     modularity_weight_scores,
     neighbour_agreement,
 )
-from ..module import SMOOTHING_NEIGHBORS, knn_mean
+from ..module._sci2cl import SMOOTHING_NEIGHBORS, knn_mean
 from ._base import TrainingError
 
 __all__ = [

@@ -13,7 +13,7 @@ import torch
 
 from .._rows import RowReader
 from .._utils import as_int, check_choice, check_flag, check_range, check_weights, get_matrix
-from ..module import EMBEDDING_KINDS, SCI2CLModule
+from ..module._sci2cl import EMBEDDING_KINDS, SCI2CLModule
 from ..pp import DataValidationError
 from ._base import BaseModel, TrainingError, resolve_device
 from ._data import CellBatches

@@ -19,7 +19,7 @@ import scipy.sparse as sp
 
 from .._rows import RowReader, is_backed_matrix
 from .._utils import check_choice, get_matrix
-from ..module import COUNT_LIKELIHOODS, LIKELIHOODS
+from ..module._sci2cl import COUNT_LIKELIHOODS, LIKELIHOODS
 from ..pp import MAX_COUNT, DataValidationError, validate
 
 __all__ = [
