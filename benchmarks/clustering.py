@@ -39,6 +39,7 @@ from benchmarks.common import (
     label_key,
     one_thread,
     prepare,
+    restamp_stale,
     set_threads,
     thread_settings,
 )
@@ -339,42 +340,31 @@ def restamp(method: str = "scI2CL", out_dir: Path = ROOT / "results", log=print)
         if v != now and rec["status"] == "ok":
             secs = rec["rows"][0].get("seconds", np.inf) if rec["rows"] else np.inf
             stale.setdefault(v, []).append((secs, f, rec, coords))
-    out = {}
-    for v, units_ in stale.items():
-        by_ds: dict[str, tuple] = {}
-        for u in units_:
-            ds = u[1].parent.name
-            if ds not in by_ds or u[0] < by_ds[ds][0]:
-                by_ds[ds] = u
-        canaries, verdict = [], "kept"
-        for ds, (_, f, rec, _) in by_ds.items():
-            key = rec["key"]
-            seed = int(f.stem.split("__")[1])
-            mdata = _prepared(ds, key["max_cells"])
-            y = mdata.obs[label_key(ds)].astype(str).to_numpy()
-            res = peers.run_peer(method, mdata, seed=seed, **epoch_kwargs(method, key))
-            rows = _score(res, y, ds, method, seed, key["paper_repeats"], key)
-            same = _same_rows(rows, rec["rows"])
-            canaries.append(f"{ds} seed {seed}")
-            log(f"{method} {v} -> {now}: canary {canaries[-1]}: {'same' if same else 'differs'}")
-            if not same:
-                verdict = "differs"
-                break
-        out[v] = verdict
-        if verdict != "kept":
-            continue
-        for _, f, rec, coords in units_:
-            rec["key"]["code_version"] = now
-            rec["restamped_from"], rec["restamp_canary"] = v, "; ".join(canaries)
-            for row in rec["rows"]:
-                row["code_version"] = now
-            tmp = f.with_name(f.stem + ".tmp.npz")
-            arrays = {"record": np.array(json.dumps(rec, default=float))}
-            if coords is not None:
-                arrays["coords"] = coords
-            np.savez_compressed(tmp, **arrays)
-            os.replace(tmp, f)
-        for part in sorted({f.parent.name for _, f, _, _ in units_}):
+
+    def canary(u):
+        _, f, rec, _ = u
+        ds, key, seed = f.parent.name, rec["key"], int(f.stem.split("__")[1])
+        mdata = _prepared(ds, key["max_cells"])
+        y = mdata.obs[label_key(ds)].astype(str).to_numpy()
+        res = peers.run_peer(method, mdata, seed=seed, **epoch_kwargs(method, key))
+        rows = _score(res, y, ds, method, seed, key["paper_repeats"], key)
+        return f"{ds} seed {seed}", "same" if _same_rows(rows, rec["rows"]) else "differs"
+
+    def stamp(u, old, canaries):
+        _, f, rec, coords = u
+        rec["key"]["code_version"] = now
+        rec["restamped_from"], rec["restamp_canary"] = old, canaries
+        for row in rec["rows"]:
+            row["code_version"] = now
+        extra = {} if coords is None else {"coords": coords}
+        tmp = f.with_name(f.stem + ".tmp.npz")
+        np.savez_compressed(tmp, record=np.array(json.dumps(rec, default=float)), **extra)
+        os.replace(tmp, f)
+
+    out = restamp_stale(stale, now, lambda u: u[1].parent.name, canary, stamp, method, log)
+    for v, verdict in out.items():  # the per-dataset tables follow the kept units
+        parts = {f.parent.name for _, f, _, _ in stale[v]} if verdict == "kept" else set()
+        for part in sorted(parts):
             csv = out_dir / "benchmark_clustering" / f"{part}.csv"
             if csv.exists():
                 df = pd.read_csv(csv)

@@ -102,6 +102,42 @@ def set_threads(n: int) -> None:
         torch.set_num_threads(n)
 
 
+def restamp_stale(stale: dict, now: str, dataset_of, canary, stamp, method: str, log=print) -> dict:
+    """The benchmarks' restamp rule, given how to re-run and re-write one unit.
+
+    ``stale`` maps an old code version to its units, each a tuple whose first
+    item is the unit's run time. Per old version, the fastest unit of each
+    dataset (``dataset_of(unit)``) is a canary: ``canary(unit)`` re-runs it and
+    returns ``(label, "same" | "differs" | "no embedding")``. If every canary is
+    the same, ``stamp(unit, old, labels)`` writes the current version ``now``
+    into every unit of that old version. Returns ``{old version: "kept" |
+    "differs" | "no embedding"}``.
+    """
+    out = {}
+    for v, units in stale.items():
+        by_ds: dict[str, tuple] = {}
+        for u in units:
+            ds = dataset_of(u)
+            if ds not in by_ds or u[0] < by_ds[ds][0]:
+                by_ds[ds] = u
+        canaries, verdict = [], "kept"
+        for u in by_ds.values():
+            label, result = canary(u)
+            if result == "no embedding":
+                verdict = result
+                break
+            canaries.append(label)
+            log(f"{method} {v} -> {now}: canary {label}: {result}")
+            if result != "same":
+                verdict = "differs"
+                break
+        out[v] = verdict
+        if verdict == "kept":
+            for u in units:
+                stamp(u, v, "; ".join(canaries))
+    return out
+
+
 def available_paired(data_dir=None) -> list[str]:
     """Mirror datasets plus the paper's datasets that are present (no downloads)."""
     out = []

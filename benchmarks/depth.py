@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from benchmarks.common import one_thread, prepare, thin_counts, thread_settings
+from benchmarks.common import one_thread, prepare, restamp_stale, thin_counts, thread_settings
 from benchmarks.config import FULL, epoch_kwargs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -565,41 +565,30 @@ def restamp(method: str = "scI2CL", settings: dict | None = None, log=print) -> 
         v = rec["key"]["method_version"]
         if v != now and rec["status"] == "ok":
             stale.setdefault(v, []).append((rec.get("seconds", np.inf), f, rec))
-    out = {}
-    for v, units_ in stale.items():
-        by_ds: dict[str, tuple] = {}
-        for u in units_:  # the fastest unit of each dataset
-            ds = u[1].parts[-3]
-            if ds not in by_ds or u[0] < by_ds[ds][0]:
-                by_ds[ds] = u
-        canaries, verdict = [], "kept"
-        for _, f, _rec in by_ds.values():
-            ds, frac, seed = f.parts[-3], float(f.parts[-2][3:]), int(f.stem.split("__")[1])
-            emb_path = _paths(ds, frac, method, seed)[1]
-            if not emb_path.exists():
-                verdict = "no embedding"
-                break
-            new = peers.run_peer(method, prepare_thinned(ds, frac, seed), seed=seed,
-                                 **epoch_kwargs(method, settings))  # fmt: skip
-            arrays = _embedding_arrays({"extra": {}, **new})
-            with np.load(emb_path) as z:
-                kept = set(z.files) - {"adj_data", "adj_indices", "adj_indptr", "adj_shape"}
-                same = kept == set(arrays) and all(np.array_equal(z[k], arrays[k]) for k in arrays)
-            canaries.append(f"{ds} {_tag(frac)} seed {seed}")
-            log(f"{method} {v} -> {now}: canary {canaries[-1]}: {'same' if same else 'differs'}")
-            if not same:
-                verdict = "differs"
-                break
-        out[v] = verdict
-        if verdict != "kept":
-            continue
-        for _, g, r in units_:
-            r["key"]["method_version"] = now
-            r["restamped_from"], r["restamp_canary"] = v, "; ".join(canaries)
-            for row in r["rows"]:
-                row["method_version"] = now
-            _write_record(g, r)
-    return out
+
+    def canary(u):
+        f = u[1]
+        ds, frac, seed = f.parts[-3], float(f.parts[-2][3:]), int(f.stem.split("__")[1])
+        emb_path = _paths(ds, frac, method, seed)[1]
+        if not emb_path.exists():
+            return f"{ds} {_tag(frac)} seed {seed}", "no embedding"
+        new = peers.run_peer(method, prepare_thinned(ds, frac, seed), seed=seed,
+                             **epoch_kwargs(method, settings))  # fmt: skip
+        arrays = _embedding_arrays({"extra": {}, **new})
+        with np.load(emb_path) as z:
+            kept = set(z.files) - {"adj_data", "adj_indices", "adj_indptr", "adj_shape"}
+            same = kept == set(arrays) and all(np.array_equal(z[k], arrays[k]) for k in arrays)
+        return f"{ds} {_tag(frac)} seed {seed}", "same" if same else "differs"
+
+    def stamp(u, old, canaries):
+        _, g, r = u
+        r["key"]["method_version"] = now
+        r["restamped_from"], r["restamp_canary"] = old, canaries
+        for row in r["rows"]:
+            row["method_version"] = now
+        _write_record(g, r)
+
+    return restamp_stale(stale, now, lambda u: u[1].parts[-3], canary, stamp, method, log)
 
 
 def main() -> int:
