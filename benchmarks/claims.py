@@ -9,11 +9,11 @@ the time of each chapter from ``notebooks/timings-full.tsv`` (the last full run)
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pandas as pd
 
+from benchmarks.common import write_text_atomic
 from benchmarks.config import SIMULATED
 from benchmarks.report import comparison
 
@@ -266,11 +266,7 @@ def table(df: pd.DataFrame) -> str:
 
 def write(path: Path = OUT, root: Path = RESULTS) -> Path:
     """Write :func:`table` of the current results to ``path`` (atomically)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(table(rows(root)))
-    os.replace(tmp, path)
-    return path
+    return write_text_atomic(path, table(rows(root)))
 
 
 if __name__ == "__main__":

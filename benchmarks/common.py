@@ -102,6 +102,15 @@ def set_threads(n: int) -> None:
         torch.set_num_threads(n)
 
 
+def write_text_atomic(path: Path, text: str) -> Path:
+    """Write ``text`` to ``path`` through a temporary file, so that a reader never sees half of it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+    return path
+
+
 def restamp_stale(stale: dict, now: str, dataset_of, canary, stamp, method: str, log=print) -> dict:
     """The benchmarks' restamp rule, given how to re-run and re-write one unit.
 

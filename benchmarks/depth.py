@@ -35,7 +35,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from benchmarks.common import one_thread, prepare, restamp_stale, thin_counts, thread_settings
+from benchmarks.common import (
+    one_thread,
+    prepare,
+    restamp_stale,
+    thin_counts,
+    thread_settings,
+    write_text_atomic,
+)
 from benchmarks.config import FULL, epoch_kwargs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -112,10 +119,7 @@ def _embedding_arrays(res: dict) -> dict:
 
 def _write_record(path: Path, rec: dict) -> None:
     """Write a unit's record atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(rec, default=float, indent=0))
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(rec, default=float, indent=0))
 
 
 def _tag(fraction: float) -> str:
@@ -534,11 +538,7 @@ def write_book_summary(df: pd.DataFrame, path: Path | None = None) -> Path:
         f = found[proto]
         lines.append(f"- {name}: {f['pays']}; {f['method']}. {f['encoder']}; {f['previous']}.")
     lines += ["", f"{found['kmeans']['missing']}." if found["kmeans"]["n_points"] else ""]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("\n".join(lines).rstrip() + "\n")
-    os.replace(tmp, path)
-    return path
+    return write_text_atomic(path, "\n".join(lines).rstrip() + "\n")
 
 
 def restamp(method: str = "scI2CL", settings: dict | None = None, log=print) -> dict:

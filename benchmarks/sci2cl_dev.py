@@ -128,7 +128,6 @@ CONFIGS: dict[str, dict] = {
     "e_default": _default(),  # the package's defaults, to pair with the depth sweep's units
     "e_atac_drop1": _default(drop_first_pc=["atac"]),
     "e_paper_losses": _default(weights={"moc": 1.0, "mom": 1.0}),
-    "e_drop1_paper": _default(drop_first_pc=["atac"], weights={"moc": 1.0, "mom": 1.0}),
     # the count decoders overfit (chapter 2: held-out loss 1.8 times the training loss on kidney)
     "e_wd1e-2": _default(train={"weight_decay": 1e-2}),
 }

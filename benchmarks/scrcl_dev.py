@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from benchmarks.common import append_log, dev_parser, set_threads
+from benchmarks.common import append_log, dev_parser, set_threads, write_text_atomic
 from benchmarks.scrcl import pca_embedding
 from sci2cl import SCRCL, datasets, metrics, pp
 
@@ -159,11 +159,7 @@ def write_training_length(path: Path = GENERATED) -> Path:
         "the true k, mean over seeds 0-2; 50 is the earlier default, whose stopping rule acts from "
         "20 epochs on.\n"
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-    return path
+    return write_text_atomic(path, text)
 
 
 def main() -> int:

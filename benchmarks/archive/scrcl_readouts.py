@@ -23,6 +23,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from benchmarks.common import write_text_atomic
+
 ROOT = Path(__file__).resolve().parents[2]
 LOG = ROOT / "results" / "scrcl_readout_log.csv"
 TABLE = ROOT / "book" / "_generated" / "scrcl_readouts.md"
@@ -47,10 +49,7 @@ def write_table(log: Path = LOG, path: Path = TABLE) -> Path:
         "\n\nKMeans NMI at the true k, mean over seeds 0-2; one trained model per set and seed, read six "
         "ways (`python -m benchmarks.archive.scrcl_readouts`).\n"
     )
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-    return path
+    return write_text_atomic(path, text)
 
 
 def readouts(model, seed: int) -> dict[str, np.ndarray]:
