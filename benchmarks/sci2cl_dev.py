@@ -130,6 +130,14 @@ CONFIGS: dict[str, dict] = {
     "e_paper_losses": _default(weights={"moc": 1.0, "mom": 1.0}),
     # the count decoders overfit (chapter 2: held-out loss 1.8 times the training loss on kidney)
     "e_wd1e-2": _default(train={"weight_decay": 1e-2}),
+    # issue 41, on top of drop_first_pc=["atac"] (the one lever that moved the simulator): does
+    # the ATAC encoder keep more of its input when trained on its own reconstruction, under a
+    # Bernoulli likelihood, or with the paper's inter-omics terms?
+    "f_drop1_no_joint_rec": _default(drop_first_pc=["atac"], joint_rec=False),
+    "f_drop1_bernoulli": _default(
+        drop_first_pc=["atac"], likelihood={"rna": "zinb", "atac": "bernoulli"}
+    ),
+    "f_drop1_paper_losses": _default(drop_first_pc=["atac"], weights={"moc": 1.0, "mom": 1.0}),
 }
 #: fixed shares of cross-modal smoothing whose joint read-outs are logged beside the model's own
 READOUT_SMOOTHINGS = (0.0, 0.2, 0.4)
