@@ -334,6 +334,7 @@ def test_depth_verdicts_find_where_integration_pays_and_who_wins_there():
                 "scI2CL": [0.35, 0.36, 0.34],
                 "scI2CL RNA encoder": [0.30, 0.30, 0.31],
                 "scI2CL ATAC encoder": [0.2, 0.2, 0.2],
+                "GLUE": [0.45],  # one seed only: named, never the paired best peer
             },
         )  # fmt: skip
         + rows(
@@ -356,6 +357,8 @@ def test_depth_verdicts_find_where_integration_pays_and_who_wins_there():
     assert (f["n_points"], f["n_pays"], f["n_at_least"]) == (2, 1, 0)
     assert "a at 10% (PCA+LSI 0.403 against RNA PCA 0.300)" in f["pays"]
     assert "behind PCA+LSI (-0.053)" in f["method"]
+    assert v.loc[0.1, "one_seed_peer"] == "GLUE" and np.isnan(v.loc[1.0, "one_seed_peer_nmi"])
+    assert "GLUE 0.450, scI2CL behind by 0.100 on the same seed" in f["method"]
     assert f["missing"] == "scI2CL has not run at a at 100%"
 
 
