@@ -178,20 +178,34 @@ def prepare(
     data_dir=None,
     rna_fraction: float = 1.0,
     thin_seed: int = 0,
+    thin_where: tuple[str, tuple] | None = None,
 ) -> md.MuData:
     """Load, align, subsample, select features, and drop cells left empty by the selection.
 
     The subsample is seeded and not stratified; cells without counts in a
     modality's selected features are dropped. ``rna_fraction < 1`` first thins
     the RNA counts binomially (seed ``thin_seed``), as a shallower run of the
-    same cells (:func:`thin_counts`).
+    same cells (:func:`thin_counts`); with ``thin_where=(column, values)`` only
+    the cells whose ``obs[column]`` is one of ``values`` (a technical batch
+    effect on real cells).
     """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         m = datasets.load(name, data_dir=data_dir, download=False)
     if rna_fraction != 1.0:
         rna = m["rna"]
-        rna.layers["counts"] = thin_counts(rna.layers["counts"], rna_fraction, thin_seed)
+        thinned = thin_counts(rna.layers["counts"], rna_fraction, thin_seed)
+        if thin_where is not None:
+            import scipy.sparse as sp
+
+            col, values = thin_where
+            sel = np.isin(m.obs[col].astype(str).to_numpy(), [str(v) for v in values])
+            thinned = sp.diags(sel.astype(float)) @ thinned + sp.diags(
+                (~sel).astype(float)
+            ) @ sp.csr_matrix(rna.layers["counts"])
+            thinned = sp.csr_matrix(thinned, dtype=rna.layers["counts"].dtype)  # fmt: skip
+            thinned.eliminate_zeros()
+        rna.layers["counts"] = thinned
         rna.X = rna.layers["counts"].copy()
     if max_cells is not None and m.n_obs > max_cells:
         import muon as mu

@@ -357,3 +357,24 @@ def test_simulator_regimes_change_what_each_modality_carries():
     with pytest.raises(ValueError, match="regime"):
         data.simulate_multiome(n_cells=50, regime="atac")
     assert data.load("simulated_balanced").uns["simulation"]["regime"] == "balanced"
+
+
+def test_simulator_batches_shift_one_batch_and_keep_the_books_cells():
+    """``batches``: the book's cells and types, every type in both batches, and in ``batch2`` half
+    the depth and genes whose mean moved by more than depth alone explains."""
+    kw = dict(n_cells=2000, n_genes=300, n_peaks=800, seed=0)
+    book = data.simulate_multiome(**kw)
+    m = data.simulate_multiome(**kw, regime="batches")
+    assert m.uns["sci2cl_dataset"]["name"] == "simulated_batches"
+    assert (m.obs.true_cell_type.values == book.obs.true_cell_type.values).all()
+    b = m.obs["batch"].astype(str).values
+    assert set(b) == {"batch1", "batch2"} and (pd.crosstab(m.obs.true_cell_type, b) > 0).all().all()
+    for mod in ("rna", "atac"):
+        lib = np.asarray(m[mod].X.sum(1)).ravel()
+        assert 0.35 < np.median(lib[b == "batch2"]) / np.median(lib[b == "batch1"]) < 0.65
+    X = m["rna"].X.toarray()
+    prop = {k: X[b == k].sum(0) / X[b == k].sum() for k in ("batch1", "batch2")}
+    common = (prop["batch1"] > 1e-3) & (prop["batch2"] > 1e-3)
+    ratio = np.log(prop["batch2"][common] / prop["batch1"][common])
+    assert ratio.std() > 0.3  # per-gene shifts (SD 0.5), not a global depth factor
+    assert "batch" not in book.obs

@@ -729,3 +729,35 @@ def test_report_table_shows_whole_numbers_as_integers_and_gaps_as_missing():
     cells = [c.split(">")[-1] for c in html.split("</td>")[:-1]]
     assert cells == ["4747", "0.123", "True", "a", "3.0e-07", "12.500", "n/a", "False", "n/a", "0"]
     assert df.loc[0, "cells"] == 4747.0  # the data are not changed
+
+
+def test_batch_scores_tell_mixed_batches_from_separated_ones():
+    """scib iLISI and batch silhouette: high when the batch is independent of the embedding,
+    low when the embedding separates the batches within every type."""
+    from benchmarks.batches import batch_scores
+
+    rng = np.random.default_rng(0)
+    y = np.repeat(["a", "b"], 150)
+    batch = np.tile(["x", "y"], 150)
+    types = np.where(y == "a", 0.0, 10.0)[:, None] * np.ones((1, 5))
+    mixed = types + rng.normal(0, 1, (300, 5))
+    apart = mixed + np.where(batch == "x", 0.0, 6.0)[:, None] * np.eye(5)[0]
+    good, bad = batch_scores(mixed, y, batch, 0), batch_scores(apart, y, batch, 0)
+    assert good["ilisi"] > 0.8 > 0.2 > bad["ilisi"]
+    assert good["batch_silhouette"] > bad["batch_silhouette"] + 0.2
+    assert good["graph_connectivity"] > 0.9
+
+
+def test_prepare_thins_only_the_cells_of_the_named_batches():
+    from benchmarks.common import prepare
+
+    full = prepare("simulated_batches")
+    part = prepare("simulated_batches", rna_fraction=0.3, thin_where=("batch", ["batch2"]))
+    genes = full["rna"].var_names.intersection(part["rna"].var_names)
+    cells = full.obs_names.intersection(part.obs_names)
+    b = full.obs.loc[cells, "batch"].astype(str).values
+    tot = {k: np.asarray(v["rna"][cells, genes].layers["counts"].sum(1)).ravel()
+           for k, v in (("full", full), ("part", part))}  # fmt: skip
+    np.testing.assert_array_equal(tot["part"][b == "batch1"], tot["full"][b == "batch1"])
+    ratio = tot["part"][b == "batch2"].sum() / tot["full"][b == "batch2"].sum()
+    assert 0.25 < ratio < 0.35

@@ -72,7 +72,7 @@ def _simulated_coordinates(
 
 
 #: what each modality carries in :func:`simulate_multiome` (``regime=``)
-SIM_REGIMES = ("book", "balanced", "atac_types")
+SIM_REGIMES = ("book", "balanced", "atac_types", "batches")
 SIM_TYPES = (
     "HSPC",
     "B naive",
@@ -132,7 +132,14 @@ def simulate_multiome(
     peaks per cell as RNA has counts (median ~500), so that ATAC is about as
     informative as RNA; ``"atac_types"`` makes three pairs of types differ only
     in ATAC (``NK``/``ILC``, ``CD4 naive T``/``CD4 memory T`` and ``CD8 naive
-    T``/``CD8 TEM``, which share their RNA program) and none only in RNA.
+    T``/``CD8 TEM``, which share their RNA program) and none only in RNA;
+    ``"batches"`` is the book's parameterisation run as two batches
+    (``obs["batch"]``, ``"batch1"``/``"batch2"``, cells assigned at random so
+    that both hold every type): in ``batch2`` every gene's and every peak's
+    log-mean is shifted (normal, SD 0.5, the same shift for every cell of the
+    batch), RNA and ATAC libraries are halved, and 10 % more RNA counts drop
+    out. The batch effects are drawn from their own random stream, so the
+    cells, types and programs are those of ``"book"`` with the same ``seed``.
 
     Returns
     -------
@@ -200,15 +207,25 @@ def simulate_multiome(
         p_logit[np.ix_(cells, pi)] += 2.5
         subtype[cells] = f"Mono-{s + 1}"
 
+    batch = np.zeros(n_cells, dtype=np.int64)
+    if regime == "batches":  # its own stream: the book's cells and programs, then the effects
+        brng = np.random.default_rng([seed, 39])
+        batch = brng.integers(0, 2, n_cells)
+        g_logit[batch == 1] += brng.normal(0, 0.5, n_genes)
+        p_logit[batch == 1] += brng.normal(0, 0.5, n_peaks)
+    depth = np.where(batch == 1, 0.5, 1.0)
+
     # counts
-    lib_rna = rng.lognormal(np.log(500), 0.4, n_cells)
+    lib_rna = rng.lognormal(np.log(500), 0.4, n_cells) * depth
     mu = np.exp(g_logit - g_logit.max(1, keepdims=True))
     mu = mu / mu.sum(1, keepdims=True) * lib_rna[:, None]
     theta = 2.0
     rna = rng.negative_binomial(theta, theta / (theta + mu)).astype(np.float32)
     dropout = rng.random(rna.shape) < 0.1 * np.exp(-mu)
     rna[dropout] = 0
-    lib_atac = rng.lognormal(np.log(500 if regime == "balanced" else 200), 0.5, n_cells)
+    if regime == "batches":
+        rna[(batch == 1)[:, None] & (brng.random(rna.shape) < 0.1)] = 0
+    lib_atac = rng.lognormal(np.log(500 if regime == "balanced" else 200), 0.5, n_cells) * depth
     acc = np.exp(p_logit - p_logit.max(1, keepdims=True))
     rate = acc / acc.sum(1, keepdims=True) * lib_atac[:, None]
     atac = rng.poisson(rate).astype(np.float32)
@@ -225,6 +242,11 @@ def simulate_multiome(
             "true_subtype": pd.Categorical(subtype),
             "true_pseudotime": pt,
             "mislabelled": given != true_type,
+            **(
+                {"batch": pd.Categorical(np.array(["batch1", "batch2"])[batch])}
+                if regime == "batches"
+                else {}
+            ),
         },
         index=[f"cell{i:05d}" for i in range(n_cells)],
     )

@@ -1,0 +1,210 @@
+"""Several samples (issue 39): batch cases with known answers, batch mixing against conservation.
+
+Usage:
+  python -m benchmarks.batches [--cases ...] [--methods ...] [--seeds 0 1 2]
+  python -m benchmarks.batches --report-only
+
+Cases, each with ``obs["batch"]`` (labels and batches only score):
+
+- ``simulated_batches``: the simulator's ``"batches"`` regime (one of two batches shifted in every
+  gene and peak, at half the depth, with more RNA dropout); not used elsewhere in the book;
+- ``bmmc_a``, ``bmmc_b``: two donors each (``s1d1``, ``s1d2``), a real donor effect;
+- ``snare_thinned``: SNARE-seq cortex with the RNA of batches 09D-09F thinned to
+  :data:`SNARE_FRACTION` of its counts (binomial, seeded) and the others kept: a real technical
+  effect on real cells, whose batch is "full depth" or "thinned".
+
+Methods: every one of :data:`NO_BATCH` ignores the batch, as a user who has not declared it gets;
+:data:`WITH_BATCH` are the peers run with their own batch options, as their authors recommend
+(MOFA+ with the batches as groups; muon's WNN on Harmony-corrected RNA PCA and ATAC LSI).
+
+Scores per embedding: bio-conservation (KMeans NMI at the true k, label-free Leiden NMI, scib
+label silhouette and cLISI) and batch correction (scib iLISI, batch silhouette, graph
+connectivity). One record per (case, method, seed) in ``results/batch_benchmark/``, so an
+interrupted run resumes; the table is ``results/batch_benchmark.csv``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import mudata as md
+import numpy as np
+import pandas as pd
+
+from benchmarks import peers
+from benchmarks.common import label_key, one_thread, prepare, write_text_atomic
+from sci2cl import metrics, pp
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "results" / "batch_benchmark"
+CSV = ROOT / "results" / "batch_benchmark.csv"
+CASES = ["simulated_batches", "bmmc_a", "bmmc_b", "snare_thinned"]
+BATCH = "batch"
+#: the RNA depth kept in the thinned half of SNARE-seq cortex's batches
+SNARE_FRACTION = 0.3
+SNARE_THINNED = ("09D", "09E", "09F")
+#: label columns of the cases that are not datasets of ``benchmarks.config``
+LABELS = {"simulated_batches": "true_cell_type", "snare_thinned": "cell_type"}
+NO_BATCH = ["RNA PCA", "PCA+LSI", "WNN (muon)", "MOFA+", "scI2CL"]
+WITH_BATCH = ["MOFA+ (batches as groups)", "WNN (Harmony)"]
+
+
+def prepare_case(case: str, seed: int) -> md.MuData:
+    """The prepared cells of ``case`` with their batch in ``obs["batch"]`` (strings)."""
+    if case == "snare_thinned":
+        m = prepare(
+            "snare_adbrain",
+            rna_fraction=SNARE_FRACTION,
+            thin_seed=seed,
+            thin_where=("batch", SNARE_THINNED),
+        )
+        thin = m.obs["batch"].astype(str).isin(SNARE_THINNED).to_numpy()
+        batch = np.where(thin, "thinned", "full depth")
+    else:
+        m = prepare(case)
+        col = BATCH if BATCH in m.obs else "rna:batch"
+        batch = m.obs[col].astype(str).to_numpy()
+    if len(set(batch)) < 2:
+        raise ValueError(f"case {case!r} holds one batch only; it needs at least two")
+    m.obs[BATCH] = pd.Categorical(batch)
+    return m
+
+
+def _harmony(x: np.ndarray, batch: np.ndarray, seed: int) -> np.ndarray:
+    """Harmony (harmonypy) on an embedding ``(n_cells, d)``, the batches as its one covariate."""
+    import harmonypy
+
+    meta = pd.DataFrame({BATCH: batch})
+    ho = harmonypy.run_harmony(x, meta, [BATCH], random_state=seed, verbose=False)
+    z = np.asarray(ho.Z_corr)
+    return z.T if z.shape[0] != x.shape[0] else z
+
+
+def wnn_harmony(m: md.MuData, seed: int) -> np.ndarray:
+    """WNN (muon) on Harmony-corrected RNA PCA and ATAC LSI (Hao et al. 2021's practice)."""
+    import muon as mu
+    import scanpy as sc
+
+    batch = m.obs[BATCH].astype(str).to_numpy()
+    w = md.MuData({"rna": m["rna"].copy(), "atac": m["atac"].copy()})
+    w["rna"].obsm["X_h"] = _harmony(peers.run_peer("RNA PCA", m, seed)["embedding"], batch, seed)
+    w["atac"].obsm["X_h"] = _harmony(peers.run_peer("ATAC LSI", m, seed)["embedding"], batch, seed)
+    for mod in ("rna", "atac"):
+        sc.pp.neighbors(w[mod], use_rep="X_h", random_state=seed)
+    mu.pp.neighbors(w, key_added="wnn", random_state=seed)
+    peers.check_graph(w.obsp["wnn_connectivities"], "muon's WNN graph on Harmony")
+    mu.tl.umap(w, neighbors_key="wnn", random_state=seed)
+    return w.obsm["X_umap"]
+
+
+def mofa_groups(m: md.MuData, seed: int, n_factors: int = 15) -> np.ndarray:
+    """MOFA+ with the batches as groups (``groups_label``), its factors standardised."""
+    import contextlib
+    import io
+    import tempfile
+
+    import muon as mu
+    from sklearn.preprocessing import StandardScaler
+
+    w = md.MuData({"rna": m["rna"].copy(), "atac": m["atac"].copy()})
+    w.obs[BATCH] = m.obs[BATCH].astype(str).to_numpy()
+    pp.log_normalize(w["rna"])
+    pp.tfidf_lsi(w["atac"], seed=seed)
+    with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(io.StringIO()):
+        mu.tl.mofa(w, groups_label=BATCH, n_factors=n_factors, seed=seed, quiet=True,
+                   verbose=False, use_obs="union", gpu_mode=False, outfile=f"{tmp}/mofa.hdf5")  # fmt: skip
+    return StandardScaler().fit_transform(w.obsm["X_mofa"])
+
+
+def embed(method: str, m: md.MuData, seed: int) -> np.ndarray:
+    """The embedding of one method (the peers' own wrappers for those without batch)."""
+    if method == "MOFA+ (batches as groups)":
+        return mofa_groups(m, seed)
+    if method == "WNN (Harmony)":
+        return wnn_harmony(m, seed)
+    return peers.run_peer(method, m, seed)["embedding"]
+
+
+def batch_scores(z: np.ndarray, y: np.ndarray, batch: np.ndarray, seed: int) -> dict:
+    """scib-metrics' batch-correction scores (each in [0, 1], higher: batches better mixed)."""
+    from scib_metrics import graph_connectivity, ilisi_knn, silhouette_batch
+    from scib_metrics.nearest_neighbors import pynndescent
+
+    z = np.asarray(z, dtype=np.float32)
+    nn = pynndescent(z, n_neighbors=min(90, z.shape[0] - 1), random_state=seed)
+    return {
+        "ilisi": float(ilisi_knn(nn, batch)),
+        "batch_silhouette": float(silhouette_batch(z, y, batch)),
+        "graph_connectivity": float(graph_connectivity(nn, y)),
+    }
+
+
+def run_unit(case: str, method: str, seed: int) -> list[dict]:
+    """Embed and score one (case, method, seed); returns one row per clustering protocol."""
+    from benchmarks.clustering import scib_scores
+
+    m = prepare_case(case, seed)
+    y = m.obs[LABELS.get(case) or label_key(case)].astype(str)
+    y, batch = y.to_numpy(), m.obs[BATCH].astype(str).to_numpy()
+    t = time.perf_counter()
+    z = embed(method, m, seed)
+    seconds = time.perf_counter() - t
+    common = {"case": case, "method": method, "seed": seed, "n_cells": m.n_obs,
+              "batch_aware": method in WITH_BATCH, "seconds": round(seconds, 1),
+              **scib_scores(z, y, seed), **batch_scores(z, y, batch, seed)}  # fmt: skip
+    return [{**common, **r} for r in metrics.cluster_embedding(z, y, seed=seed)]
+
+
+def _record(case: str, method: str, seed: int) -> Path:
+    safe = method.replace(" ", "_").replace("/", "_").replace("(", "").replace(")", "")
+    return OUT / f"{case}__{safe}__{seed}.json"
+
+
+def collect() -> pd.DataFrame:
+    """Every finished unit's rows, in one table (written to :data:`CSV`)."""
+    rows = [r for p in sorted(OUT.glob("*.json")) for r in json.loads(p.read_text())]
+    df = pd.DataFrame(rows)
+    if len(df):
+        write_text_atomic(CSV, df.to_csv(index=False))
+    return df
+
+
+def summary(df: pd.DataFrame, protocol: str = "kmeans") -> pd.DataFrame:
+    """(case, method) x score table, mean over seeds."""
+    cols = ["nmi", "scib_silhouette_label", "ilisi", "batch_silhouette", "graph_connectivity"]
+    d = df[df["protocol"] == protocol]
+    return d.groupby(["case", "method"])[cols].mean().round(3)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    ap.add_argument("--cases", nargs="*", default=CASES)
+    ap.add_argument("--methods", nargs="*", default=NO_BATCH + WITH_BATCH)
+    ap.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
+    ap.add_argument("--report-only", action="store_true")
+    a = ap.parse_args()
+    one_thread()
+    OUT.mkdir(parents=True, exist_ok=True)
+    for case in [] if a.report_only else a.cases:
+        for method in a.methods:
+            for seed in a.seeds:
+                path = _record(case, method, seed)
+                if path.exists():
+                    continue
+                rows = run_unit(case, method, seed)
+                write_text_atomic(path, json.dumps(rows))
+                print(f"{case} {method} seed {seed}: KMeans NMI {rows[0]['nmi']:.3f}, "
+                      f"iLISI {rows[0]['ilisi']:.3f}", flush=True)  # fmt: skip
+    df = collect()
+    if len(df):
+        print(summary(df).to_string())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
