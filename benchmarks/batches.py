@@ -173,11 +173,54 @@ def collect() -> pd.DataFrame:
     return df
 
 
+#: scib's aggregates (Luecken et al. 2022): bio-conservation and batch-correction scores, each
+#: the mean of its metrics, and the overall score 0.6 * bio + 0.4 * batch
+BIO = ("nmi", "scib_silhouette_label", "scib_clisi")
+BATCH_METRICS = ("ilisi", "batch_silhouette", "graph_connectivity")
+
+
+def scores(df: pd.DataFrame, protocol: str = "kmeans") -> pd.DataFrame:
+    """Per (case, method, seed): ``bio``, ``batch`` and ``overall`` (scib's aggregates).
+
+    ``nmi`` is the NMI of ``protocol``'s clusters; the other metrics do not depend on it.
+    """
+    d = df[df["protocol"] == protocol].copy()
+    d["bio"] = d[list(BIO)].mean(1)
+    d["batch_score"] = d[list(BATCH_METRICS)].mean(1)
+    d["overall"] = 0.6 * d["bio"] + 0.4 * d["batch_score"]
+    keep = ["case", "method", "seed", "batch_aware", *BIO, *BATCH_METRICS]
+    return d[keep + ["bio", "batch_score", "overall"]]
+
+
 def summary(df: pd.DataFrame, protocol: str = "kmeans") -> pd.DataFrame:
-    """(case, method) x score table, mean over seeds."""
-    cols = ["nmi", "scib_silhouette_label", "ilisi", "batch_silhouette", "graph_connectivity"]
-    d = df[df["protocol"] == protocol]
-    return d.groupby(["case", "method"])[cols].mean().round(3)
+    """(case, method) x score table, mean over seeds, best overall first in each case."""
+    s = scores(df, protocol).drop(columns=["seed", "batch_aware"])
+    out = s.groupby(["case", "method"]).mean().round(3)
+    return out.sort_values(["case", "overall"], ascending=[True, False])
+
+
+def findings(df: pd.DataFrame, protocol: str = "kmeans") -> str:
+    """Per case, in words: the best overall method, and scI2CL (no batch covariate) beside it.
+
+    Every number is read from :func:`scores`; paired comparisons over seeds use the book's
+    tie rule (:func:`benchmarks.report.comparison`).
+    """
+    from benchmarks.report import comparison
+
+    s = scores(df, protocol)
+    out = []
+    for case, g in s.groupby("case", sort=False):
+        mean = g.groupby("method")[["overall", "bio", "batch_score", "ilisi"]].mean()
+        best = mean["overall"].idxmax()
+        text = (f"{case}: best overall {best} ({mean.loc[best, 'overall']:.3f}; "
+                f"bio {mean.loc[best, 'bio']:.3f}, batch {mean.loc[best, 'batch_score']:.3f})")  # fmt: skip
+        if "scI2CL" in mean.index and best != "scI2CL":
+            by = g.set_index(["method", "seed"])["overall"]
+            c = comparison((by["scI2CL"] - by[best]).dropna(), best)
+            text += (f"; scI2CL, which takes no batch covariate yet, {mean.loc['scI2CL', 'overall']:.3f} "
+                     f"(iLISI {mean.loc['scI2CL', 'ilisi']:.3f}), {c['phrase']}")  # fmt: skip
+        out.append(text)
+    return ". ".join(out) if out else "no batch case has run"
 
 
 def main() -> int:

@@ -14,6 +14,7 @@ __all__ = [
     "time_vs_quality",
     "depth_curves",
     "readout_choices",
+    "batch_tradeoff",
 ]
 
 
@@ -27,6 +28,7 @@ METHOD_COLORS: dict[str, str] = {
     "ATAC LSI": "#56B4E9",
     "PCA+LSI": "#009E73",
     "WNN (muon)": "#CC79A7",
+    "WNN (Harmony)": "#CC79A7",
     "MOFA+": "#882255",
     "MultiVI": "#7F7F7F",
     "GLUE": "#332288",
@@ -224,5 +226,32 @@ def readout_choices(df: pd.DataFrame, method: str = "scI2CL"):
                title=f"{method}'s label-free {what}")  # fmt: skip
         ax.grid(alpha=0.3)
     axes[0, 0].legend(fontsize=8, title="dataset", loc="lower left")
+    fig.tight_layout()
+    return fig
+
+
+def batch_tradeoff(scores: pd.DataFrame):
+    """Bio-conservation against batch correction, one panel per batch case, one point per method.
+
+    ``scores`` is :func:`benchmarks.batches.scores` (one row per case, method and seed); points
+    are means over seeds with the seeds' SD as error bars; the methods run with their own batch
+    options are hollow, in the colour of their family (scib's figure, Luecken et al. 2022).
+    """
+    cases = list(dict.fromkeys(scores["case"]))
+    fig, axes = plt.subplots(1, len(cases), figsize=(3.6 * len(cases), 3.6), squeeze=False)
+    g = scores.groupby(["case", "method", "batch_aware"])[["bio", "batch_score"]]
+    m, sd = g.mean().reset_index(), g.std().reset_index()
+    for ax, case in zip(axes[0], cases):
+        for i, r in m[m["case"] == case].iterrows():
+            c = method_color(r["method"])
+            ax.errorbar(r["batch_score"], r["bio"], xerr=sd.loc[i, "batch_score"],
+                        yerr=sd.loc[i, "bio"], fmt="o", ms=7, color=c,
+                        mfc="white" if r["batch_aware"] else c, label=r["method"])  # fmt: skip
+        ax.set(
+            title=case, xlabel="batch correction (scib mean)", ylabel="bio-conservation (scib mean)"
+        )
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=8, bbox_to_anchor=(0.5, -0.12))
+    fig.suptitle("Several samples: conservation against batch mixing (hollow: the batch declared)")
     fig.tight_layout()
     return fig

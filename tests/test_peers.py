@@ -761,3 +761,33 @@ def test_prepare_thins_only_the_cells_of_the_named_batches():
     np.testing.assert_array_equal(tot["part"][b == "batch1"], tot["full"][b == "batch1"])
     ratio = tot["part"][b == "batch2"].sum() / tot["full"][b == "batch2"].sum()
     assert 0.25 < ratio < 0.35
+
+
+def test_batch_findings_name_the_best_trade_off_and_pair_scI2CL_with_it():
+    from benchmarks import batches
+
+    def row(method, seed, bio, batch, aware=False):
+        return {"case": "c", "method": method, "seed": seed, "batch_aware": aware,
+                "protocol": "kmeans", "nmi": bio, "scib_silhouette_label": bio, "scib_clisi": bio,
+                "ilisi": batch, "batch_silhouette": batch, "graph_connectivity": batch}  # fmt: skip
+
+    df = pd.DataFrame(
+        [row("scI2CL", s, 0.80 + 0.01 * s, 0.10) for s in range(3)]
+        + [row("MOFA+ (batches as groups)", s, 0.75, 0.60 + 0.01 * s, True) for s in range(3)]
+        + [{**row("scI2CL", 0, 0.0, 0.0), "protocol": "leiden"}]  # another protocol: ignored
+    )
+    s = batches.scores(df)
+    assert len(s) == 6 and s["overall"].iloc[0] == pytest.approx(0.6 * 0.80 + 0.4 * 0.10)
+    text = batches.findings(df)
+    assert text.startswith("c: best overall MOFA+ (batches as groups) (0.694")
+    assert "scI2CL, which takes no batch covariate yet, 0.526 (iLISI 0.100), behind MOFA+" in text
+    assert batches.summary(df).index[0] == ("c", "MOFA+ (batches as groups)")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from benchmarks.plots import batch_tradeoff
+
+    fig = batch_tradeoff(s)
+    (ax,) = fig.axes
+    faces = {c.get_label(): c.lines[0].get_markerfacecolor() for c in ax.containers}
+    assert faces["MOFA+ (batches as groups)"] == "white" and faces["scI2CL"] != "white"
