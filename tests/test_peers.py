@@ -776,12 +776,18 @@ def test_batch_findings_name_the_best_trade_off_and_pair_scI2CL_with_it():
         + [row("MOFA+ (batches as groups)", s, 0.75, 0.60 + 0.01 * s, True) for s in range(3)]
         + [{**row("scI2CL", 0, 0.0, 0.0), "protocol": "leiden"}]  # another protocol: ignored
     )
+    keyed = pd.DataFrame(
+        [row("scI2CL (batch key)", s, 0.80, 0.50 + 0.02 * s, True) for s in range(3)]
+    )
     s = batches.scores(df)
     assert len(s) == 6 and s["overall"].iloc[0] == pytest.approx(0.6 * 0.80 + 0.4 * 0.10)
     text = batches.findings(df)
     assert text.startswith("c: best overall MOFA+ (batches as groups) (0.694")
-    assert "scI2CL, which takes no batch covariate yet, 0.526 (iLISI 0.100), behind MOFA+" in text
+    assert "scI2CL without the batch 0.526 (iLISI 0.100), behind MOFA+" in text
     assert batches.summary(df).index[0] == ("c", "MOFA+ (batches as groups)")
+    both = batches.findings(pd.concat([df, keyed]))
+    assert "with its batch key, scI2CL's iLISI 0.520 against 0.100 (gain)" in both
+    assert "bio-conservation 0.800 against 0.810 (tie)" in both
     import matplotlib
 
     matplotlib.use("Agg")

@@ -187,6 +187,26 @@ def test_ddp_on_two_cpu_processes_matches_one_process(tmp_path):
     assert abs(ddp[0]["nmi"] - single["nmi"]) <= 0.1, res
 
 
+def test_ddp_with_a_batch_key_keeps_the_ranks_in_sync(tmp_path):
+    """Each cell's batch travels with its counts to every process (issue 39)."""
+    script = tmp_path / "ddp.py"
+    text = textwrap.dedent(DDP_SCRIPT).replace(
+        "m = simulate_multiome(n_cells=600, seed=5)\nsci2cl.SCI2CL.setup_mudata(m)",
+        "m = simulate_multiome(n_cells=600, seed=5, regime='batches')\n"
+        "sci2cl.SCI2CL.setup_mudata(m, batch_key='batch')",
+    )
+    assert "batch_key" in text
+    script.write_text(text.replace("max_epochs=30", "max_epochs=4"))
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    out = tmp_path / "ddp.json"
+    r = subprocess.run([sys.executable, str(script), "ddp", str(out), "0"], capture_output=True,
+                       text=True, env=env, timeout=600, cwd=tmp_path)  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    ddp = [json.loads(p.read_text()) for p in sorted(tmp_path.glob("ddp.json.*"))]
+    assert len(ddp) == 2 and all(d["world"] == 2 for d in ddp), ddp
+    assert ddp[0]["params"] == pytest.approx(ddp[1]["params"], rel=1e-6, abs=1e-6), ddp
+
+
 def test_tiny_hdf5_chunks_are_flagged_and_the_disk_simulator_avoids_them(disk_file, tmp_path):
     """Tiny chunks make a backed reader's memory grow with the file read: the user is told."""
     import h5py

@@ -7,7 +7,27 @@ import torch
 
 from .._rows import RowReader, is_backed_matrix
 
-__all__ = ["CellBatches", "RowReader", "is_backed_matrix"]
+__all__ = ["CellBatches", "CodeReader", "RowReader", "is_backed_matrix"]
+
+
+class CodeReader:
+    """Each cell's batch number, read by rows as :class:`RowReader` reads counts.
+
+    Parameters
+    ----------
+    codes
+        ``(n_cells,)`` integers (the model's numbering of the batches).
+    """
+
+    backed = False
+
+    def __init__(self, codes: np.ndarray):
+        self.codes = np.asarray(codes, dtype=np.int64)
+        self.shape = (len(self.codes),)
+
+    def rows(self, idx: np.ndarray) -> np.ndarray:
+        """The codes of cells ``idx``, ``(len(idx),)``."""
+        return self.codes[np.asarray(idx)]
 
 
 class CellBatches(torch.utils.data.Dataset):
@@ -21,7 +41,8 @@ class CellBatches(torch.utils.data.Dataset):
     Parameters
     ----------
     readers
-        ``{modality: RowReader}``, the same cells in the same order.
+        ``{modality: RowReader}``, the same cells in the same order (and
+        ``"batch"``: a :class:`CodeReader`, when the model corrects batches).
     cells
         Indices of the cells to batch, ``(n,)``.
     batch_size

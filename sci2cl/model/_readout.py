@@ -302,8 +302,11 @@ def encode_and_fit(
     gen = torch.Generator().manual_seed(seed)  # the same split whenever the read-out is fitted
     for s in range(0, len(fit_cells), 2048):
         x = module.inputs(batch(fit_cells[s : s + 2048]))
-        out.append({m: module.ae[m].encode(x[m]) for m in module.modalities})
-        if want_split and any(bool((v < 0).any() or (v != v.round()).any()) for v in x.values()):
+        out.append({m: module.ae[m].encode(x[m], x.get("batch")) for m in module.modalities})
+        counts = {m: x[m] for m in module.modalities}
+        if want_split and any(
+            bool((v < 0).any() or (v != v.round()).any()) for v in counts.values()
+        ):
             if weighting == "agreement":
                 raise ValueError(
                     "modality_weighting='agreement' splits each cell's counts in two halves and "
@@ -312,10 +315,11 @@ def encode_and_fit(
             want_split, halves = False, []  # not counts: smoothing="auto" has no halves to score
         if want_split:  # count splitting: embed one half, predict the other
             a = {m: torch.binomial(v.cpu(), torch.full_like(v.cpu(), 0.5), generator=gen).to(v)
-                 for m, v in x.items()}  # fmt: skip
+                 for m, v in counts.items()}  # fmt: skip
             halves.append((
-                {m: module.ae[m].encode(a[m]) for m in module.modalities},
-                {m: module.ae[m].transform_input(x[m] - a[m]) for m in module.modalities},
+                {m: module.ae[m].encode(a[m], x.get("batch")) for m in module.modalities},
+                {m: module.ae[m].transform_input(x[m] - a[m], x.get("batch"))
+                 for m in module.modalities},  # fmt: skip
             ))  # fmt: skip
     z = {m: torch.cat([o[m] for o in out]) for m in module.modalities}
     if not all(torch.isfinite(v).all() for v in z.values()):

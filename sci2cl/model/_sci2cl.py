@@ -16,12 +16,13 @@ from .._utils import as_int, check_choice, check_flag, check_range, check_weight
 from ..module._sci2cl import EMBEDDING_KINDS, SCI2CLModule
 from ..pp import DataValidationError
 from ._base import BaseModel, TrainingError, resolve_device
-from ._data import CellBatches
+from ._data import CellBatches, CodeReader
 from ._inputs import fit_input_scaling
 from ._readout import MODALITY_WEIGHTINGS, check_smoothing, encode_and_fit
 from ._setup import (
     ROLES,
     SETUP_KEY,
+    batch_codes,
     check_data,
     check_key_added,
     check_likelihoods,
@@ -245,6 +246,8 @@ class SCI2CL(BaseModel):
         self.init_params["likelihood"] = dict(self.likelihoods)
         self.init_params["drop_first_pc"] = list(drop_first_pc)
         self.setup = read_setup(mdata)
+        #: the batches the model corrects (``setup_mudata(batch_key=...)``; empty: none)
+        self.batches_ = list(self.setup["batches"])
         check_likelihoods(self.likelihoods, self.setup["facts"], self.setup["modalities"])
         warn_empty_cells(self.setup["facts"], self.setup["modalities"], mdata.obs_names)
         self._known: set[str] = set()  # fingerprints of data this model has checked
@@ -284,10 +287,14 @@ class SCI2CL(BaseModel):
                 joint_rec=joint_rec,
                 use_rna_only=use_rna_only,
                 n_shared=shared_variates,
+                n_batch=len(self.batches_),
             ).to(self.device)
         X = self._matrices(mdata)
         for r in ROLES:
-            fit_input_scaling(self.module.ae[r], X[r], self.seed, drop_first_pc=r in drop_first_pc)
+            fit_input_scaling(
+                self.module.ae[r], X[r], self.seed, drop_first_pc=r in drop_first_pc,
+                batch=X.get("batch"),
+            )  # fmt: skip
 
     # ------------------------------------------------------------------ set-up
     @classmethod
@@ -296,6 +303,7 @@ class SCI2CL(BaseModel):
         mdata: md.MuData,
         layer: str | None = "counts",
         modalities: dict[str, str] | None = None,
+        batch_key: str | None = None,
         **kwargs,
     ) -> None:
         """Check ``mdata`` and record how :class:`SCI2CL` reads it (``mdata.uns["_sci2cl_setup"]``).
@@ -316,6 +324,14 @@ class SCI2CL(BaseModel):
         modalities
             ``{"rna": name, "atac": name}``: which modalities of ``mdata`` are
             RNA and ATAC (default: the modalities named ``rna`` and ``atac``).
+        batch_key
+            Column of ``mdata.obs`` that names each cell's sample, donor or
+            run (``None``: one batch). The model then standardises each
+            feature within each batch before its encoders' principal axes (as
+            Seurat's ``ScaleData(split.by=)`` does) and gives its decoders the
+            batch (as scVI's do), so that the embedding follows cell state
+            rather than batch. Cells of a batch the model was not trained on
+            cannot be embedded (an error says so).
 
         Raises
         ------
@@ -330,7 +346,7 @@ class SCI2CL(BaseModel):
             )
         if kwargs:
             raise TypeError(f"setup_mudata got unexpected arguments {sorted(kwargs)}")
-        mdata.uns[SETUP_KEY] = setup_record(mdata, layer, modalities)
+        mdata.uns[SETUP_KEY] = setup_record(mdata, layer, modalities, batch_key)
 
     def _check_data(self, mdata: md.MuData, layer: str | None | type = ...) -> str | None:
         """Structure on every call, values when new (:func:`~sci2cl.model._setup.check_data`)."""
@@ -346,7 +362,12 @@ class SCI2CL(BaseModel):
     def _matrices(self, mdata: md.MuData, layer: str | None | type = ...) -> dict[str, RowReader]:
         """Each modality's raw data as a :class:`RowReader` (in memory, or on disk if backed)."""
         layer = self.setup["layer"] if layer is ... else layer
-        return {r: RowReader(get_matrix(mdata[self.setup["modalities"][r]], layer)) for r in ROLES}
+        X = {r: RowReader(get_matrix(mdata[self.setup["modalities"][r]], layer)) for r in ROLES}
+        if self.setup["batch_key"] is not None:  # each cell's batch, as the model numbers them
+            X["batch"] = CodeReader(
+                batch_codes(mdata, self.setup["batch_key"], self.setup["batches"])
+            )
+        return X
 
     def _batch(self, X: dict, idx: np.ndarray) -> dict[str, torch.Tensor]:
         return {m: torch.from_numpy(X[m].rows(idx)).to(self.device) for m in X}
@@ -615,7 +636,15 @@ class SCI2CL(BaseModel):
     def _checkpoint_extra(self) -> dict:
         return {
             "feature_names": self.feature_names,
-            "setup": {"layer": self.setup["layer"], "modalities": self.setup["modalities"]},
+            "setup": {
+                "layer": self.setup["layer"],
+                "modalities": self.setup["modalities"],
+                **(
+                    {"batch_key": self.setup["batch_key"], "batches": self.batches_}
+                    if self.batches_
+                    else {}
+                ),
+            },  # fmt: skip
             "readout_scores": self.readout_scores_.to_dict(orient="list"),
             "smoothing_scores": self.smoothing_scores_.to_dict(orient="list"),
             "modality_weighting_": self.modality_weighting_,
@@ -666,7 +695,11 @@ class SCI2CL(BaseModel):
                 f"{list(mdata.mod)}: name its RNA and ATAC modalities with "
                 "SCI2CL.setup_mudata(mdata, modalities={'rna': ..., 'atac': ...}), then load"
             )
-        cls.setup_mudata(mdata, setup["layer"] if layer is ... else layer, mods)
+        key, saved = setup.get("batch_key"), [str(b) for b in setup.get("batches", [])]
+        cls.setup_mudata(mdata, setup["layer"] if layer is ... else layer, mods, batch_key=key)
+        if key is not None:  # the model's numbering of the batches, which this data may not span
+            batch_codes(mdata, key, saved)  # an unseen batch is an error here
+            mdata.uns[SETUP_KEY]["batches"] = saved
         for r, feats in names.items():
             if mdata[mods[r]].var_names.tolist() != feats:
                 raise DataValidationError(

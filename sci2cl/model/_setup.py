@@ -25,6 +25,8 @@ from ..pp import MAX_COUNT, DataValidationError, validate
 __all__ = [
     "ROLES",
     "SETUP_KEY",
+    "batch_categories",
+    "batch_codes",
     "fingerprint",
     "setup_record",
     "check_data",
@@ -147,12 +149,62 @@ def _check_structure(mdata: md.MuData, modalities: dict, features: dict | None) 
             )
 
 
-def setup_record(mdata: md.MuData, layer: str | None, modalities: dict | None) -> dict:
+def batch_categories(mdata: md.MuData, batch_key: str | None) -> list[str]:
+    """The sorted batch names of ``mdata.obs[batch_key]`` (``[]`` without a key), checked.
+
+    Raises
+    ------
+    DataValidationError
+        The column is missing or has missing values (a missing batch never becomes a batch).
+    """
+    if batch_key is None:
+        return []
+    if not isinstance(batch_key, str):
+        raise TypeError(f"batch_key must be a column name of mdata.obs (str), got {batch_key!r}")
+    if batch_key not in mdata.obs:
+        raise DataValidationError(
+            f"batch_key {batch_key!r} is not a column of mdata.obs (columns: "
+            f"{list(mdata.obs.columns)[:20]}); a column of one modality is found as "
+            "'<modality>:<column>', or copy it to mdata.obs first"
+        )
+    col = mdata.obs[batch_key]
+    if col.isna().any():
+        raise DataValidationError(
+            f"mdata.obs[{batch_key!r}] has {int(col.isna().sum())} cells without a batch: give "
+            "them one (e.g. 'unknown') or leave them out"
+        )
+    return sorted(col.astype(str).unique().tolist())
+
+
+def batch_codes(mdata: md.MuData, batch_key: str, batches: list[str]) -> np.ndarray:
+    """Each cell's position in ``batches`` (the model's), ``(n_cells,)`` int64.
+
+    Raises
+    ------
+    DataValidationError
+        The column is missing or incomplete, or holds a batch the model was not trained on.
+    """
+    names = batch_categories(mdata, batch_key)
+    unseen = sorted(set(names) - set(batches))
+    if unseen:
+        raise DataValidationError(
+            f"mdata.obs[{batch_key!r}] holds batches the model was not trained on: {unseen[:10]} "
+            f"(trained on {batches[:10]}); scI2CL corrects only the batches it was trained on: "
+            "train one model on all batches together"
+        )
+    lookup = {b: i for i, b in enumerate(batches)}
+    return np.array([lookup[b] for b in mdata.obs[batch_key].astype(str)], dtype=np.int64)
+
+
+def setup_record(
+    mdata: md.MuData, layer: str | None, modalities: dict | None, batch_key: str | None = None
+) -> dict:
     """Check ``mdata`` fully and return its set-up record (what ``setup_mudata`` stores).
 
-    The record: ``layer``, ``modalities`` (role -> name), and per role the
-    value facts (``counts``, ``nonnegative``) and the :func:`fingerprint` of
-    the checked matrix.
+    The record: ``layer``, ``modalities`` (role -> name), with a
+    ``batch_key`` that key and ``batches`` (the sorted batch names), and per
+    role the value facts (``counts``, ``nonnegative``) and the
+    :func:`fingerprint` of the checked matrix.
     """
     if not isinstance(mdata, md.MuData):
         raise TypeError(f"setup_mudata needs a MuData, got {type(mdata).__name__}")
@@ -178,7 +230,10 @@ def setup_record(mdata: md.MuData, layer: str | None, modalities: dict | None) -
         raise ValueError(f"modalities must map exactly {list(ROLES)} to modality names, got {mods}")
     _check_structure(mdata, mods, None)
     validate(mdata, modalities=tuple(mods[r] for r in ROLES), count_modalities=(), layer=layer)
+    batches = batch_categories(mdata, batch_key)
     record = {"layer": layer, "modalities": mods, "facts": {}, "fingerprints": {}}
+    if batch_key is not None:  # only then: a file cannot hold None in .uns
+        record.update(batch_key=batch_key, batches=batches)
     for r in ROLES:
         X = get_matrix(mdata[mods[r]], layer)
         record["facts"][r] = _value_facts(X, mods[r])
@@ -205,6 +260,8 @@ def read_setup(mdata: md.MuData) -> dict:
         "modalities": dict(setup["modalities"]),
         "facts": {r: dict(setup["facts"][r]) for r in ROLES},
         "fingerprints": dict(setup["fingerprints"]),
+        "batch_key": setup.get("batch_key"),
+        "batches": [str(b) for b in setup.get("batches", [])],
     }
 
 

@@ -67,6 +67,11 @@ class ModalityAE(nn.Module):
         fixed principal axes (buffers ``input_axes``, set from the data by the
         model) instead of all ``D`` features; the decoder still reconstructs
         all ``D`` features.
+    n_batch
+        Number of batches the model corrects (0: none). With batches, the
+        input is standardised with each batch's own feature means and SDs
+        (``input_mean``/``input_std`` of shape ``(n_batch, D)``) and the
+        decoder reads the batch (one-hot) beside the embedding.
     input_skip
         Add a linear path from the encoder input to the embedding,
         ``z = MLP(u) + u W`` (``W`` of shape ``(K, E)``), that the model
@@ -85,10 +90,12 @@ class ModalityAE(nn.Module):
         dropout: float = 0.1,
         n_input_pcs: int | None = None,
         input_skip: bool = False,
+        n_batch: int = 0,
     ):
         super().__init__()
         self.likelihood = likelihood
         self.n_input_pcs = n_input_pcs
+        self.n_batch = int(n_batch)
         n_in = n_features if n_input_pcs is None else n_input_pcs
         self.encoder = MLP(n_in, [n_hidden, n_hidden // 2, n_latent], dropout=dropout)
         if input_skip and n_input_pcs is None:
@@ -97,11 +104,12 @@ class ModalityAE(nn.Module):
                 "set n_input_pcs, e.g. 50"
             )
         self.skip = nn.Linear(n_in, n_latent, bias=False) if input_skip else None
-        self.decoder = CountDecoder(n_latent, n_hidden, n_features, likelihood)
+        self.decoder = CountDecoder(n_latent + self.n_batch, n_hidden, n_features, likelihood)
         self.fusion = ViewFusion(n_latent, n_heads)
-        # per-feature standardisation of the network input, set from the data by the model
-        self.register_buffer("input_mean", torch.zeros(n_features))
-        self.register_buffer("input_std", torch.ones(n_features))
+        # per-feature (and per-batch) standardisation of the network input, set by the model
+        shape = (self.n_batch, n_features) if self.n_batch else (n_features,)
+        self.register_buffer("input_mean", torch.zeros(shape))
+        self.register_buffer("input_std", torch.ones(shape))
         if n_input_pcs is not None:
             # fixed principal axes of the standardised input, set from the data by the model
             self.register_buffer("input_axes", torch.zeros(n_features, n_input_pcs))
@@ -114,9 +122,19 @@ class ModalityAE(nn.Module):
             return torch.log1p(x / lib * 1e4)
         return x
 
-    def standardise(self, h: torch.Tensor) -> torch.Tensor:
-        """Per-feature z-score of normalised values (clipped at +-10), ``(n, D) -> (n, D)``."""
-        return ((h - self.input_mean) / self.input_std).clamp(-10, 10)
+    def standardise(self, h: torch.Tensor, batch: torch.Tensor | None = None) -> torch.Tensor:
+        """Per-feature z-score of normalised values (clipped at +-10), ``(..., n, D)``.
+
+        With batches, each cell ``(n,)`` of ``batch`` is scored against its own
+        batch's means and SDs.
+        """
+        if not self.n_batch:
+            return ((h - self.input_mean) / self.input_std).clamp(-10, 10)
+        if batch is None:
+            raise ValueError(
+                "this model corrects batches: its inputs need each cell's batch (x['batch'])"
+            )
+        return ((h - self.input_mean[batch]) / self.input_std[batch]).clamp(-10, 10)
 
     def project(self, s: torch.Tensor) -> torch.Tensor:
         """Encoder input from standardised values, ``(n, D) -> (n, K)``.
@@ -128,18 +146,18 @@ class ModalityAE(nn.Module):
             return s
         return s @ self.input_axes - self.input_axes_mean
 
-    def transform_input(self, x: torch.Tensor) -> torch.Tensor:
+    def transform_input(self, x: torch.Tensor, batch: torch.Tensor | None = None) -> torch.Tensor:
         """Network input: :meth:`normalise`, :meth:`standardise`, :meth:`project`."""
-        return self.project(self.standardise(self.normalise(x)))
+        return self.project(self.standardise(self.normalise(x), batch))
 
     def embed(self, u: torch.Tensor) -> torch.Tensor:
         """Embedding of network inputs ``(n, K) -> (n, E)``: the MLP, plus the linear path if any."""
         z = self.encoder(u)
         return z if self.skip is None else z + self.skip(u)
 
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """Embedding of raw inputs ``(n_cells, D) -> (n_cells, E)``."""
-        return self.embed(self.transform_input(x))
+    def encode(self, x: torch.Tensor, batch: torch.Tensor | None = None) -> torch.Tensor:
+        """Embedding of raw inputs ``(n_cells, D) -> (n_cells, E)`` (``batch``: ``(n_cells,)``)."""
+        return self.embed(self.transform_input(x, batch))
 
     def views(
         self,
@@ -147,6 +165,7 @@ class ModalityAE(nn.Module):
         n_views: int,
         mask_rate: float,
         generator: torch.Generator | None = None,
+        batch: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Fused embedding of ``n_views`` randomly column-masked copies of each cell.
 
@@ -160,14 +179,20 @@ class ModalityAE(nn.Module):
         h = self.normalise(x)
         keep = torch.rand((n_views, *h.shape), device=h.device, generator=generator) >= mask_rate
         # mask on the normalised scale (masked = not detected), then standardise
-        hv = self.project(self.standardise(h.unsqueeze(0) * keep))
+        hv = self.project(self.standardise(h.unsqueeze(0) * keep, batch))
         z = self.embed(hv.reshape(n_views * h.shape[0], -1))
         z = z.view(n_views, h.shape[0], -1).transpose(0, 1)  # (n, T, E)
         return self.fusion(z)
 
-    def rec_loss(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """Reconstruction NLL of ``x`` from ``z``, per cell ``(n_cells,)``."""
+    def rec_loss(
+        self, z: torch.Tensor, x: torch.Tensor, batch: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Reconstruction NLL of ``x`` from ``z`` (and the batch), per cell ``(n_cells,)``."""
         library = x.sum(-1, keepdim=True).clamp(min=1.0)
+        if self.n_batch:
+            if batch is None:
+                raise ValueError("this model corrects batches: its decoder needs x['batch']")
+            z = torch.cat([z, F.one_hot(batch, self.n_batch).to(z.dtype)], -1)
         return reconstruction_nll(x, self.decoder(z, library), self.likelihood)
 
 
@@ -211,6 +236,10 @@ class SCI2CLModule(nn.Module):
     n_shared
         Columns of the shared block that :meth:`joint_embedding` appends
         (``readout_shared``; 0: none).
+    n_batch
+        Batches the model corrects (0: none); the inputs then carry each
+        cell's batch number as ``x["batch"]`` ``(n_cells,)`` (see
+        :class:`ModalityAE`).
 
     Notes
     -----
@@ -240,6 +269,7 @@ class SCI2CLModule(nn.Module):
         joint_rec: bool = True,
         use_rna_only: bool = False,
         n_shared: int = 0,
+        n_batch: int = 0,
     ):
         super().__init__()
         self.modalities = tuple(n_features)
@@ -260,6 +290,7 @@ class SCI2CLModule(nn.Module):
                     self.dropout,
                     None if n_input_pcs is None else min(n_input_pcs, n_features[m]),
                     input_skip,
+                    n_batch,
                 )
                 for m in self.modalities
             }
@@ -309,7 +340,7 @@ class SCI2CLModule(nn.Module):
     def encode(self, x: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Per-modality embeddings ``{m: (n_cells, E)}`` of raw inputs (after :meth:`inputs`)."""
         x = self.inputs(x)
-        return {m: self.ae[m].encode(x[m]) for m in self.modalities}
+        return {m: self.ae[m].encode(x[m], x.get("batch")) for m in self.modalities}
 
     def fuse(self, z_rna: torch.Tensor, z_atac: torch.Tensor) -> torch.Tensor:
         """Joint embedding from the two cross-attended (aligned) embeddings."""
@@ -427,13 +458,13 @@ class SCI2CLModule(nn.Module):
         self, x: dict[str, torch.Tensor], generator: torch.Generator | None = None
     ) -> dict[str, torch.Tensor]:
         """Stage 1: per-modality reconstruction and intra-omics MSE."""
-        weights, n_views = self.weights, self.n_views
+        weights, n_views, b = self.weights, self.n_views, x.get("batch")
         out = {"rec": 0.0, "mse": 0.0}
         for m in self.modalities:
-            z = self.ae[m].encode(x[m])
-            out["rec"] = out["rec"] + self.ae[m].rec_loss(z, x[m]).mean()
+            z = self.ae[m].encode(x[m], b)
+            out["rec"] = out["rec"] + self.ae[m].rec_loss(z, x[m], b).mean()
             if weights["mse"] > 0 and n_views > 0:
-                v = self.ae[m].views(x[m], n_views, self.mask_rate, generator)
+                v = self.ae[m].views(x[m], n_views, self.mask_rate, generator, b)
                 out["mse"] = out["mse"] + F.mse_loss(v, z)
         out["loss"] = weights["rec"] * out["rec"] + weights["mse"] * out["mse"]
         return out
@@ -458,12 +489,13 @@ class SCI2CLModule(nn.Module):
         joint = self.fuse(z["rna"], z["atac"])
         out = {}
         src = {m: joint for m in self.modalities} if self.joint_rec else z
-        out["rec"] = sum(self.ae[m].rec_loss(src[m], x[m]).mean() for m in self.modalities)
+        b = x.get("batch")
+        out["rec"] = sum(self.ae[m].rec_loss(src[m], x[m], b).mean() for m in self.modalities)
         out["mse"] = torch.zeros((), device=joint.device)
         if weights["mse"] > 0 and n_views > 0:
             for m in self.modalities:
                 out["mse"] = out["mse"] + F.mse_loss(
-                    self.ae[m].views(x[m], n_views, self.mask_rate, generator), z[m]
+                    self.ae[m].views(x[m], n_views, self.mask_rate, generator, b), z[m]
                 )
         p_rna, p_atac = self.proj["rna"](z["rna"]), self.proj["atac"](z["atac"])
         out["moc"] = (

@@ -1,0 +1,91 @@
+"""Several samples: ``setup_mudata(batch_key=...)`` (issue 39)."""
+
+import numpy as np
+import pytest
+import torch
+from sklearn.neighbors import NearestNeighbors
+
+import sci2cl
+from sci2cl import metrics
+from sci2cl.datasets import simulate_multiome
+from sci2cl.pp import DataValidationError
+
+SMALL = dict(n_latent=8, n_hidden=32, n_views=2, device="cpu", seed=0)
+
+
+@pytest.fixture(scope="module")
+def two_batches():
+    """The simulator's batches regime: batch2 shifted per gene and peak, at half the depth."""
+    return simulate_multiome(n_cells=800, n_genes=300, n_peaks=600, seed=1, regime="batches")
+
+
+def _other_batch_share(z, b):
+    idx = NearestNeighbors(n_neighbors=16).fit(z).kneighbors(z, return_distance=False)[:, 1:]
+    return float((b[idx] != b[:, None]).mean())
+
+
+@pytest.fixture(scope="module")
+def models(two_batches):
+    torch.set_num_threads(1)
+    out = {}
+    for key in (None, "batch"):
+        m = two_batches.copy()
+        sci2cl.SCI2CL.setup_mudata(m, batch_key=key)
+        model = sci2cl.SCI2CL(m, **SMALL).train(max_epochs=12, progress_bar=False)
+        out[key] = (model, m)
+    return out
+
+
+def test_batch_key_mixes_the_batches_and_keeps_the_types(models, two_batches):
+    b = two_batches.obs["batch"].astype(str).to_numpy()
+    y = two_batches.obs["true_cell_type"].astype(str).to_numpy()
+    share, nmi = {}, {}
+    for key, (model, _m) in models.items():
+        z = model.get_latent_representation(key_added=None)
+        share[key] = _other_batch_share(z, b)
+        nmi[key] = metrics.cluster_embedding(z, y, seed=0)[0]["nmi"]
+    assert share[None] < 0.1 and share["batch"] > 0.3  # a half-half mix is 0.5
+    assert nmi["batch"] > nmi[None] - 0.02
+    model = models["batch"][0]
+    assert model.batches_ == ["batch1", "batch2"]
+    assert model.module.ae["rna"].input_mean.shape == (2, 300)
+
+
+def test_batch_key_errors_name_the_column_and_the_unseen_batch(models, two_batches, tmp_path):
+    m = two_batches.copy()
+    with pytest.raises(DataValidationError, match="'donor' is not a column"):
+        sci2cl.SCI2CL.setup_mudata(m, batch_key="donor")
+    m.obs["gap"] = m.obs["batch"].astype(object)
+    m.obs.loc[m.obs_names[:3], "gap"] = None
+    with pytest.raises(DataValidationError, match="3 cells without a batch"):
+        sci2cl.SCI2CL.setup_mudata(m, batch_key="gap")
+    model, data = models["batch"]
+    new = data.copy()
+    new.obs["batch"] = new.obs["batch"].astype(str).replace({"batch2": "batch3"})
+    with pytest.raises(DataValidationError, match=r"not trained on: \['batch3'\]"):
+        model.get_latent_representation(new, key_added=None)
+    # one of the trained batches only: embedded as in the full data, also after a reload
+    one = data[data.obs["batch"] == "batch2"].copy()
+    want = model.get_latent_representation(key_added=None)[(data.obs["batch"] == "batch2").values]
+    np.testing.assert_allclose(
+        model.get_latent_representation(one, key_added=None), want, atol=1e-5
+    )
+    model.save(tmp_path / "m")
+    again = sci2cl.SCI2CL.load(tmp_path / "m", one)
+    assert again.batches_ == ["batch1", "batch2"]
+    np.testing.assert_allclose(
+        again.get_latent_representation(one, key_added=None), want, atol=1e-5
+    )
+
+
+def test_batch_key_trains_from_disk(two_batches, tmp_path):
+    import mudata as md
+
+    path = tmp_path / "two.h5mu"
+    two_batches.write(path)
+    m = md.read_h5mu(path, backed=True)
+    sci2cl.SCI2CL.setup_mudata(m, batch_key="batch")
+    model = sci2cl.SCI2CL(m, **SMALL).train(max_epochs=3, progress_bar=False)
+    z = model.get_latent_representation(key_added=None)
+    assert z.shape[0] == two_batches.n_obs and np.isfinite(z).all()
+    assert model.batches_ == ["batch1", "batch2"]
