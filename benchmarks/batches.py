@@ -241,7 +241,8 @@ def findings(df: pd.DataFrame, protocol: str = "kmeans") -> str:
                              f"({c['verdict']})")  # fmt: skip
             text += "; with its batch key, scI2CL's " + ", ".join(parts)
             if best != key:
-                c = comparison((by["overall"][key] - by["overall"][best]).dropna(), best)
+                name = "scI2CL without it" if best == "scI2CL" else best
+                c = comparison((by["overall"][key] - by["overall"][best]).dropna(), name)
                 text += f", overall {mean.loc[key, 'overall']:.3f}, {c['phrase']}"
         out.append(text)
     return ". ".join(out) if out else "no batch case has run"
