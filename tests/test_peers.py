@@ -788,6 +788,10 @@ def test_batch_findings_name_the_best_trade_off_and_pair_scI2CL_with_it():
     both = batches.findings(pd.concat([df, keyed]))
     assert "with its batch key, scI2CL's iLISI 0.520 against 0.100 (gain)" in both
     assert "bio-conservation 0.800 against 0.810 (tie)" in both
+    assert (
+        "(not yet run with every seed here: RNA PCA, PCA+LSI, WNN (muon), MOFA+, WNN (Harmony))"
+        in both
+    )
     import matplotlib
 
     matplotlib.use("Agg")
