@@ -107,10 +107,16 @@ def _depth(root: Path) -> str | None:
         pays = v[v["integration_pays"] == "gain"]
         ok = pays[pays["vs_best_peer"].isin(["gain", "tie"])]
         enc = v[v["vs_better_encoder"] == "gain"]
+        one = v[v["vs_one_seed_peer_diff"] < 0]
         out.append(
             f"{name}: integration pays at {len(pays)} of {len(v)} (set, depth) points, and there "
             f"scI2CL is at least the best peer at {len(ok)}; its joint embedding beats its own "
             f"better encoder at {len(enc)} of {len(v)}"
+            + "".join(
+                f"; {r['one_seed_peer']} (one seed) is ahead of it at {r['dataset']} "
+                f"{r['rna_fraction']:.0%} by {-r['vs_one_seed_peer_diff']:.3f}"
+                for _, r in one.iterrows()
+            )  # fmt: skip
         )
     return "RNA thinned to 100-10 % on 4 real sets: " + "; ".join(out) + "."
 
