@@ -15,8 +15,10 @@ Cases, each with ``obs["batch"]`` (labels and batches only score):
 
 Methods: every one of :data:`NO_BATCH` ignores the batch, as a user who has not declared it gets;
 :data:`WITH_BATCH` are the peers run with their own batch options, as their authors recommend
-(MOFA+ with the batches as groups; muon's WNN on Harmony-corrected RNA PCA and ATAC LSI), and
-scI2CL set up with ``batch_key``.
+(MOFA+ with the batches as groups; muon's WNN on Harmony-corrected RNA PCA and ATAC LSI;
+MultiVI with its ``batch_key``), and scI2CL set up with ``batch_key``. A VAE whose latent KL per
+cell ends below ``clustering.KL_COLLAPSED`` has collapsed and is left out of the tables (named
+in :func:`findings`).
 
 Scores per embedding: bio-conservation (KMeans NMI at the true k, label-free Leiden NMI, scib
 label silhouette and cLISI) and batch correction (scib iLISI, batch silhouette, graph
@@ -51,7 +53,21 @@ SNARE_THINNED = ("09D", "09E", "09F")
 #: label columns of the cases that are not datasets of ``benchmarks.config``
 LABELS = {"simulated_batches": "true_cell_type", "snare_thinned": "cell_type"}
 NO_BATCH = ["RNA PCA", "PCA+LSI", "WNN (muon)", "MOFA+", "scI2CL"]
-WITH_BATCH = ["MOFA+ (batches as groups)", "WNN (Harmony)", "scI2CL (batch key)"]
+WITH_BATCH = [
+    "MOFA+ (batches as groups)",
+    "WNN (Harmony)",
+    "MultiVI (batch key)",
+    "scI2CL (batch key)",
+]
+#: development variants of "scI2CL (batch key)" (arguments to ``SCI2CL``): run with
+#: ``--methods``, kept in the records as the log of what was tried, left out of the tables.
+#: The records also hold variants whose code was not kept (``batch_centring="clusters"``:
+#: cluster-balanced batch means, and ``"smoothed"``: SD ratios pooled over features of similar
+#: mean; ``benchmarks/archive/batch_centring.patch``)
+VARIANTS = {
+    "scI2CL (batch key, batch_centring=cells)": {"batch_centring": "cells"},
+    "scI2CL (batch key, batch_centring=none)": {"batch_centring": "none"},
+}
 
 
 def prepare_case(case: str, seed: int) -> md.MuData:
@@ -121,24 +137,69 @@ def mofa_groups(m: md.MuData, seed: int, n_factors: int = 15) -> np.ndarray:
     return StandardScaler().fit_transform(w.obsm["X_mofa"])
 
 
-def sci2cl_batch_key(m: md.MuData, seed: int) -> np.ndarray:
-    """scI2CL with its defaults, set up with ``batch_key`` (its joint embedding)."""
+def multivi_batch_key(m: md.MuData, seed: int, max_epochs: int | None = None) -> dict:
+    """scvi-tools MultiVI with the batches as its ``batch_key``.
+
+    Otherwise as the benchmark's MultiVI (``peers._multivi``: raw counts, features in at least
+    1 % of cells, the tutorial's defaults).
+    """
+    scvi = peers._require_scvi()
+    scvi.settings.seed = seed
+    mods = {}
+    for k in ("rna", "atac"):
+        a = m[k]
+        detected = np.asarray((a.layers["counts"] > 0).sum(0)).ravel()
+        mods[k] = a[:, detected >= 0.01 * a.n_obs].copy()
+    mm = md.MuData(mods)
+    mm.obs[BATCH] = pd.Categorical(m.obs[BATCH].astype(str).to_numpy())
+    scvi.model.MULTIVI.setup_mudata(mm, rna_layer="counts", atac_layer="counts", batch_key=BATCH,
+                                    modalities={"rna_layer": "rna", "atac_layer": "atac"})  # fmt: skip
+    model = scvi.model.MULTIVI(mm)
+    z = peers._train_latent(model, max_epochs)
+    return {"embedding": z, "kl_local": peers._history_last(model, "kl_local_validation")}
+
+
+def sci2cl_batch_key(m: md.MuData, seed: int, **kwargs) -> dict:
+    """scI2CL with its defaults (or ``kwargs``), set up with ``batch_key``.
+
+    Its joint embedding, and per modality its input centring (``input_batch_mixing_``):
+    ``mixing_all_<modality>``, ``mixing_batch_<modality>``, ``centred_<modality>``.
+    """
     import sci2cl
 
     sci2cl.SCI2CL.setup_mudata(m, layer="counts", batch_key=BATCH)
-    model = sci2cl.SCI2CL(m, likelihood=peers.sci2cl_likelihood(m), seed=seed)
+    model = sci2cl.SCI2CL(m, likelihood=peers.sci2cl_likelihood(m), seed=seed, **kwargs)
     model.train(progress_bar=False)
-    return model.get_latent_representation(key_added=None)
+    return {"embedding": model.get_latent_representation(key_added=None), **centring(model)}
 
 
-def embed(method: str, m: md.MuData, seed: int) -> np.ndarray:
-    """The embedding of one method (the peers' own wrappers for those without batch)."""
+def centring(model) -> dict:
+    """A scI2CL model's input centring per modality (``input_batch_mixing_``), flat."""
+    names = {"over all cells": "mixing_all", "per batch": "mixing_batch", "centred": "centred"}
+    t = model.input_batch_mixing_
+    return {
+        f"{names[c]}_{r}": bool(t.loc[r, c]) if c == "centred" else float(t.loc[r, c])
+        for r in t.index
+        for c in t.columns
+    }
+
+
+def embed(method: str, m: md.MuData, seed: int) -> np.ndarray | dict:
+    """The embedding of one method (the peers' own wrappers for those without batch).
+
+    MultiVI's comes as ``{"embedding", "kl_local"}`` (its collapse check), scI2CL's with its
+    input centring (:func:`sci2cl_batch_key`).
+    """
     if method == "scI2CL (batch key)":
         return sci2cl_batch_key(m, seed)
+    if method in VARIANTS:
+        return sci2cl_batch_key(m, seed, **VARIANTS[method])
     if method == "MOFA+ (batches as groups)":
         return mofa_groups(m, seed)
     if method == "WNN (Harmony)":
         return wnn_harmony(m, seed)
+    if method == "MultiVI (batch key)":
+        return multivi_batch_key(m, seed)
     return peers.run_peer(method, m, seed)["embedding"]
 
 
@@ -166,9 +227,11 @@ def run_unit(case: str, method: str, seed: int) -> list[dict]:
     t = time.perf_counter()
     z = embed(method, m, seed)
     seconds = time.perf_counter() - t
+    diagnostics = dict(z) if isinstance(z, dict) else {"embedding": z}
+    z = diagnostics.pop("embedding")
     common = {"case": case, "method": method, "seed": seed, "n_cells": m.n_obs,
-              "batch_aware": method in WITH_BATCH, "seconds": round(seconds, 1),
-              **scib_scores(z, y, seed), **batch_scores(z, y, batch, seed)}  # fmt: skip
+              "batch_aware": method in WITH_BATCH or method in VARIANTS, "seconds": round(seconds, 1),
+              **diagnostics, **scib_scores(z, y, seed), **batch_scores(z, y, batch, seed)}  # fmt: skip
     return [{**common, **r} for r in metrics.cluster_embedding(z, y, seed=seed)]
 
 
@@ -192,12 +255,21 @@ BIO = ("nmi", "scib_silhouette_label", "scib_clisi")
 BATCH_METRICS = ("ilisi", "batch_silhouette", "graph_connectivity")
 
 
+def collapsed(df: pd.DataFrame) -> pd.Series:
+    """Rows of a VAE whose latent collapsed to its prior (KL per cell below the benchmark's bar)."""
+    from benchmarks.clustering import KL_COLLAPSED
+
+    kl = df["kl_local"] if "kl_local" in df else pd.Series(np.nan, index=df.index)
+    return kl < KL_COLLAPSED
+
+
 def scores(df: pd.DataFrame, protocol: str = "kmeans") -> pd.DataFrame:
     """Per (case, method, seed): ``bio``, ``batch`` and ``overall`` (scib's aggregates).
 
     ``nmi`` is the NMI of ``protocol``'s clusters; the other metrics do not depend on it.
     """
-    d = df[df["protocol"] == protocol].copy()
+    d = df[(df["protocol"] == protocol) & df["method"].isin(NO_BATCH + WITH_BATCH)].copy()
+    d = d[~collapsed(d)]
     d["bio"] = d[list(BIO)].mean(1)
     d["batch_score"] = d[list(BATCH_METRICS)].mean(1)
     d["overall"] = 0.6 * d["bio"] + 0.4 * d["batch_score"]
@@ -210,6 +282,23 @@ def summary(df: pd.DataFrame, protocol: str = "kmeans") -> pd.DataFrame:
     s = scores(df, protocol).drop(columns=["seed", "batch_aware"])
     out = s.groupby(["case", "method"]).mean().round(3)
     return out.sort_values(["case", "overall"], ascending=[True, False])
+
+
+def centring_table(df: pd.DataFrame) -> pd.DataFrame:
+    """scI2CL's input centring per (case, modality).
+
+    The batch mixing of its inputs scaled over all cells and per batch (mean over seeds), and the
+    share of seeds whose modality was standardised per batch.
+    """
+    d = df[(df["method"] == "scI2CL (batch key)") & (df["protocol"] == "kmeans")]
+    rows = []
+    for r in ("rna", "atac"):
+        cols = [f"mixing_all_{r}", f"mixing_batch_{r}", f"centred_{r}"]
+        if set(cols) <= set(d.columns):
+            t = d.groupby("case")[cols].mean()
+            t.columns = ["mixing over all cells", "mixing per batch", "centred (share of seeds)"]
+            rows.append(t.assign(modality=r).set_index("modality", append=True))
+    return pd.concat(rows).sort_index().round(3) if rows else pd.DataFrame()
 
 
 def findings(df: pd.DataFrame, protocol: str = "kmeans") -> str:
@@ -249,6 +338,10 @@ def findings(df: pd.DataFrame, protocol: str = "kmeans") -> str:
         if short:
             text += f" (not yet run with every seed here: {', '.join(short)})"
         out.append(text)
+    gone = df[(df["protocol"] == protocol) & collapsed(df)]
+    if len(gone):
+        out.append("left out as collapsed (latent KL below the bar): " + ", ".join(
+            f"{r.method} on {r.case}, seed {r.seed}" for r in gone.itertuples()))  # fmt: skip
     return ". ".join(out) if out else "no batch case has run"
 
 

@@ -1,6 +1,7 @@
 """Several samples: ``setup_mudata(batch_key=...)`` (issue 39)."""
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from sklearn.neighbors import NearestNeighbors
@@ -73,6 +74,10 @@ def test_batch_key_errors_name_the_column_and_the_unseen_batch(models, two_batch
     model.save(tmp_path / "m")
     again = sci2cl.SCI2CL.load(tmp_path / "m", one)
     assert again.batches_ == ["batch1", "batch2"]
+    # the centring decided on the training cells, not recomputed on the one batch loaded
+    pd.testing.assert_frame_equal(
+        again.input_batch_mixing_, model.input_batch_mixing_, check_dtype=False
+    )
     np.testing.assert_allclose(
         again.get_latent_representation(one, key_added=None), want, atol=1e-5
     )
@@ -89,3 +94,51 @@ def test_batch_key_trains_from_disk(two_batches, tmp_path):
     z = model.get_latent_representation(key_added=None)
     assert z.shape[0] == two_batches.n_obs and np.isfinite(z).all()
     assert model.batches_ == ["batch1", "batch2"]
+
+
+def test_batch_mixing_is_one_when_shuffled_and_zero_when_apart():
+    from sci2cl.model._inputs import batch_mixing
+
+    rng = np.random.default_rng(0)
+    S = rng.normal(size=(400, 20))
+    b = rng.integers(0, 3, 400)
+    assert 0.85 < batch_mixing(S, b, 0) < 1.15
+    apart = S + 20 * np.eye(20)[b]  # each batch its own blob
+    assert batch_mixing(apart, b, 0) < 0.05
+    assert np.isnan(batch_mixing(S, np.zeros(400, dtype=int), 0))
+
+
+def test_auto_centring_leaves_batches_that_differ_only_in_composition(two_batches):
+    torch.set_num_threads(1)
+    # a batch effect (the simulator's batches regime): centred per batch in both modalities
+    m = two_batches.copy()
+    sci2cl.SCI2CL.setup_mudata(m, batch_key="batch")
+    mix = sci2cl.SCI2CL(m, **SMALL).input_batch_mixing_
+    assert mix["centred"].tolist() == [True, True]
+    assert (mix["per batch"] > mix["over all cells"]).all()
+    # no batch effect, types in very different proportions: left as they are
+    m = simulate_multiome(n_cells=800, n_genes=300, n_peaks=600, seed=1)
+    y = m.obs["true_cell_type"].astype("category").cat.codes.to_numpy()
+    rng = np.random.default_rng(0)
+    m.obs["donor"] = np.where(rng.random(m.n_obs) < np.where(y % 2 == 0, 0.85, 0.15), "a", "b")
+    sci2cl.SCI2CL.setup_mudata(m, batch_key="donor")
+    model = sci2cl.SCI2CL(m, **SMALL)
+    assert model.input_batch_mixing_["centred"].tolist() == [False, False]
+    for r in ("rna", "atac"):
+        mean = model.module.ae[r].input_mean
+        assert torch.equal(mean[0], mean[1])
+    forced = sci2cl.SCI2CL(m, batch_centring="cells", **SMALL).module.ae["rna"].input_mean
+    assert not torch.equal(forced[0], forced[1])
+    assert forced.shape == (2, 300)
+
+
+def test_batch_centring_is_checked_and_changes_nothing_without_a_batch_key(two_batches):
+    m = two_batches.copy()
+    sci2cl.SCI2CL.setup_mudata(m)
+    with pytest.raises(ValueError, match="batch_centring"):
+        sci2cl.SCI2CL(m, batch_centring="donor", **SMALL)
+    a, b = (sci2cl.SCI2CL(m, batch_centring=c, **SMALL) for c in ("cells", "auto"))
+    assert a.input_batch_mixing_.empty
+    for r in ("rna", "atac"):
+        for name in ("input_mean", "input_std", "input_axes"):
+            assert torch.equal(getattr(a.module.ae[r], name), getattr(b.module.ae[r], name))

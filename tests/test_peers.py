@@ -789,9 +789,19 @@ def test_batch_findings_name_the_best_trade_off_and_pair_scI2CL_with_it():
     assert "with its batch key, scI2CL's iLISI 0.520 against 0.100 (gain)" in both
     assert "bio-conservation 0.800 against 0.810 (tie)" in both
     assert (
-        "(not yet run with every seed here: RNA PCA, PCA+LSI, WNN (muon), MOFA+, WNN (Harmony))"
-        in both
+        "(not yet run with every seed here: RNA PCA, PCA+LSI, WNN (muon), MOFA+, WNN (Harmony), "
+        "MultiVI (batch key))" in both
     )
+    # a collapsed VAE is left out of the tables and named; scI2CL's centring is tabled
+    gone = {**row("MultiVI (batch key)", 0, 0.99, 0.99, True), "kl_local": 0.01}
+    centring = {"mixing_all_rna": 0.2, "mixing_batch_rna": 0.9, "centred_rna": True}
+    more = pd.concat([df, keyed.assign(**centring), pd.DataFrame([gone])])
+    assert "MultiVI (batch key)" not in set(batches.scores(more)["method"])
+    assert "left out as collapsed (latent KL below the bar): MultiVI (batch key) on c, seed 0" in (
+        batches.findings(more)
+    )
+    t = batches.centring_table(more)
+    assert t.loc[("c", "rna")].tolist() == [0.2, 0.9, 1.0]
     import matplotlib
 
     matplotlib.use("Agg")

@@ -17,7 +17,7 @@ from ..module._sci2cl import EMBEDDING_KINDS, SCI2CLModule
 from ..pp import DataValidationError
 from ._base import BaseModel, TrainingError, resolve_device
 from ._data import CellBatches, CodeReader
-from ._inputs import fit_input_scaling
+from ._inputs import BATCH_CENTRINGS, MIXING_MARGIN, fit_input_scaling
 from ._readout import MODALITY_WEIGHTINGS, check_smoothing, encode_and_fit
 from ._setup import (
     ROLES,
@@ -110,6 +110,17 @@ class SCI2CL(BaseModel):
         encoder reads input principal components 2 to ``n_input_pcs + 1``,
         the first left out as LSI leaves out its first component, which in
         ATAC data tracks each cell's depth (Stuart et al. 2021). Default: none.
+    batch_centring
+        With ``setup_mudata(batch_key=...)``: how each modality's inputs are
+        centred and scaled per feature before its principal axes. ``"auto"``
+        (default): on each batch's own mean and SD if the batches then mix
+        better than when scaled over all cells, by more than
+        :data:`~sci2cl.model._inputs.MIXING_MARGIN` (label-free, per modality,
+        :attr:`input_batch_mixing_`), otherwise over all cells; ``"cells"``: always on each batch's own; ``"none"``: over all cells
+        (batches then corrected in the decoders only). Centring each batch on
+        its own cells also removes differences in cell-type composition
+        between batches, which moves cells of one type apart where batches
+        differ little.
     modality_weighting
         How the joint read-out (``kind="joint"``) weights the two modalities,
         fixed after training without labels. ``"modularity"`` (default): the
@@ -193,6 +204,7 @@ class SCI2CL(BaseModel):
         n_input_pcs: int | None = 50,
         input_skip: bool = True,
         drop_first_pc: tuple[str, ...] | list[str] = (),
+        batch_centring: str = "auto",
         modality_weighting: str = "modularity",
         readout_scaling: str = "global",
         cross_smoothing: str | float = "auto",
@@ -231,6 +243,7 @@ class SCI2CL(BaseModel):
                 "drop_first_pc needs n_input_pcs (it drops an input principal component); "
                 "set n_input_pcs, e.g. 50, or drop_first_pc=()"
             )
+        check_choice("batch_centring", batch_centring, BATCH_CENTRINGS)
         check_choice("modality_weighting", modality_weighting, MODALITY_WEIGHTINGS)
         check_choice("readout_scaling", readout_scaling, READOUT_SCALINGS)
         check_smoothing(cross_smoothing)
@@ -290,11 +303,27 @@ class SCI2CL(BaseModel):
                 n_batch=len(self.batches_),
             ).to(self.device)
         X = self._matrices(mdata)
-        for r in ROLES:
-            fit_input_scaling(
-                self.module.ae[r], X[r], self.seed, drop_first_pc=r in drop_first_pc,
+        mixing = {
+            r: fit_input_scaling(
+                self.module.ae[r],
+                X[r],
+                self.seed,
+                drop_first_pc=r in drop_first_pc,
                 batch=X.get("batch"),
+                batch_centring=batch_centring,
             )  # fmt: skip
+            for r in ROLES
+        }
+        #: with a batch key and ``batch_centring="auto"``: per modality (rows), how well the
+        #: batches mix in its inputs scaled "over all cells" and "per batch" (1: as if shuffled;
+        #: ``_inputs.batch_mixing``), and whether they were "centred" per batch
+        self.input_batch_mixing_ = pd.DataFrame(
+            {
+                r: {**v, "centred": v["per batch"] > v["over all cells"] + MIXING_MARGIN}
+                for r, v in mixing.items()
+                if v is not None
+            }  # fmt: skip
+        ).T
 
     # ------------------------------------------------------------------ set-up
     @classmethod
@@ -648,6 +677,7 @@ class SCI2CL(BaseModel):
             "readout_scores": self.readout_scores_.to_dict(orient="list"),
             "smoothing_scores": self.smoothing_scores_.to_dict(orient="list"),
             "modality_weighting_": self.modality_weighting_,
+            "input_batch_mixing": self.input_batch_mixing_.to_dict(orient="index"),
         }
 
     @classmethod
@@ -714,5 +744,6 @@ class SCI2CL(BaseModel):
         model.readout_scores_ = pd.DataFrame(meta.get("readout_scores", {}))
         model.smoothing_scores_ = pd.DataFrame(meta.get("smoothing_scores", {}))
         model.modality_weighting_ = meta.get("modality_weighting_", init["modality_weighting"])
+        model.input_batch_mixing_ = pd.DataFrame(meta.get("input_batch_mixing", {})).T
         model.is_trained = True
         return model
