@@ -17,7 +17,7 @@ from ..module._sci2cl import EMBEDDING_KINDS, SCI2CLModule
 from ..pp import DataValidationError
 from ._base import BaseModel, TrainingError, resolve_device
 from ._data import CellBatches, CodeReader
-from ._inputs import BATCH_CENTRINGS, MIXING_MARGIN, fit_input_scaling
+from ._inputs import BATCH_CENTRINGS, fit_input_scaling
 from ._readout import MODALITY_WEIGHTINGS, check_smoothing, encode_and_fit
 from ._setup import (
     ROLES,
@@ -317,13 +317,7 @@ class SCI2CL(BaseModel):
         #: with a batch key and ``batch_centring="auto"``: per modality (rows), how well the
         #: batches mix in its inputs scaled "over all cells" and "per batch" (1: as if shuffled;
         #: ``_inputs.batch_mixing``), and whether they were "centred" per batch
-        self.input_batch_mixing_ = pd.DataFrame(
-            {
-                r: {**v, "centred": v["per batch"] > v["over all cells"] + MIXING_MARGIN}
-                for r, v in mixing.items()
-                if v is not None
-            }  # fmt: skip
-        ).T
+        self.input_batch_mixing_ = pd.DataFrame({r: v for r, v in mixing.items() if v}).T
 
     # ------------------------------------------------------------------ set-up
     @classmethod
