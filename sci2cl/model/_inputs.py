@@ -18,8 +18,8 @@ __all__ = ["BATCH_CENTRINGS", "MIXING_MARGIN", "batch_mixing", "fit_input_scalin
 BATCH_CENTRINGS = ("auto", "cells", "none")
 #: with ``batch_centring="auto"``: how much better (:func:`batch_mixing`) the batches must mix
 #: when centred on their own cells than when scaled over all cells for a modality to be centred
-#: (chosen on the batch cases of ``benchmarks.batches``: centring gains 0.06-0.08 on the BMMC
-#: donors' RNA, where it costs mixing after training, and 0.25 or more where it is needed)
+#: (chosen on the batch cases of ``benchmarks.batches``, between the BMMC donors' RNA, where
+#: centring costs mixing after training, and the cases with a depth or shift effect)
 MIXING_MARGIN = 0.15
 #: cells (of the PCA cells) on which the batch mixing is measured
 MIXING_CELLS = 10000
