@@ -333,7 +333,8 @@ def findings(df: pd.DataFrame, protocol: str = "kmeans") -> str:
                 name = "scI2CL without it" if best == "scI2CL" else best
                 c = comparison((by["overall"][key] - by["overall"][best]).dropna(), name)
                 text += f", overall {mean.loc[key, 'overall']:.3f}, {c['phrase']}"
-        seeds = g.groupby("method")["seed"].nunique()
+        ran = df[(df["protocol"] == protocol) & (df["case"] == case)]  # collapsed runs ran too
+        seeds = ran.groupby("method")["seed"].nunique()
         short = [m for m in NO_BATCH + WITH_BATCH if seeds.get(m, 0) < seeds.max()]
         if short:
             text += f" (not yet run with every seed here: {', '.join(short)})"

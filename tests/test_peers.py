@@ -793,13 +793,16 @@ def test_batch_findings_name_the_best_trade_off_and_pair_scI2CL_with_it():
         "MultiVI (batch key))" in both
     )
     # a collapsed VAE is left out of the tables and named; scI2CL's centring is tabled
-    gone = {**row("MultiVI (batch key)", 0, 0.99, 0.99, True), "kl_local": 0.01}
+    gone = [{**row("MultiVI (batch key)", s, 0.99, 0.99, True), "kl_local": 0.01} for s in range(3)]
     centring = {"mixing_all_rna": 0.2, "mixing_batch_rna": 0.9, "centred_rna": True}
-    more = pd.concat([df, keyed.assign(**centring), pd.DataFrame([gone])])
+    more = pd.concat([df, keyed.assign(**centring), pd.DataFrame(gone)])
     assert "MultiVI (batch key)" not in set(batches.scores(more)["method"])
-    assert "left out as collapsed (latent KL below the bar): MultiVI (batch key) on c, seed 0" in (
-        batches.findings(more)
+    text = batches.findings(more)
+    assert (
+        "left out as collapsed (latent KL below the bar): MultiVI (batch key) on c, seed 0" in text
     )
+    assert "WNN (Harmony), MultiVI (batch key))" not in text  # it ran: not 'not yet run'
+    assert "WNN (Harmony))" in text
     t = batches.centring_table(more)
     assert t.loc[("c", "rna")].tolist() == [0.2, 0.9, 1.0]
     import matplotlib
