@@ -116,8 +116,9 @@ class SCI2CL(BaseModel):
         (default): on each batch's own mean and SD if the batches then mix
         better than when scaled over all cells, by more than
         :data:`~sci2cl.model._inputs.MIXING_MARGIN` (label-free, per modality,
-        :attr:`input_batch_mixing_`), otherwise over all cells; ``"cells"``: always on each batch's own; ``"none"``: over all cells
-        (batches then corrected in the decoders only). Centring each batch on
+        :attr:`input_batch_mixing_`), otherwise over all cells; ``"cells"``:
+        always on each batch's own; ``"none"``: over all cells (batches then
+        corrected in the decoders only). Centring each batch on
         its own cells also removes differences in cell-type composition
         between batches, which moves cells of one type apart where batches
         differ little.

@@ -68,10 +68,11 @@ class ModalityAE(nn.Module):
         model) instead of all ``D`` features; the decoder still reconstructs
         all ``D`` features.
     n_batch
-        Number of batches the model corrects (0: none). With batches, the
-        input is standardised with each batch's own feature means and SDs
-        (``input_mean``/``input_std`` of shape ``(n_batch, D)``) and the
-        decoder reads the batch (one-hot) beside the embedding.
+        Number of batches the model corrects (0: none). With batches, each
+        cell's input is standardised with its batch's row of
+        ``input_mean``/``input_std`` (shape ``(n_batch, D)``; set by the model,
+        the batch's own moments or those of all cells) and the decoder reads
+        the batch (one-hot) beside the embedding.
     input_skip
         Add a linear path from the encoder input to the embedding,
         ``z = MLP(u) + u W`` (``W`` of shape ``(K, E)``), that the model
