@@ -30,7 +30,7 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 	@command -v python3.11 >/dev/null && PYBIN=python3.11 || PYBIN=python3; \
 	test -x $(PY) || $$PYBIN -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip 2>&1 | grep -v "is ignored" || true
-	set -o pipefail; $(PIP_INSTALL) -e ".[dev,bench,book]" 2>&1 | { grep -v "is ignored: it is neither" || true; }
+	set -o pipefail; $(PIP_INSTALL) -e ".[dev,bench,book,batch]" 2>&1 | { grep -v "is ignored: it is neither" || true; }
 	@if $(PY) -m pip list 2>/dev/null | grep -i -E "^(nvidia-[a-z0-9-]*-cu[0-9]+|triton) "; then echo "CUDA packages were installed: torch must stay pinned to 2.13.0 (CPU wheel)"; exit 1; fi
 	touch $(STAMP)
 

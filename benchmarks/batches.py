@@ -63,10 +63,18 @@ WITH_BATCH = [
 #: ``--methods``, kept in the records as the log of what was tried, left out of the tables.
 #: The records also hold variants whose code was not kept (``batch_centring="clusters"``:
 #: cluster-balanced batch means, and ``"smoothed"``: SD ratios pooled over features of similar
-#: mean; ``benchmarks/archive/batch_centring.patch``)
+#: mean; ``benchmarks/archive/batch_centring.patch``). Every variant of the centring ran before
+#: Harmony's correction of the embedding (``batch_correction``) existed, so without it.
 VARIANTS = {
-    "scI2CL (batch key, batch_centring=cells)": {"batch_centring": "cells"},
-    "scI2CL (batch key, batch_centring=none)": {"batch_centring": "none"},
+    "scI2CL (batch key, batch_correction=none)": {"batch_correction": "none"},
+    "scI2CL (batch key, batch_centring=cells, batch_correction=none)": {
+        "batch_centring": "cells",
+        "batch_correction": "none",
+    },
+    "scI2CL (batch key, batch_centring=none, batch_correction=none)": {
+        "batch_centring": "none",
+        "batch_correction": "none",
+    },
 }
 
 

@@ -65,9 +65,11 @@ def test_batch_key_errors_name_the_column_and_the_unseen_batch(models, two_batch
     new.obs["batch"] = new.obs["batch"].astype(str).replace({"batch2": "batch3"})
     with pytest.raises(DataValidationError, match=r"not trained on: \['batch3'\]"):
         model.get_latent_representation(new, key_added=None)
-    # one of the trained batches only: embedded as in the full data, also after a reload
+    # one of the trained batches only: embedded as in the full data before Harmony (which has
+    # nothing to correct in one batch), also after a reload
     one = data[data.obs["batch"] == "batch2"].copy()
-    want = model.get_latent_representation(key_added=None)[(data.obs["batch"] == "batch2").values]
+    full = model.get_latent_representation(key_added=None, correct_batches=False)
+    want = full[(data.obs["batch"] == "batch2").values]
     np.testing.assert_allclose(
         model.get_latent_representation(one, key_added=None), want, atol=1e-5
     )
@@ -80,6 +82,13 @@ def test_batch_key_errors_name_the_column_and_the_unseen_batch(models, two_batch
     )
     np.testing.assert_allclose(
         again.get_latent_representation(one, key_added=None), want, atol=1e-5
+    )
+    # the corrected embedding of every cell is the same after a reload (Harmony seeded)
+    back = sci2cl.SCI2CL.load(tmp_path / "m", data.copy())
+    np.testing.assert_allclose(
+        back.get_latent_representation(key_added=None),
+        model.get_latent_representation(key_added=None),
+        atol=1e-4,
     )
 
 
@@ -142,3 +151,59 @@ def test_batch_centring_is_checked_and_changes_nothing_without_a_batch_key(two_b
     for r in ("rna", "atac"):
         for name in ("input_mean", "input_std", "input_axes"):
             assert torch.equal(getattr(a.module.ae[r], name), getattr(b.module.ae[r], name))
+
+
+def _composition_donors(seed: int = 1):
+    """No batch effect in the counts, one embedding shifted by donor, types in other proportions."""
+    m = simulate_multiome(n_cells=800, n_genes=300, n_peaks=600, seed=seed)
+    y = m.obs["true_cell_type"].astype("category").cat.codes.to_numpy()
+    rng = np.random.default_rng(seed)
+    donor = np.where(rng.random(m.n_obs) < np.where(y % 2 == 0, 0.8, 0.2), "a", "b")
+    return m, y, donor
+
+
+def test_harmony_mixes_shifted_donors_and_keeps_types_of_other_proportions():
+    from sci2cl.model._harmony import harmony
+
+    _, y, donor = _composition_donors()
+    rng = np.random.default_rng(0)
+    centres = rng.normal(scale=4.0, size=(y.max() + 1, 10))
+    z = centres[y] + rng.normal(size=(len(y), 10)) + 3.0 * (donor == "b")[:, None]
+    out = harmony(z.astype(np.float32), donor, seed=0)
+    assert out.shape == z.shape and out.dtype == np.float32
+    assert _other_batch_share(out, donor) > 2 * _other_batch_share(z, donor)
+    nmi = [metrics.cluster_embedding(e, y.astype(str), seed=0)[0]["nmi"] for e in (z, out)]
+    assert nmi[1] > nmi[0] - 0.02
+    np.testing.assert_array_equal(harmony(z, np.zeros(len(y)), seed=0), z)  # one batch
+
+
+def test_batch_correction_is_checked_and_needs_harmonypy(models, two_batches, monkeypatch):
+    m = two_batches.copy()
+    sci2cl.SCI2CL.setup_mudata(m, batch_key="batch")
+    with pytest.raises(ValueError, match="batch_correction"):
+        sci2cl.SCI2CL(m, batch_correction="scvi", **SMALL)
+    with pytest.raises(TypeError, match="correct_batches"):
+        models["batch"][0].get_latent_representation(key_added=None, correct_batches="no")
+    monkeypatch.setitem(__import__("sys").modules, "harmonypy", None)  # not installed
+    with pytest.raises(ImportError, match=r"sci2cl\[batch\].*batch_correction='none'"):
+        sci2cl.SCI2CL(m, **SMALL)
+    sci2cl.SCI2CL(m, batch_correction="none", **SMALL)  # needs no harmonypy
+    plain = two_batches.copy()
+    sci2cl.SCI2CL.setup_mudata(plain)  # without a batch key there is nothing to correct
+    sci2cl.SCI2CL(plain, **SMALL)
+
+
+def test_models_saved_before_batch_correction_load_uncorrected(models, tmp_path):
+    import json
+
+    model, data = models["batch"]
+    model.save(tmp_path / "m")
+    meta = json.loads((tmp_path / "m" / "model.json").read_text())
+    assert meta["init"].pop("batch_correction") == "harmony"
+    (tmp_path / "m" / "model.json").write_text(json.dumps(meta))
+    old = sci2cl.SCI2CL.load(tmp_path / "m", data.copy())
+    np.testing.assert_allclose(
+        old.get_latent_representation(key_added=None),
+        model.get_latent_representation(key_added=None, correct_batches=False),
+        atol=1e-5,
+    )

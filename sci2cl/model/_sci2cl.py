@@ -17,6 +17,7 @@ from ..module._sci2cl import EMBEDDING_KINDS, SCI2CLModule
 from ..pp import DataValidationError
 from ._base import BaseModel, TrainingError, resolve_device
 from ._data import CellBatches, CodeReader
+from ._harmony import BATCH_CORRECTIONS, harmony, require_harmony
 from ._inputs import BATCH_CENTRINGS, fit_input_scaling
 from ._readout import MODALITY_WEIGHTINGS, check_smoothing, encode_and_fit
 from ._setup import (
@@ -122,6 +123,15 @@ class SCI2CL(BaseModel):
         its own cells also removes differences in cell-type composition
         between batches, which moves cells of one type apart where batches
         differ little.
+    batch_correction
+        With ``setup_mudata(batch_key=...)``: ``"harmony"`` (default) corrects
+        every embedding :meth:`get_latent_representation` returns with Harmony
+        (Korsunsky et al. 2019), fitted on the cells embedded together, so
+        embed all the cells of a study in one call; it moves each batch's
+        cells within soft clusters, so batches may hold different types
+        (needs harmonypy: ``pip install "sci2cl[batch]"``). ``"none"``: the
+        batches are corrected in the inputs (``batch_centring``) and decoders
+        only. Without a batch key there is nothing to correct.
     modality_weighting
         How the joint read-out (``kind="joint"``) weights the two modalities,
         fixed after training without labels. ``"modularity"`` (default): the
@@ -206,6 +216,7 @@ class SCI2CL(BaseModel):
         input_skip: bool = True,
         drop_first_pc: tuple[str, ...] | list[str] = (),
         batch_centring: str = "auto",
+        batch_correction: str = "harmony",
         modality_weighting: str = "modularity",
         readout_scaling: str = "global",
         cross_smoothing: str | float = "auto",
@@ -245,6 +256,7 @@ class SCI2CL(BaseModel):
                 "set n_input_pcs, e.g. 50, or drop_first_pc=()"
             )
         check_choice("batch_centring", batch_centring, BATCH_CENTRINGS)
+        check_choice("batch_correction", batch_correction, BATCH_CORRECTIONS)
         check_choice("modality_weighting", modality_weighting, MODALITY_WEIGHTINGS)
         check_choice("readout_scaling", readout_scaling, READOUT_SCALINGS)
         check_smoothing(cross_smoothing)
@@ -262,6 +274,8 @@ class SCI2CL(BaseModel):
         self.setup = read_setup(mdata)
         #: the batches the model corrects (``setup_mudata(batch_key=...)``; empty: none)
         self.batches_ = list(self.setup["batches"])
+        if self.batches_ and batch_correction == "harmony":
+            require_harmony()
         check_likelihoods(self.likelihoods, self.setup["facts"], self.setup["modalities"])
         warn_empty_cells(self.setup["facts"], self.setup["modalities"], mdata.obs_names)
         self._known: set[str] = set()  # fingerprints of data this model has checked
@@ -351,9 +365,11 @@ class SCI2CL(BaseModel):
         batch_key
             Column of ``mdata.obs`` that names each cell's sample, donor or
             run (``None``: one batch). The model then standardises each
-            feature within each batch before its encoders' principal axes (as
-            Seurat's ``ScaleData(split.by=)`` does) and gives its decoders the
-            batch (as scVI's do), so that the embedding follows cell state
+            feature within each batch before its encoders' principal axes
+            where that mixes the batches (as Seurat's ``ScaleData(split.by=)``
+            does; ``batch_centring``), gives its decoders the batch (as scVI's
+            do) and corrects its embeddings with Harmony
+            (``batch_correction``), so that the embedding follows cell state
             rather than batch. Cells of a batch the model was not trained on
             cannot be embedded (an error says so).
 
@@ -598,6 +614,7 @@ class SCI2CL(BaseModel):
         key_added: str | None = "X_sci2cl",
         kind: str = "joint",
         layer: str | None | type = ...,
+        correct_batches: bool = True,
     ) -> np.ndarray:
         """Cell embeddings ``(n_cells, n_latent)``; ``n_latent + shared_variates`` columns for ``"joint"``, ``2 * n_latent`` for ``"concat"``.
 
@@ -627,6 +644,12 @@ class SCI2CL(BaseModel):
             by the fusion network (the paper's read-out); ``"rna"`` or
             ``"atac"`` (per-modality encoders); ``"concat"`` (both
             L2-normalised encoder outputs side by side, equal weights).
+        correct_batches
+            For a model set up with a batch key and ``batch_correction=
+            "harmony"``: correct the embedding with Harmony, fitted on the
+            cells of ``mdata`` (default), or return it uncorrected
+            (``False``). Any kind is corrected. Cells of one batch only are
+            returned as they are (nothing to correct).
 
         Raises
         ------
@@ -639,6 +662,7 @@ class SCI2CL(BaseModel):
             raise RuntimeError("the model is not trained; call .train() first")
         check_choice("kind", kind, EMBEDDING_KINDS)
         check_range("batch_size", batch_size, 1, integer=True)
+        check_flag("correct_batches", correct_batches)
         mdata = self.mdata if mdata is None else mdata
         if not isinstance(mdata, md.MuData):
             raise TypeError(f"mdata must be a MuData, got {type(mdata).__name__}")
@@ -652,6 +676,9 @@ class SCI2CL(BaseModel):
                 f"the embedding has {int((~np.isfinite(z)).any(1).sum())} cells with non-finite "
                 "values; nothing was written. Check the input values (raw counts?)."
             )
+        if correct_batches and self.batches_ and self.init_params["batch_correction"] == "harmony":
+            codes = batch_codes(mdata, self.setup["batch_key"], self.batches_)
+            z = harmony(z, codes, self.seed)
         if key_added:
             mdata.obsm[key_added] = z
         return z
@@ -733,6 +760,7 @@ class SCI2CL(BaseModel):
                 )
         init = cls._checkpoint_init(f, meta)
         init["device"] = device
+        init.setdefault("batch_correction", "none")  # saved before the option: as it was
         model = cls(mdata, **init)
         model._load_weights(state, path)
         model.history = cls._read_history(path)
