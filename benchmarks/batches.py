@@ -16,7 +16,9 @@ Cases, each with ``obs["batch"]`` (labels and batches only score):
 Methods: every one of :data:`NO_BATCH` ignores the batch, as a user who has not declared it gets;
 :data:`WITH_BATCH` are the peers run with their own batch options, as their authors recommend
 (MOFA+ with the batches as groups; muon's WNN on Harmony-corrected RNA PCA and ATAC LSI;
-MultiVI with its ``batch_key``), and scI2CL set up with ``batch_key``. A VAE whose latent KL per
+MultiVI with its ``batch_key``; GLUE with ``use_batch`` where the case has a guidance graph), and
+scI2CL set up with ``batch_key``. A method that cannot run on a case (GLUE without a guidance
+graph) is recorded as skipped, with the reason (:func:`skipped`). A VAE whose latent KL per
 cell ends below ``clustering.KL_COLLAPSED`` has collapsed and is left out of the tables (named
 in :func:`findings`).
 
@@ -57,6 +59,7 @@ WITH_BATCH = [
     "MOFA+ (batches as groups)",
     "WNN (Harmony)",
     "MultiVI (batch key)",
+    "GLUE (use_batch)",
     "scI2CL (batch key)",
 ]
 #: development variants of "scI2CL (batch key)" (arguments to ``SCI2CL``): run with
@@ -167,6 +170,29 @@ def multivi_batch_key(m: md.MuData, seed: int, max_epochs: int | None = None) ->
     return {"embedding": z, "kl_local": peers._history_last(model, "kl_local_validation")}
 
 
+def glue_use_batch(m: md.MuData, seed: int) -> np.ndarray:
+    """GLUE as the benchmark runs it (``peers._glue``), with the batches as its ``use_batch``.
+
+    ``use_batch`` is set in each modality's ``scglue.models.configure_dataset``, as GLUE's
+    tutorial on batches does; everything else is the benchmark's GLUE.
+    """
+    import scglue
+
+    w = md.MuData({"rna": m["rna"].copy(), "atac": m["atac"].copy()})
+    for mod in ("rna", "atac"):
+        w[mod].obs[BATCH] = m.obs[BATCH].astype(str).to_numpy()
+    configure = scglue.models.configure_dataset
+
+    def with_batch(adata, *args, **kw):
+        return configure(adata, *args, use_batch=BATCH, **kw)
+
+    scglue.models.configure_dataset = with_batch
+    try:
+        return peers._glue(w, seed)
+    finally:
+        scglue.models.configure_dataset = configure
+
+
 def sci2cl_batch_key(m: md.MuData, seed: int, **kwargs) -> dict:
     """scI2CL with its defaults (or ``kwargs``), set up with ``batch_key``.
 
@@ -208,6 +234,8 @@ def embed(method: str, m: md.MuData, seed: int) -> np.ndarray | dict:
         return wnn_harmony(m, seed)
     if method == "MultiVI (batch key)":
         return multivi_batch_key(m, seed)
+    if method == "GLUE (use_batch)":
+        return glue_use_batch(m, seed)
     return peers.run_peer(method, m, seed)["embedding"]
 
 
@@ -248,10 +276,19 @@ def _record(case: str, method: str, seed: int) -> Path:
     return OUT / f"{case}__{safe}__{seed}.json"
 
 
+def _records() -> list[dict]:
+    return [r for p in sorted(OUT.glob("*.json")) for r in json.loads(p.read_text())]
+
+
+def skipped() -> pd.DataFrame:
+    """The (case, method, seed) units that could not run, with the reason (``reason``)."""
+    rows = [r for r in _records() if "reason" in r]
+    return pd.DataFrame(rows, columns=["case", "method", "seed", "reason"])
+
+
 def collect() -> pd.DataFrame:
-    """Every finished unit's rows, in one table (written to :data:`CSV`)."""
-    rows = [r for p in sorted(OUT.glob("*.json")) for r in json.loads(p.read_text())]
-    df = pd.DataFrame(rows)
+    """Every finished unit's rows, in one table (written to :data:`CSV`; skipped units left out)."""
+    df = pd.DataFrame([r for r in _records() if "reason" not in r])
     if len(df):
         write_text_atomic(CSV, df.to_csv(index=False))
     return df
@@ -318,6 +355,7 @@ def findings(df: pd.DataFrame, protocol: str = "kmeans") -> str:
     from benchmarks.report import comparison
 
     s = scores(df, protocol)
+    gone_here = skipped()
     out = []
     for case, g in s.groupby("case", sort=False):
         mean = g.groupby("method")[["overall", "bio", "batch_score", "ilisi"]].mean()
@@ -343,10 +381,16 @@ def findings(df: pd.DataFrame, protocol: str = "kmeans") -> str:
                 text += f", overall {mean.loc[key, 'overall']:.3f}, {c['phrase']}"
         ran = df[(df["protocol"] == protocol) & (df["case"] == case)]  # collapsed runs ran too
         seeds = ran.groupby("method")["seed"].nunique()
-        short = [m for m in NO_BATCH + WITH_BATCH if seeds.get(m, 0) < seeds.max()]
+        cannot = set(gone_here.loc[gone_here["case"] == case, "method"])
+        short = [
+            m for m in NO_BATCH + WITH_BATCH if seeds.get(m, 0) < seeds.max() and m not in cannot
+        ]
         if short:
             text += f" (not yet run with every seed here: {', '.join(short)})"
         out.append(text)
+    for method, g in gone_here.groupby("method", sort=False):
+        reason = g["reason"].iloc[0].split(":")[0]
+        out.append(f"{method} cannot run on {', '.join(sorted(set(g['case'])))} ({reason})")
     gone = df[(df["protocol"] == protocol) & collapsed(df)]
     if len(gone):
         out.append("left out as collapsed (latent KL below the bar): " + ", ".join(
@@ -370,7 +414,13 @@ def main() -> int:
                 path = _record(case, method, seed)
                 if path.exists():
                     continue
-                rows = run_unit(case, method, seed)
+                try:
+                    rows = run_unit(case, method, seed)
+                except peers.PeerUnavailable as e:  # the method cannot run on this case: say why
+                    write_text_atomic(path, json.dumps([{"case": case, "method": method,
+                                                         "seed": seed, "reason": str(e)}]))  # fmt: skip
+                    print(f"{case} {method}: skipped ({e})", flush=True)
+                    continue
                 write_text_atomic(path, json.dumps(rows))
                 print(f"{case} {method} seed {seed}: KMeans NMI {rows[0]['nmi']:.3f}, "
                       f"iLISI {rows[0]['ilisi']:.3f}", flush=True)  # fmt: skip

@@ -250,8 +250,11 @@ def batch_tradeoff(scores: pd.DataFrame):
         ax.set(
             title=case, xlabel="batch correction (scib mean)", ylabel="bio-conservation (scib mean)"
         )
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=8, bbox_to_anchor=(0.5, -0.12))
+    legend = {}  # every method once, also those that ran on some cases only
+    for ax in axes[0]:
+        legend.update(zip(*reversed(ax.get_legend_handles_labels())))
+    fig.legend(legend.values(), legend.keys(), loc="lower center", ncol=4, fontsize=8,
+               bbox_to_anchor=(0.5, -0.12))  # fmt: skip
     fig.suptitle("Several samples: conservation against batch mixing (hollow: the batch declared)")
     fig.tight_layout()
     return fig

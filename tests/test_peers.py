@@ -814,3 +814,45 @@ def test_batch_findings_name_the_best_trade_off_and_pair_scI2CL_with_it():
     (ax,) = fig.axes
     faces = {c.get_label(): c.lines[0].get_markerfacecolor() for c in ax.containers}
     assert faces["MOFA+ (batches as groups)"] == "white" and faces["scI2CL"] != "white"
+
+
+def test_glue_use_batch_configures_each_modality_with_the_batch(tiny_mdata, monkeypatch):
+    """GLUE (use_batch): both modalities configured with the batch column, as GLUE's tutorial does,
+    and scglue's configure_dataset restored afterwards, also when the fit fails."""
+    pytest.importorskip("scglue")
+    import scglue
+
+    from benchmarks.batches import BATCH, glue_use_batch
+
+    m = tiny_mdata.copy()
+    m.obs[BATCH] = np.where(np.arange(m.n_obs) % 2, "x", "y")
+    seen = {}
+
+    def fit(adatas, graph, **kw):  # stands in for GLUE's training: read what it was given
+        for k, a in adatas.items():
+            seen[k] = (a.uns["__scglue__"]["use_batch"], a.obs[BATCH].tolist())
+        raise RuntimeError("stop here")
+
+    original = scglue.models.configure_dataset
+    monkeypatch.setattr(scglue.models, "fit_SCGLUE", fit)
+    with pytest.raises(RuntimeError, match="stop here"):
+        glue_use_batch(m, seed=0)
+    assert scglue.models.configure_dataset is original
+    for k in ("rna", "atac"):
+        assert seen[k] == (BATCH, m.obs[BATCH].tolist())
+
+
+def test_batch_benchmark_keeps_skipped_units_apart_with_their_reason(tmp_path, monkeypatch):
+    import json
+
+    from benchmarks import batches
+
+    monkeypatch.setattr(batches, "OUT", tmp_path)
+    row = {"case": "bmmc_a", "method": "RNA PCA", "seed": 0, "protocol": "kmeans", "nmi": 0.5}
+    (tmp_path / "a.json").write_text(json.dumps([row]))
+    reason = "GLUE needs a guidance graph: this dataset has no peak-to-gene table"
+    skip = {"case": "bmmc_a", "method": "GLUE (use_batch)", "seed": 0, "reason": reason}
+    (tmp_path / "b.json").write_text(json.dumps([skip]))
+    monkeypatch.setattr(batches, "CSV", tmp_path / "table.csv")
+    assert batches.collect()["method"].tolist() == ["RNA PCA"]
+    assert batches.skipped().to_dict("records") == [skip]
