@@ -856,3 +856,19 @@ def test_batch_benchmark_keeps_skipped_units_apart_with_their_reason(tmp_path, m
     monkeypatch.setattr(batches, "CSV", tmp_path / "table.csv")
     assert batches.collect()["method"].tolist() == ["RNA PCA"]
     assert batches.skipped().to_dict("records") == [skip]
+    # the findings name the skipped case and the one-seed peer, and pair the rest over seeds
+    rows = []
+    for method, seeds, level in (("scI2CL", 3, 0.5), ("scI2CL (batch key)", 3, 0.7),
+                                 ("GLUE (use_batch)", 1, 0.9), ("RNA PCA", 2, 0.4)):  # fmt: skip
+        for seed in range(seeds):
+            v = level + 0.01 * seed
+            rows.append({"case": "sim", "method": method, "seed": seed, "protocol": "kmeans",
+                         "batch_aware": "(" in method,
+                         "nmi": v, "scib_silhouette_label": v, "scib_clisi": v, "ilisi": v,
+                         "batch_silhouette": v, "graph_connectivity": v})  # fmt: skip
+    text = batches.findings(pd.DataFrame(rows))
+    assert "sim: best overall GLUE (use_batch)" in text
+    assert "GLUE (use_batch) with one seed only" in text
+    assert "not yet run with every seed here: RNA PCA" in text
+    assert "GLUE (use_batch) cannot run on bmmc_a (GLUE needs a guidance graph)" in text
+    assert "iLISI 0.710 against 0.510 (gain)" in text
