@@ -100,6 +100,7 @@ FINGERPRINT_METHOD = {
         # the scI2CL model's own files, not scRCL's (a change to scRCL keeps scI2CL's units)
         "sci2cl/model/_base.py",
         "sci2cl/model/_data.py",
+        "sci2cl/model/_harmony.py",
         "sci2cl/model/_inputs.py",
         "sci2cl/model/_readout.py",
         "sci2cl/model/_sci2cl.py",

@@ -133,6 +133,7 @@ def restamp_stale(stale: dict, now: str, dataset_of, canary, stamp, method: str,
         for u in by_ds.values():
             label, result = canary(u)
             if result == "no embedding":
+                log(f"{method} {v} -> {now}: canary {label}: no embedding kept, nothing restamped")
                 verdict = result
                 break
             canaries.append(label)

@@ -449,6 +449,45 @@ def test_depth_restamp_keeps_runs_only_when_every_dataset_canary_is_identical(
     assert depth.restamp("M", **quiet) == {}  # nothing stale any more
 
 
+def test_depth_restamp_without_kept_embeddings_compares_every_score(tmp_path, monkeypatch):
+    """A fresh checkout keeps no embeddings: a canary then re-scores and must match its record."""
+    import json
+    from types import SimpleNamespace
+
+    from benchmarks import common, depth, peers
+
+    monkeypatch.setattr(depth, "OUT", tmp_path / "out")
+    monkeypatch.setattr(depth, "EMB", tmp_path / "emb")  # empty
+    cells = SimpleNamespace(obs=pd.DataFrame({"t": ["a", "b", "a"]}))
+    monkeypatch.setattr(depth, "prepare_thinned", lambda ds, f, seed: cells)
+    monkeypatch.setattr(common, "label_key", lambda ds: "t")
+    monkeypatch.setattr(depth, "_score_version", lambda: "score-now")
+    monkeypatch.setattr(
+        depth, "_score", lambda res, y, seed: [{"nmi": float(res["embedding"].sum()), "r": None}]
+    )
+    rec_path, _ = depth._paths("d", 0.1, "M", 0)
+    rec_path.parent.mkdir(parents=True)
+    z = np.arange(6, dtype=np.float32).reshape(3, 2)
+    rec = {"key": {"method_version": "old"}, "status": "ok", "seconds": 1.0,
+           "score_version": "score-now", "rows": [{"nmi": float(z.sum()), "r": None}]}  # fmt: skip
+    rec_path.write_text(json.dumps(rec))
+    out = {"embedding": z, "extra": {}, "adjacency": None}
+    monkeypatch.setattr(peers, "run_peer", lambda *a, **k: {**out, "embedding": z + shift})
+    monkeypatch.setattr(depth, "_method_version", lambda m: "new")
+    logged = []
+    quiet = {"settings": {}, "log": logged.append}
+    shift = 1e-3  # another score: nothing is restamped
+    assert depth.restamp("M", **quiet) == {"old": "differs"}
+    shift = 0.0
+    assert depth.restamp("M", **quiet) == {"old": "kept"}
+    assert json.loads(rec_path.read_text())["restamp_canary"] == "d rna0.1 seed 0 (its scores)"
+    # scored by older scoring code and no embedding: cannot tell, said so, nothing restamped
+    rec["score_version"] = "score-old"
+    rec_path.write_text(json.dumps(rec))
+    assert depth.restamp("M", **quiet) == {"old": "no embedding"}
+    assert "no embedding kept, nothing restamped" in logged[-1]
+
+
 def test_clustering_restamp_keeps_units_only_when_every_dataset_canary_scores_the_same(
     tmp_path, monkeypatch
 ):
