@@ -334,6 +334,38 @@ def summary(df: pd.DataFrame, protocol: str = "kmeans") -> pd.DataFrame:
     return out.sort_values(["case", "overall"], ascending=[True, False])
 
 
+def key_table(df: pd.DataFrame, protocol: str = "kmeans") -> pd.DataFrame:
+    """scI2CL with its batch key, default and every variant run, against scI2CL without it.
+
+    Per (case, configuration): mean over seeds of iLISI, bio-conservation and the overall score,
+    each with its paired difference from scI2CL without the key (mean ± SD over seeds) and the
+    verdict of the book's tie rule. The variants are the development log (:data:`VARIANTS` and
+    those whose code was not kept).
+    """
+    from benchmarks.report import comparison
+
+    d = df[(df["protocol"] == protocol) & df["method"].str.startswith("scI2CL")].copy()
+    d["bio"] = d[list(BIO)].mean(1)
+    d["overall"] = 0.6 * d["bio"] + 0.4 * d[list(BATCH_METRICS)].mean(1)
+    rows = []
+    for case, g in d.groupby("case", sort=False):
+        by = g.set_index(["method", "seed"])
+        for method in sorted(
+            set(g["method"]) - {"scI2CL"}, key=lambda m: (m != "scI2CL (batch key)", m)
+        ):
+            row = {
+                "case": case,
+                "configuration": method,
+                "seeds": int((g["method"] == method).sum()),
+            }
+            for col, name in (("ilisi", "iLISI"), ("bio", "bio"), ("overall", "overall")):
+                c = comparison((by[col][method] - by[col]["scI2CL"]).dropna(), "scI2CL")
+                row[name] = (f"{by[col][method].mean():.3f} ({c['mean']:+.3f} ± {c['sd']:.3f}, "
+                             f"{c['verdict']})")  # fmt: skip
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def centring_table(df: pd.DataFrame) -> pd.DataFrame:
     """scI2CL's input centring per (case, modality).
 

@@ -911,3 +911,10 @@ def test_batch_benchmark_keeps_skipped_units_apart_with_their_reason(tmp_path, m
     assert "not yet run with every seed here: RNA PCA" in text
     assert "GLUE (use_batch) cannot run on bmmc_a (GLUE needs a guidance graph)" in text
     assert "iLISI 0.710 against 0.510 (gain)" in text
+    # the development log of the key: the default first, each against scI2CL without the key
+    rows += [{**r, "method": "scI2CL (batch key, batch_correction=none)", "ilisi": r["ilisi"] - 0.2}
+             for r in rows if r["method"] == "scI2CL (batch key)"]  # fmt: skip
+    t = batches.key_table(pd.DataFrame(rows)).set_index("configuration")
+    assert list(t.index) == ["scI2CL (batch key)", "scI2CL (batch key, batch_correction=none)"]
+    assert t.loc["scI2CL (batch key)", "iLISI"] == "0.710 (+0.200 ± 0.000, gain)"
+    assert t.loc["scI2CL (batch key, batch_correction=none)", "iLISI"].endswith("0.000, tie)")
