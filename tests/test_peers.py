@@ -829,7 +829,7 @@ def test_batch_findings_name_the_best_trade_off_and_pair_scI2CL_with_it():
     assert "bio-conservation 0.800 against 0.810 (tie)" in both
     assert (
         "(not yet run with every seed here: RNA PCA, PCA+LSI, WNN (muon), MOFA+, WNN (Harmony), "
-        "MultiVI (batch key))" in both
+        "MultiVI (batch key), GLUE (use_batch))" in both
     )
     # a collapsed VAE is left out of the tables and named; scI2CL's centring is tabled
     gone = [{**row("MultiVI (batch key)", s, 0.99, 0.99, True), "kl_local": 0.01} for s in range(3)]
@@ -840,8 +840,8 @@ def test_batch_findings_name_the_best_trade_off_and_pair_scI2CL_with_it():
     assert (
         "left out as collapsed (latent KL below the bar): MultiVI (batch key) on c, seed 0" in text
     )
-    assert "WNN (Harmony), MultiVI (batch key))" not in text  # it ran: not 'not yet run'
-    assert "WNN (Harmony))" in text
+    assert "MultiVI (batch key)," not in text  # it ran: not 'not yet run'
+    assert "WNN (Harmony), GLUE (use_batch))" in text
     t = batches.centring_table(more)
     assert t.loc[("c", "rna")].tolist() == [0.2, 0.9, 1.0]
     import matplotlib
