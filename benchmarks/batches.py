@@ -383,53 +383,70 @@ def centring_table(df: pd.DataFrame) -> pd.DataFrame:
     return pd.concat(rows).sort_index().round(3) if rows else pd.DataFrame()
 
 
-def findings(df: pd.DataFrame, protocol: str = "kmeans") -> str:
-    """Per case, in words: the best overall method, and scI2CL (no batch covariate) beside it.
+def _case_verdicts(case: str, g: pd.DataFrame) -> str:
+    """One case in words: the best overall method, scI2CL without and with its batch key.
 
-    Every number is read from :func:`scores`; paired comparisons over seeds use the book's
-    tie rule (:func:`benchmarks.report.comparison`).
+    ``g`` holds the case's rows of :func:`scores`; paired comparisons over seeds use the
+    book's tie rule (:func:`benchmarks.report.comparison`).
     """
     from benchmarks.report import comparison
 
+    mean = g.groupby("method")[["overall", "bio", "batch_score", "ilisi"]].mean()
+    best = mean["overall"].idxmax()
+    text = (f"{case}: best overall {best} ({mean.loc[best, 'overall']:.3f}; "
+            f"bio {mean.loc[best, 'bio']:.3f}, batch {mean.loc[best, 'batch_score']:.3f})")  # fmt: skip
+    by = g.set_index(["method", "seed"])
+    if "scI2CL" in mean.index and best != "scI2CL":
+        c = comparison((by["overall"]["scI2CL"] - by["overall"][best]).dropna(), best)
+        text += (f"; scI2CL without the batch {mean.loc['scI2CL', 'overall']:.3f} "
+                 f"(iLISI {mean.loc['scI2CL', 'ilisi']:.3f}), {c['phrase']}")  # fmt: skip
+    key = "scI2CL (batch key)"
+    if key in mean.index and "scI2CL" in mean.index:
+        parts = []
+        for col, name in (("ilisi", "iLISI"), ("bio", "bio-conservation")):
+            c = comparison((by[col][key] - by[col]["scI2CL"]).dropna(), "scI2CL without it")
+            parts.append(f"{name} {mean.loc[key, col]:.3f} against {mean.loc['scI2CL', col]:.3f} "
+                         f"({c['verdict']})")  # fmt: skip
+        text += "; with its batch key, scI2CL's " + ", ".join(parts)
+        if best != key:
+            name = "scI2CL without it" if best == "scI2CL" else best
+            c = comparison((by["overall"][key] - by["overall"][best]).dropna(), name)
+            text += f", overall {mean.loc[key, 'overall']:.3f}, {c['phrase']}"
+    return text
+
+
+def _seed_notes(ran: pd.DataFrame, cannot: set) -> str:
+    """What of a case ran with fewer seeds: the one-seed methods, and methods not yet run with all.
+
+    ``ran``: the case's rows under one protocol (collapsed runs included: they ran);
+    ``cannot``: the methods that cannot run on the case (:func:`skipped`).
+    """
+    seeds = ran.groupby("method")["seed"].nunique()
+    one = [m for m in ONE_SEED if seeds.get(m, 0) == 1]
+    short = [
+        m
+        for m in NO_BATCH + WITH_BATCH
+        if seeds.get(m, 0) < seeds.max() and m not in cannot and m not in one
+    ]
+    text = f" ({', '.join(one)} with one seed only, for its run time)" if one else ""
+    if short:
+        text += f" (not yet run with every seed here: {', '.join(short)})"
+    return text
+
+
+def findings(df: pd.DataFrame, protocol: str = "kmeans") -> str:
+    """Per case, in words: the best overall method, and scI2CL (no batch covariate) beside it.
+
+    Every number is read from :func:`scores` (:func:`_case_verdicts`, :func:`_seed_notes`);
+    then the methods that cannot run on a case and the runs left out as collapsed.
+    """
     s = scores(df, protocol)
     gone_here = skipped()
     out = []
     for case, g in s.groupby("case", sort=False):
-        mean = g.groupby("method")[["overall", "bio", "batch_score", "ilisi"]].mean()
-        best = mean["overall"].idxmax()
-        text = (f"{case}: best overall {best} ({mean.loc[best, 'overall']:.3f}; "
-                f"bio {mean.loc[best, 'bio']:.3f}, batch {mean.loc[best, 'batch_score']:.3f})")  # fmt: skip
-        by = g.set_index(["method", "seed"])
-        if "scI2CL" in mean.index and best != "scI2CL":
-            c = comparison((by["overall"]["scI2CL"] - by["overall"][best]).dropna(), best)
-            text += (f"; scI2CL without the batch {mean.loc['scI2CL', 'overall']:.3f} "
-                     f"(iLISI {mean.loc['scI2CL', 'ilisi']:.3f}), {c['phrase']}")  # fmt: skip
-        key = "scI2CL (batch key)"
-        if key in mean.index and "scI2CL" in mean.index:
-            parts = []
-            for col, name in (("ilisi", "iLISI"), ("bio", "bio-conservation")):
-                c = comparison((by[col][key] - by[col]["scI2CL"]).dropna(), "scI2CL without it")
-                parts.append(f"{name} {mean.loc[key, col]:.3f} against {mean.loc['scI2CL', col]:.3f} "
-                             f"({c['verdict']})")  # fmt: skip
-            text += "; with its batch key, scI2CL's " + ", ".join(parts)
-            if best != key:
-                name = "scI2CL without it" if best == "scI2CL" else best
-                c = comparison((by["overall"][key] - by["overall"][best]).dropna(), name)
-                text += f", overall {mean.loc[key, 'overall']:.3f}, {c['phrase']}"
-        ran = df[(df["protocol"] == protocol) & (df["case"] == case)]  # collapsed runs ran too
-        seeds = ran.groupby("method")["seed"].nunique()
+        ran = df[(df["protocol"] == protocol) & (df["case"] == case)]
         cannot = set(gone_here.loc[gone_here["case"] == case, "method"])
-        one = [m for m in ONE_SEED if seeds.get(m, 0) == 1]
-        short = [
-            m
-            for m in NO_BATCH + WITH_BATCH
-            if seeds.get(m, 0) < seeds.max() and m not in cannot and m not in one
-        ]
-        if one:
-            text += f" ({', '.join(one)} with one seed only, for its run time)"
-        if short:
-            text += f" (not yet run with every seed here: {', '.join(short)})"
-        out.append(text)
+        out.append(_case_verdicts(case, g) + _seed_notes(ran, cannot))
     for method, g in gone_here.groupby("method", sort=False):
         reason = g["reason"].iloc[0].split(":")[0]
         out.append(f"{method} cannot run on {', '.join(sorted(set(g['case'])))} ({reason})")
