@@ -140,6 +140,12 @@ CONFIGS: dict[str, dict] = {
     "f_drop1_paper_losses": _default(drop_first_pc=["atac"], weights={"moc": 1.0, "mom": 1.0}),
     # issue 41, the point still lost (SNARE-seq at 10 %, GLUE ahead): GLUE's inputs, 100 PCs
     "g_pcs100": _default(n_input_pcs=100),
+    # the BMMC subsets (a few hundred cells) take 2 optimiser steps an epoch against 20 on
+    # SNARE-seq: more epochs where the set is small (scvi-tools scales max_epochs with 1 / n_cells),
+    # or fewer (the count decoders overfit small sets)
+    "h_epochs120": _default(train={"max_epochs": 120}),
+    "h_epochs240": _default(train={"max_epochs": 240}),
+    "h_epochs30": _default(train={"max_epochs": 30}),
 }
 #: fixed shares of cross-modal smoothing whose joint read-outs are logged beside the model's own
 READOUT_SMOOTHINGS = (0.0, 0.2, 0.4)
